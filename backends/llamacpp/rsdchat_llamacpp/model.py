@@ -1,0 +1,240 @@
+"""One GGUF model in process: writes steps and scores continuations, reusing its KV cache.
+
+The model keeps the tokens it has already read. Each call renders the conversation
+with the model's own chat template, finds the longest prefix it has seen, drops the
+rest of the cache and reads only the new tokens: a step costs its new tokens, not
+the whole prefix again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rsdchat.errors import BackendError
+from rsdchat.protocols import Logprobs, TokenSink
+from rsdchat.types import Context, FinishReason, Generation, ModelInfo, StepRequest, Usage
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+Logits = npt.NDArray[np.float32]
+
+
+class Cancelled(Exception):
+    """The awaiting task was cancelled; the worker thread stops at the next token."""
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def log_softmax_at(logits: Logits, token: int) -> float:
+    top = float(logits.max())
+    return float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
+
+
+def sample(logits: Logits, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+    """Greedy at temperature 0, else temperature + nucleus (top-p) sampling."""
+    if temperature <= 0.0:
+        return int(logits.argmax())
+    scaled = (logits - logits.max()) / temperature
+    probs = np.exp(scaled.astype(np.float64))
+    probs /= probs.sum()
+    if top_p < 1.0:
+        order = np.argsort(-probs)
+        keep = order[: int(np.searchsorted(np.cumsum(probs[order]), top_p)) + 1]
+        return int(rng.choice(keep, p=probs[keep] / probs[keep].sum()))
+    return int(rng.choice(len(probs), p=probs))
+
+
+class LlamaModel:
+    """A `StepGenerator` and `LogprobModel` over llama-cpp-python's `Llama`."""
+
+    def __init__(self, path: Path, *, name: str, n_ctx: int, threads: int) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        try:
+            self._llm: Llama = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                logits_all=False,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise BackendError(f"llama.cpp could not load {path}: {exc}") from None
+        llm = self._llm
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise BackendError(f"{path} has no chat template; rsdchat needs an instruct/chat model")
+        eos = llm._model.token_get_text(llm.token_eos()) if llm.token_eos() != -1 else ""
+        bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() != -1 else ""
+        self._bos_text = bos
+        self._format = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        self._vocab = llm.n_vocab()
+        self._lock = threading.Lock()  # one request at a time per model (loop-agnostic)
+        self.info = ModelInfo(name=name, n_params=int(llm._model.n_params()), backend="llamacpp")
+        self.n_ctx = n_ctx
+
+    # -- the protocols -------------------------------------------------------------
+
+    async def generate(
+        self, context: Context, request: StepRequest, on_token: TokenSink | None = None
+    ) -> Generation:
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+
+        def emit(text: str) -> None:
+            if on_token is not None and not cancel.is_set():
+                loop.call_soon_threadsafe(on_token, text)
+
+        try:
+            return await asyncio.to_thread(self._locked, self._generate, context, request, emit, cancel)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+
+    async def logprobs(self, context: Context, continuation: str) -> Logprobs:
+        cancel = threading.Event()
+        try:
+            return await asyncio.to_thread(self._locked, self._logprobs, context, continuation, cancel)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._llm.close()
+
+    # -- work in the worker thread --------------------------------------------------
+
+    def _locked(self, work: Any, *args: Any) -> Any:
+        with self._lock:
+            try:
+                return work(*args)
+            except RuntimeError as exc:  # llama_decode failures
+                raise BackendError(f"llama.cpp failed on {self.info.name}: {exc}") from None
+
+    def _tokens(self, context: Context) -> list[int]:
+        messages = [{"role": m.role, "content": m.content} for m in context.messages]
+        prompt = self._format(messages=messages).prompt + context.response  # type: ignore[arg-type]
+        add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
+        return list(self._llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def _decode(self, tokens: list[int], *, all_logits: bool = False) -> list[Logits]:
+        """Read `tokens` after the cached ones; return logits (every row, or only the last)."""
+        llm = self._llm
+        if llm.n_tokens + len(tokens) > self.n_ctx:
+            raise BackendError(
+                f"{self.info.name}: context window full ({self.n_ctx} tokens); "
+                "raise n_ctx or lower max_tokens"
+            )
+        rows: list[Logits] = []
+        for start in range(0, len(tokens), llm.n_batch):
+            batch = tokens[start : start + llm.n_batch]
+            n_past = llm.n_tokens
+            llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=all_logits)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[n_past : n_past + len(batch)] = batch
+            llm.n_tokens += len(batch)
+            if all_logits:
+                out = np.ctypeslib.as_array(
+                    llm._ctx.get_logits(),  # type: ignore[no-untyped-call]
+                    shape=(len(batch) * self._vocab,),
+                )
+                rows.extend(out.reshape(len(batch), self._vocab).copy())
+        if not all_logits and tokens:
+            rows.append(np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(self._vocab,)).copy())
+        return rows
+
+    def _prefill(self, tokens: list[int]) -> tuple[int, Logits]:
+        """Make the cache hold exactly `tokens`; return how many were read and the next-token logits."""
+        llm = self._llm
+        keep = common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens)
+        keep = min(keep, len(tokens) - 1)  # re-read the last token to get fresh logits
+        llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+        llm.n_tokens = keep
+        (logits,) = self._decode(tokens[keep:])
+        return len(tokens) - keep, logits
+
+    def _generate(
+        self, context: Context, request: StepRequest, emit: TokenSink, cancel: threading.Event
+    ) -> Generation:
+        started = time.perf_counter()
+        llm = self._llm
+        prompt = self._tokens(context)
+        if len(prompt) >= self.n_ctx:
+            raise BackendError(
+                f"{self.info.name}: the conversation ({len(prompt)} tokens) exceeds n_ctx={self.n_ctx}"
+            )
+        prefilled, logits = self._prefill(prompt)
+        rng = np.random.default_rng(request.seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text, logprobs, sampled = "", [], 0
+        finish: FinishReason = "length"
+        budget = min(request.max_tokens, self.n_ctx - len(prompt))
+        while sampled < budget:
+            if cancel.is_set():
+                raise Cancelled
+            token = sample(logits, request.temperature, request.top_p, rng)
+            sampled += 1
+            if _is_eog(llm, token):
+                finish = "eos"
+                break
+            logprobs.append(log_softmax_at(logits, token))
+            piece = decoder.decode(llm.detokenize([token]))
+            end = _stop_end(text, piece, request.stop)
+            if end is not None:
+                emit((text + piece)[len(text) : end])
+                text, finish = (text + piece)[:end], "step"
+                break
+            text += piece
+            emit(piece)
+            if sampled < budget:
+                (logits,) = self._decode([token])
+        usage = Usage(prefilled, sampled, time.perf_counter() - started)
+        return Generation(text, finish, usage, tuple(logprobs))
+
+    def _logprobs(self, context: Context, continuation: str, cancel: threading.Event) -> Logprobs:
+        started = time.perf_counter()
+        before = self._tokens(context)
+        full = self._tokens(context.extend(continuation))
+        start = max(1, common_prefix(before, full))
+        if start >= len(full):
+            return Logprobs((), Usage(seconds=time.perf_counter() - started))
+        prefilled, first = self._prefill(full[:start])
+        if cancel.is_set():
+            raise Cancelled
+        rows = [first, *self._decode(full[start:], all_logits=True)]
+        scores = tuple(log_softmax_at(rows[i], token) for i, token in enumerate(full[start:]))
+        usage = Usage(prefilled + len(full) - start, 0, time.perf_counter() - started)
+        return Logprobs(scores, usage)
+
+
+def _is_eog(llm: Llama, token: int) -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
+
+
+def _stop_end(text: str, piece: str, stops: tuple[str, ...]) -> int | None:
+    """Where the step ends (just after the first stop string), if `piece` completes one."""
+    joined = text + piece
+    horizon = max(0, len(text) - max(len(s) for s in stops) + 1)
+    ends = [i + len(s) for s in stops if (i := joined.find(s, horizon)) != -1]
+    return min(ends) if ends else None

@@ -1,0 +1,255 @@
+"""The RSD loop (paper Algorithm 1), one asynchronous pipeline per request.
+
+Each call to `Engine.solve` runs draft → reward → (maybe) target for one
+conversation, step after step, on its own: many requests can be in flight at once
+and none waits for another. All per-request state lives in the call; the engine
+only holds the models and the policy, which a front end may swap between steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rsdchat.decision import Decision, decide
+from rsdchat.errors import BackendError, ConfigError
+from rsdchat.events import EventSink, Finished, StepDone, StepScored, StepStarted, TokenText, ignore
+from rsdchat.protocols import LogprobModel, RewardSource, StepGenerator
+from rsdchat.trace import Ledger, Step, Trace
+from rsdchat.types import Context, Message, Role, StepRequest, Usage
+from rsdchat.weighting import BinaryStep, Signals, Weighting
+
+
+class Mode(str, enum.Enum):
+    RSD = "rsd"
+    TARGET_ONLY = "target-only"
+    DRAFT_ONLY = "draft-only"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How answers are written. Frozen: a change is a new Policy, applied from the next step."""
+
+    mode: Mode = Mode.RSD
+    weighting: Weighting = field(default_factory=lambda: BinaryStep(0.7))
+    max_steps: int = 32
+    max_step_tokens: int = 256  # per step: no single step may eat the budget
+    max_tokens: int = 1024  # generated tokens in the answer
+    stop: tuple[str, ...] = ("\n\n",)  # a step ends at a blank line
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop_at_answer: bool = True  # end once a step holds a complete \boxed{...}
+    score_target_steps: bool = False  # also score the target's steps (shown, never decided on)
+
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+def has_final_answer(text: str) -> bool:
+    """True if `text` holds a \\boxed{...} whose braces close."""
+    for match in _BOXED.finditer(text):
+        depth = 1
+        for char in text[match.end() :]:
+            depth += {"{": 1, "}": -1}.get(char, 0)
+            if depth == 0:
+                return True
+    return False
+
+
+def step_seed(seed: int, index: int, role: Role) -> int:
+    """A sampling seed per (request seed, step, role): same seed ⇒ same transcript."""
+    return (seed * 1_000_003 + index * 7 + (role is Role.TARGET)) % (2**31)
+
+
+class Engine:
+    """Draft, target and reward source, and the policy that ties them together."""
+
+    def __init__(
+        self,
+        *,
+        draft: StepGenerator | None,
+        target: StepGenerator | None,
+        reward: RewardSource | None,
+        policy: Policy | None = None,
+    ) -> None:
+        self.draft = draft
+        self.target = target
+        self.reward = reward
+        self.policy = policy or Policy()
+
+    def _check(self, policy: Policy) -> None:
+        if policy.mode is not Mode.DRAFT_ONLY and self.target is None:
+            raise ConfigError(f"mode {policy.mode.value} needs a target model")
+        if policy.mode is not Mode.TARGET_ONLY and self.draft is None:
+            raise ConfigError(f"mode {policy.mode.value} needs a draft model")
+        if policy.mode is Mode.RSD and self.reward is None:
+            raise ConfigError("mode rsd needs a reward source")
+
+    def _ledger(self) -> Ledger:
+        params = {}
+        if self.draft is not None:
+            params[Role.DRAFT] = self.draft.info.n_params
+        if self.target is not None:
+            params[Role.TARGET] = self.target.info.n_params
+        if self.reward is not None:
+            params[Role.REWARD] = self.reward.n_params
+        return Ledger(params=params)
+
+    async def solve(
+        self,
+        messages: Sequence[Message],
+        *,
+        request_id: str = "0",
+        seed: int = 0,
+        emit: EventSink = ignore,
+    ) -> Trace:
+        """Answer the conversation `messages` (ending with a user turn) step by step.
+
+        Backend failures end the trace with finish_reason "error" (the steps so far
+        are kept); cancellation ends it with "cancelled" and is re-raised. Either
+        way a `Finished` event carries the trace.
+        """
+        context = Context(tuple(messages))
+        trace = Trace(request_id, context.question, ledger=self._ledger())
+        rng = random.Random(seed)
+        started = time.perf_counter()
+        try:
+            await self._loop(context, trace, seed, rng, emit)
+        except asyncio.CancelledError:
+            trace.finish_reason = "cancelled"
+            raise
+        except BackendError as exc:
+            trace.finish_reason, trace.error = "error", str(exc)
+        except BaseException as exc:
+            trace.finish_reason, trace.error = "error", str(exc) or type(exc).__name__
+            raise
+        finally:
+            trace.seconds = time.perf_counter() - started
+            emit(Finished(request_id, trace))
+        return trace
+
+    async def _loop(
+        self, context: Context, trace: Trace, seed: int, rng: random.Random, emit: EventSink
+    ) -> None:
+        """Algorithm 1: draft a step, score it, keep it or let the target write it."""
+        index = 0
+        while True:
+            policy = self.policy  # read once per step: changes apply from the next step
+            self._check(policy)
+            written = sum(step.tokens for step in trace.answer_steps)
+            if index >= policy.max_steps:
+                trace.finish_reason = "max_steps"
+                return
+            if written >= policy.max_tokens:
+                trace.finish_reason = "max_tokens"
+                return
+            budget = min(policy.max_step_tokens, policy.max_tokens - written)
+
+            if policy.mode is Mode.TARGET_ONLY:
+                step = await self._write(Role.TARGET, context, index, budget, policy, seed, trace, emit)
+            else:
+                step = await self._write(Role.DRAFT, context, index, budget, policy, seed, trace, emit)
+                if policy.mode is Mode.RSD and step.text.strip():
+                    decision = await self._judge(context, step, policy, rng, trace)
+                    emit(StepScored(trace.request_id, index, decision))
+                    if not decision.accepted:
+                        emit(StepDone(trace.request_id, step))
+                        step = await self._write(
+                            Role.TARGET, context, index, budget, policy, seed, trace, emit
+                        )
+
+            if step.author is Role.TARGET and policy.score_target_steps and step.text.strip():
+                await self._score_only(context, step, trace)
+            emit(StepDone(trace.request_id, step))
+            context = context.extend(step.text)
+            index += 1
+            if step.finish_reason == "eos":
+                trace.finish_reason = "eos"
+                return
+            if policy.stop_at_answer and has_final_answer(step.text):
+                trace.finish_reason = "answer"
+                return
+
+    async def _write(
+        self,
+        role: Role,
+        context: Context,
+        index: int,
+        budget: int,
+        policy: Policy,
+        seed: int,
+        trace: Trace,
+        emit: EventSink,
+    ) -> Step:
+        model = self.draft if role is Role.DRAFT else self.target
+        assert model is not None  # checked by _check
+        request = StepRequest(
+            budget, policy.stop, policy.temperature, policy.top_p, step_seed(seed, index, role)
+        )
+        emit(StepStarted(trace.request_id, index, role))
+
+        def on_token(text: str) -> None:
+            emit(TokenText(trace.request_id, index, role, text))
+
+        started = time.perf_counter()
+        generation = await model.generate(context, request, on_token)
+        step = Step(
+            index,
+            role,
+            generation,
+            weighting=policy.weighting.describe() if policy.mode is Mode.RSD else policy.mode.value,
+        )
+        self._charge(trace, step, role, generation.usage)
+        step.seconds = time.perf_counter() - started
+        trace.steps.append(step)
+        return step
+
+    async def _judge(
+        self, context: Context, step: Step, policy: Policy, rng: random.Random, trace: Trace
+    ) -> Decision:
+        """Score the draft step and apply the acceptance criterion A_ω."""
+        assert self.reward is not None
+        started = time.perf_counter()
+        generation = step.generation
+        score = await self.reward.score(context, generation)
+        self._charge(trace, step, Role.REWARD, score.usage)
+        signals = Signals(score.reward, generation.mean_logprob, score.target_logprob)
+        if policy.weighting.needs_logprobs:
+            signals = await self._with_logprobs(context, step, signals, policy, trace)
+        decision = decide(signals, policy.weighting, rng)
+        step.reward, step.omega = decision.reward, decision.omega
+        step.accepted, step.reward_invalid = decision.accepted, decision.invalid
+        step.seconds += time.perf_counter() - started
+        return decision
+
+    async def _with_logprobs(
+        self, context: Context, step: Step, signals: Signals, policy: Policy, trace: Trace
+    ) -> Signals:
+        name = policy.weighting.name
+        if signals.draft_logprob is None:
+            raise ConfigError(f"weighting {name} needs log-probabilities the draft backend does not give")
+        if signals.target_logprob is None:
+            if not isinstance(self.target, LogprobModel):
+                raise ConfigError(
+                    f"weighting {name} needs log-probabilities the target backend does not give"
+                )
+            scored = await self.target.logprobs(context, step.text)
+            self._charge(trace, step, Role.TARGET, scored.usage)
+            signals = Signals(signals.reward, signals.draft_logprob, scored.mean)
+        return signals
+
+    async def _score_only(self, context: Context, step: Step, trace: Trace) -> None:
+        assert self.reward is not None
+        score = await self.reward.score(context, step.generation)
+        self._charge(trace, step, Role.REWARD, score.usage)
+        step.reward = score.reward
+
+    @staticmethod
+    def _charge(trace: Trace, step: Step, role: Role, usage: Usage) -> None:
+        step.ledger.add(role, usage)
+        trace.ledger.add(role, usage)

@@ -1,0 +1,68 @@
+"""Events the engine emits while it works; the TUI, the CLI and the evaluator consume them.
+
+Every event names the request it belongs to, so one sink can follow many requests
+in flight. Steps are numbered by their place in the answer: a rejected draft and the
+target step that replaced it share an index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rsdchat.types import Role
+
+if TYPE_CHECKING:
+    from rsdchat.decision import Decision
+    from rsdchat.trace import Step, Trace
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    request_id: str
+    index: int
+    author: Role
+
+
+@dataclass(frozen=True)
+class TokenText:
+    """A piece of the step being written (streamed as it is generated)."""
+
+    request_id: str
+    index: int
+    author: Role
+    text: str
+
+
+@dataclass(frozen=True)
+class StepScored:
+    """The draft step got its reward and the acceptance decision."""
+
+    request_id: str
+    index: int
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class StepDone:
+    """A step is final: an accepted step of the answer, or a rejected draft."""
+
+    request_id: str
+    step: Step
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The request ended (any reason, errors included); the trace holds the cost."""
+
+    request_id: str
+    trace: Trace
+
+
+Event = StepStarted | TokenText | StepScored | StepDone | Finished
+EventSink = Callable[[Event], None]
+
+
+def ignore(event: Event) -> None:
+    """An event sink that drops everything."""

@@ -1,0 +1,100 @@
+"""The small interfaces the core knows backends and reward sources by.
+
+Split by capability: every backend can continue text up to a step (`StepGenerator`);
+some can also say how likely a given text is (`LogprobModel`), which the
+log-probability rewards and the likelihood-ratio weightings need. Black-box
+endpoints need not offer it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from rsdchat.types import Context, Generation, ModelInfo, Role, StepRequest, Usage
+
+if TYPE_CHECKING:
+    from rsdchat.settings import Settings
+
+TokenSink = Callable[[str], None]
+
+
+@runtime_checkable
+class StepGenerator(Protocol):
+    """A model that continues a context and stops at the end of one step."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    async def generate(
+        self, context: Context, request: StepRequest, on_token: TokenSink | None = None
+    ) -> Generation:
+        """Write one step; call `on_token` with each piece of text as it is produced.
+
+        Raises `rsdchat.errors.BackendError` on failure. Cancelling the awaiting task
+        stops the generation.
+        """
+        ...
+
+
+@dataclass
+class Logprobs:
+    """Log-probabilities of a continuation's tokens, with the work it took."""
+
+    token_logprobs: tuple[float, ...]
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def mean(self) -> float:
+        if not self.token_logprobs:
+            return 0.0
+        return sum(self.token_logprobs) / len(self.token_logprobs)
+
+
+@runtime_checkable
+class LogprobModel(Protocol):
+    """A model that can score a given continuation token by token."""
+
+    async def logprobs(self, context: Context, continuation: str) -> Logprobs:
+        """log P(token) for each token of `continuation` after `context`."""
+        ...
+
+
+class Backend(Protocol):
+    """An engine (llama.cpp, an HTTP server, vLLM) that hands out generators per role.
+
+    Plugins register a factory `(settings) -> Backend` in the entry-point group
+    `rsdchat.backends`.
+    """
+
+    def generator(self, role: Role, model: str) -> StepGenerator:
+        """The generator for `role`, loading `model` (a name or a path) if needed."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+BackendFactory = Callable[["Settings"], Backend]
+
+
+@dataclass
+class Score:
+    """One reward for one step."""
+
+    reward: float
+    usage: Usage = field(default_factory=Usage)  # charged to the reward role
+    target_logprob: float | None = None  # mean log P_M of the step, when it was computed anyway
+    detail: str = ""  # a short human explanation, e.g. "2 of 3 equations wrong"
+
+
+@runtime_checkable
+class RewardSource(Protocol):
+    """Scores a step given the context it continues: r(y_i | x, y_<i)."""
+
+    name: str
+    kind: Literal["process", "outcome"]  # outcome: scores the whole response so far (ORM mode)
+    default_delta: float  # threshold that suits this source's scale
+    n_params: int  # parameters of the model that scores (0 for a model-free check), for FLOPs
+
+    async def score(self, context: Context, step: Generation) -> Score: ...

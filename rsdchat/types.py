@@ -1,0 +1,112 @@
+"""The data that flows between the engine and the backends.
+
+Backends see only these types: a `Context` to continue, a `StepRequest` saying how
+far, and they answer with a `Generation` whose `Usage` is what they actually did.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+
+class Role(str, enum.Enum):
+    """Who processed tokens: the cost ledger is kept per role."""
+
+    DRAFT = "draft"
+    TARGET = "target"
+    REWARD = "reward"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a model continues: the conversation plus the assistant reply so far.
+
+    `messages` ends with the user's turn; `response` is the assistant text written so
+    far (the accepted steps, joined). Backends render `messages` with the model's own
+    chat template, open an assistant turn and append `response` verbatim.
+    """
+
+    messages: tuple[Message, ...]
+    response: str = ""
+
+    def extend(self, text: str) -> Context:
+        """The same conversation with `text` appended to the assistant reply."""
+        return replace(self, response=self.response + text)
+
+    @property
+    def question(self) -> str:
+        """The last user message (what reward models are asked about)."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return ""
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    """How one step is generated."""
+
+    max_tokens: int  # cap on generated tokens for this step
+    stop: tuple[str, ...] = ("\n\n",)  # the step ends at the first of these (kept in the text)
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int | None = None  # per-step seed derived from the request seed
+
+
+@dataclass
+class Usage:
+    """Work actually done by one model for one call (measured, not estimated)."""
+
+    prefill_tokens: int = 0  # prompt tokens the model had to read (cache misses)
+    generated_tokens: int = 0  # tokens sampled
+    seconds: float = 0.0  # wall time spent in the backend call
+
+    def __iadd__(self, other: Usage) -> Usage:
+        self.prefill_tokens += other.prefill_tokens
+        self.generated_tokens += other.generated_tokens
+        self.seconds += other.seconds
+        return self
+
+    @property
+    def tokens(self) -> int:
+        return self.prefill_tokens + self.generated_tokens
+
+
+FinishReason = Literal["step", "eos", "length"]
+
+
+@dataclass
+class Generation:
+    """One step written by a model."""
+
+    text: str  # includes the stop string when finish_reason == "step"
+    finish_reason: FinishReason  # "step": hit a stop string; "eos": end of reply; "length": step cap
+    usage: Usage = field(default_factory=Usage)
+    token_logprobs: tuple[float, ...] | None = None  # log P(token) under the writer, if known
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """Average token log-probability under the model that wrote it."""
+        if not self.token_logprobs:
+            return None
+        return math.fsum(self.token_logprobs) / len(self.token_logprobs)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the cost ledger needs to know about a model."""
+
+    name: str
+    n_params: int  # parameters, for FLOPs ≈ 2 · n_params · tokens
+    backend: str = ""
