@@ -62,8 +62,8 @@ _SYMBOLS = {
     **dict.fromkeys(("\\qquad", "\u00a0", "\u2009", "\u202f"), " "),
     **{"{": "(", "}": ")", "\\%": "%", "\\\\": "\n", "\r": "\n"},
 }
-_WORD_OPS = {"x": "*", "times": "*", "multiplied by": "*", "of": "*", "divided by": "/", "plus": "+"}
-_WORD_OPS["minus"] = "-"
+_WORD_OPS = {"x": "*", "times": "*", "multiplied by": "*", "of": "*"}
+_WORD_OPS |= {"divided by": "/", "plus": "+", "minus": "-"}
 _BRACED: tuple[tuple[str, _Repl], ...] = (  # innermost braces first, until nothing changes
     (r"\\(?:boxed|text|textbf|textit|mathrm|mathbf|mbox)\s*\{([^{}]*)\}", r" \1 "),
     (r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"((\1)/(\2))"),
@@ -161,7 +161,7 @@ class _Parser:
             return t.text
         return None
 
-    def sum(self) -> float:
+    def expr(self) -> float:
         v = self._product()
         while op := self._take("+-"):
             self.binop = True
@@ -199,7 +199,7 @@ class _Parser:
         t = self.toks[self.i]
         self.i += 1
         if t.text == "(":
-            v = self.sum()
+            v = self.expr()
             if not self._take(")"):
                 raise ValueError(")")
             return v
@@ -214,7 +214,7 @@ class _Parser:
 def _parse(toks: list[_Tok]) -> tuple[float, bool] | None:
     p = _Parser(toks)
     try:
-        v = _ok(p.sum())
+        v = _ok(p.expr())
     except (ValueError, ArithmeticError):
         return None
     return (v, p.binop) if p.i == len(toks) else None
