@@ -1,0 +1,148 @@
+"""How a solve looks: live steps for people, one JSON object per question for scripts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from rsdchat.evaluation.grading import extract_answer, is_correct
+from rsdchat.events import Event, StepDone, StepScored, StepStarted, TokenText
+from rsdchat.trace import Trace
+from rsdchat.types import Role
+
+STYLE = {Role.DRAFT: "cyan", Role.TARGET: "magenta"}
+LABEL = {Role.DRAFT: "draft ", Role.TARGET: "target"}
+
+
+def format_flops(flops: float) -> str:
+    for unit, size in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if flops >= size:
+            return f"{flops / size:.2f} {unit}FLOP"
+    return f"{flops:.0f} FLOP"
+
+
+def format_reward(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.3f}" if math.isfinite(value) else str(value)
+
+
+class LivePrinter:
+    """An event sink that writes steps as they stream, then each decision under its step."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._newlines = ""  # trailing blank lines are held back until more text follows
+        self._role = Role.DRAFT
+        self._scored = False  # the current step got a StepScored (its line is already closed)
+        self._fresh = True  # nothing of the current step shown yet
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, StepStarted):
+            self._role, self._scored, self._fresh = event.author, False, True
+            self.console.print(Text(LABEL[event.author] + " │ ", style=f"bold {STYLE[event.author]}"), end="")
+        elif isinstance(event, TokenText):
+            self._token(event.text)
+        elif isinstance(event, StepScored):
+            decision, self._scored = event.decision, True
+            self._end_step()
+            if decision.invalid:
+                verdict = Text(f"       ✗ reward {decision.reward} is not a number: rejected", style="red")
+            elif decision.accepted:
+                verdict = Text(
+                    f"       ✓ accepted · reward {format_reward(decision.reward)} · ω {decision.omega:.2f}",
+                    style="green",
+                )
+            else:
+                verdict = Text(
+                    f"       ✗ rejected · reward {format_reward(decision.reward)} · ω {decision.omega:.2f}"
+                    " → the target rewrites this step",
+                    style="red",
+                )
+            self.console.print(verdict)
+        elif isinstance(event, StepDone) and not self._scored:
+            self._end_step()
+
+    def _token(self, text: str) -> None:
+        if self._fresh:  # a step that opens with newlines starts on the label's line
+            text = text.lstrip("\n")
+            self._fresh = not text
+        if not text.strip("\n"):
+            self._newlines += text
+            return
+        shown = self._newlines + text
+        self._newlines = ""
+        indent = "\n" + " " * 7 + "│ "
+        self.console.print(Text(shown.replace("\n", indent), style=STYLE[self._role]), end="")
+
+    def _end_step(self) -> None:
+        self._newlines = ""
+        self.console.print()
+
+
+def print_summary(console: Console, trace: Trace, described: dict[str, str]) -> None:
+    """The answer, why it ended, and the measured cost per role."""
+    answer = extract_answer(trace.text)
+    console.print()
+    if trace.error:
+        console.print(Text(f"error: {trace.error}", style="bold red"))
+    console.print(
+        Text.assemble(
+            ("answer: ", "bold"),
+            (answer or "(none found)", "bold green" if answer else "yellow"),
+            (f"   finished: {trace.finish_reason}", "dim"),
+        )
+    )
+    rate = trace.acceptance_rate
+    if rate is not None:
+        console.print(
+            f"draft steps accepted: {trace.accepted_drafts}/{trace.drafts} ({rate:.0%})"
+            + (f", {trace.invalid_rewards} invalid rewards" if trace.invalid_rewards else "")
+        )
+    table = Table(title=None, show_edge=False, header_style="bold")
+    for column in ("role", "model", "prefill tok", "generated tok", "FLOPs", "seconds"):
+        table.add_column(column, justify="left" if column in ("role", "model") else "right")
+    for role in Role:
+        cost = trace.ledger.cost(role)
+        if not cost.prefill_tokens and not cost.generated_tokens and not cost.seconds:
+            continue
+        table.add_row(
+            role.value,
+            described.get(role.value, ""),
+            str(cost.prefill_tokens),
+            str(cost.generated_tokens),
+            format_flops(cost.flops),
+            f"{cost.seconds:.2f}",
+        )
+    table.add_row("total", "", "", "", format_flops(trace.ledger.flops), f"{trace.seconds:.2f}")
+    console.print(table)
+
+
+def record(
+    trace: Trace, *, question_id: str, reference: str | None, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """The --json object for one question."""
+    text = trace.text
+    result: dict[str, Any] = {
+        "id": question_id,
+        "question": trace.question,
+        "answer": extract_answer(text),
+        "text": text,
+        "status": "error" if trace.finish_reason == "error" else "ok",
+        "error": trace.error,
+        "finish_reason": trace.finish_reason,
+        "acceptance_rate": trace.acceptance_rate,
+        "invalid_rewards": trace.invalid_rewards,
+        "seconds": round(trace.seconds, 4),
+        "steps": [step.to_dict() for step in trace.steps],
+        "cost": trace.ledger.to_dict(),
+        "settings": settings,
+    }
+    if reference:
+        result["reference"] = reference
+        result["correct"] = is_correct(text, reference)
+    return result
