@@ -4,6 +4,11 @@ Small models write GSM8K-style steps such as ``"She pays $12 x 3 = $36."`` or
 ``"\\(\\frac{10}{4} = 2.5\\)"``. `check_arithmetic` finds every claim ``EXPR = VALUE``
 whose left side holds an operator, evaluates both sides with a tiny safe parser
 (no ``eval``) and reports which claims hold. It never raises.
+
+It is lenient where models are sloppy but right: a running total ``12 * 3 = 36 + 4``
+is judged on its 36, ``50/200*100 = 25%`` and ``50/200 = 25%`` both hold, and a
+rounded claim holds when it is the exact value rounded to the decimals it shows.
+What it cannot read (variables, words like "half", huge powers, x/0) is skipped.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
 from typing import NamedTuple
 
 __all__ = ["ArithmeticReport", "Equation", "check_arithmetic"]
@@ -230,6 +234,12 @@ def _binary(toks: list[_Tok], k: int) -> bool:
     return len(prev.text) == 1 or toks[k + 1].space or (k >= 2 and toks[k - 2].kind == "num")
 
 
+def _clock(toks: list[_Tok], k: int) -> bool:
+    """Whether token `k` is the colon of a time like 2:30 (not a number to check)."""
+    glued = 0 < k < len(toks) - 1 and not toks[k].space and not toks[k + 1].space
+    return glued and toks[k].text == ":" and toks[k - 1].kind == toks[k + 1].kind == "num"
+
+
 def _lhs(toks: list[_Tok], lo: int, e: int) -> tuple[int, float, bool] | None:
     """Longest expression ending right before the `=` at `e`; None if truncated."""
     for s in range(max(lo, e - _WINDOW), e):
@@ -237,8 +247,8 @@ def _lhs(toks: list[_Tok], lo: int, e: int) -> tuple[int, float, bool] | None:
             continue  # a binary minus or a "- " bullet does not start the expression
         parsed = _parse(toks[s:e])
         if parsed is not None:
-            if s > 0 and toks[s - 1].text in _BINOPS and _binary(toks, s - 1):
-                return None  # "x - 3 + 2 = 6": only part of an expression we cannot read
+            if s > 0 and ((toks[s - 1].text in _BINOPS and _binary(toks, s - 1)) or _clock(toks, s - 1)):
+                return None  # "x - 3 + 2 = 6", "2:30 + 3": only part of what is written
             return s, *parsed
     return None
 
@@ -258,8 +268,8 @@ def _rhs(toks: list[_Tok], s: int, hi: int) -> list[tuple[float, int | None, int
         parsed = _parse(toks[s:e])
         if parsed is None:
             continue
-        if toks[e].text in _BINOPS:
-            return []  # "= 36 / x": truncated
+        if toks[e].text in _BINOPS or _clock(toks, e):
+            return []  # "= 36 / x", "= 5:30": truncated
         if not parsed[1]:
             return _claims(toks[s:e], parsed[0], e)
         for e2 in range(e - 1, s, -1):  # a running total: 12 * 3 = 36 + 4 = 40
@@ -271,15 +281,9 @@ def _rhs(toks: list[_Tok], s: int, hi: int) -> list[tuple[float, int | None, int
 
 
 def _matches(x: float, c: float, d: int | None, rel_tol: float, abs_tol: float) -> bool:
-    if math.isclose(x, c, rel_tol=rel_tol, abs_tol=abs_tol):
-        return True
-    if d is None or d > 12:
-        return False
-    try:  # the claim may be the exact value rounded to the decimals it shows
-        q = Decimal(repr(x)).quantize(Decimal(1).scaleb(-d), rounding=ROUND_HALF_UP)
-    except ArithmeticError:
-        return False
-    return math.isclose(float(q), c, rel_tol=1e-9, abs_tol=1e-12)
+    """`c` is `x` within tolerance, or `x` rounded to the `d` decimals `c` shows (ties either way)."""
+    close = math.isclose(x, c, rel_tol=rel_tol, abs_tol=abs_tol)
+    return close or (d is not None and abs(x - c) <= 0.5 * 10.0**-d * (1 + 1e-9) + 1e-12)
 
 
 def _find(step: str, rel_tol: float, abs_tol: float) -> list[Equation]:
@@ -310,7 +314,7 @@ def check_arithmetic(step: str, *, rel_tol: float = 1e-4, abs_tol: float = 1e-6)
     A claim counts when its left side has an operator (``x = 5`` and ``Total = 5`` are
     skipped) or continues a chain ``a + b = c = d``. The claimed value is correct when
     it is within `rel_tol`/`abs_tol` of the exact value, or equals the exact value
-    rounded half up to the decimals the claim shows (``10/3 = 3.33``, not ``= 4``).
+    rounded to the decimals the claim shows (``10/3 = 3.33``, not ``= 4``).
     """
     try:
         return ArithmeticReport(tuple(_find(step, rel_tol, abs_tol)))

@@ -117,6 +117,10 @@ class LlamaModel:
             cancel.set()
             raise
 
+    def count_tokens(self, context: Context) -> int:
+        """Tokens of `context` as this model reads it (chat template included)."""
+        return len(self._tokens(context))
+
     def close(self) -> None:
         with self._lock:
             self._llm.close()
