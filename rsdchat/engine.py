@@ -116,7 +116,7 @@ class Engine:
         """
         context = Context(tuple(messages))
         trace = Trace(request_id, context.question, ledger=self._ledger())
-        rng = random.Random(seed)
+        rng = random.Random(f"accept:{seed}")  # its own stream, apart from the samplers' seeds
         started = time.perf_counter()
         try:
             await self._loop(context, trace, seed, rng, emit)

@@ -108,8 +108,9 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
 
     Raises ConfigError with one line that names the bad setting or file.
     """
+    explicit = config is not None or bool(os.environ.get("RSDCHAT_CONFIG"))
     path = config.expanduser() if config is not None else default_config_path()
-    if config is not None and not path.is_file():
+    if explicit and not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     toml_file = path if path.is_file() else None
 

@@ -92,7 +92,7 @@ class Sigmoidal:
 
     def __call__(self, signals: Signals) -> float:
         r = signals.reward
-        return 0.0 if r <= 0 else _clip(r / (1.0 + r))
+        return 0.0 if r <= 0 else _clip(1.0 - 1.0 / (1.0 + r))  # = r/(1+r), monotone in floats
 
     def describe(self) -> str:
         return "sigmoidal r/(1+r)"
@@ -181,6 +181,10 @@ def make_weighting(
         return Clip()
     if name == "sigmoidal":
         return Sigmoidal()
+    if name in ("logistic", "likelihood-ratio") and alpha <= 0:
+        raise ConfigError(f"alpha must be positive for the {name} weighting, got {alpha:g}")
+    if name == "hybrid" and beta <= 0:
+        raise ConfigError(f"beta must be positive for the hybrid weighting, got {beta:g}")
     if name == "logistic":
         return Logistic(alpha, delta)
     if name == "likelihood-ratio":

@@ -1,0 +1,175 @@
+"""Settings: defaults < TOML file < RSDCHAT_* environment < overrides, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from rsdchat.engine import Mode
+from rsdchat.errors import ConfigError
+from rsdchat.settings import MATH_SYSTEM_PROMPT, Settings, default_config_path, load_settings
+from rsdchat.weighting import BinaryStep, Constant, Logistic
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No RSDCHAT_* variable and no real home: the config lives under tmp_path/xdg."""
+    for name in list(os.environ):
+        if name.upper().startswith("RSDCHAT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    return tmp_path
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "xdg" / "rsdchat" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(**kwargs: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(**kwargs)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message and "\n" not in message
+    return message
+
+
+def test_defaults_without_any_file(isolated: Path) -> None:
+    assert default_config_path() == isolated / "xdg" / "rsdchat" / "config.toml"
+    settings = load_settings()
+    assert type(settings) is Settings
+    assert settings.delta is None and settings.weighting == "binary" and settings.mode is Mode.RSD
+    assert (settings.max_steps, settings.max_tokens, settings.step_delimiter) == (32, 1024, "\n\n")
+    assert settings.system_prompt == MATH_SYSTEM_PROMPT
+
+
+def test_xdg_config_file_is_read(isolated: Path) -> None:
+    write_config(isolated, 'max_steps = 5\nweighting = "clip"\nmode = "target-only"\n')
+    settings = load_settings()
+    assert (settings.max_steps, settings.weighting, settings.mode) == (5, "clip", Mode.TARGET_ONLY)
+
+
+def test_rsdchat_config_variable_wins_over_xdg(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_config(isolated, "max_steps = 5\n")
+    other = isolated / "other.toml"
+    other.write_text("max_steps = 6\n", encoding="utf-8")
+    monkeypatch.setenv("RSDCHAT_CONFIG", str(other))
+    assert default_config_path() == other
+    assert load_settings().max_steps == 6
+    explicit = isolated / "explicit.toml"
+    explicit.write_text("max_steps = 8\n", encoding="utf-8")
+    assert load_settings(explicit).max_steps == 8
+
+
+def test_precedence_defaults_file_env_overrides(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_config(isolated, 'max_steps = 5\nalpha = 3.0\nweighting = "logistic"\nseed = 1\n')
+    monkeypatch.setenv("RSDCHAT_MAX_STEPS", "7")
+    monkeypatch.setenv("RSDCHAT_ALPHA", "4.5")
+    settings = load_settings(alpha=6.0)
+    assert settings.max_tokens == 1024  # default: set nowhere
+    assert settings.weighting == "logistic" and settings.seed == 1  # file only
+    assert settings.max_steps == 7  # env beats file
+    assert settings.alpha == 6.0  # override beats env and file
+
+
+def test_none_overrides_are_ignored(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_config(isolated, "max_steps = 5\n")
+    monkeypatch.setenv("RSDCHAT_SEED", "9")
+    settings = load_settings(max_steps=None, seed=None, delta=None, weighting=None)
+    assert (settings.max_steps, settings.seed, settings.delta, settings.weighting) == (5, 9, None, "binary")
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(max_steps=3)
+    with pytest.raises(ValidationError):
+        settings.max_steps = 4  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "abc"])
+def test_bad_delta_from_env(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RSDCHAT_DELTA", value)
+    message = config_error()
+    assert message.startswith("setting delta:") and repr(value) in message
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "abc", float("nan"), float("-inf")])
+def test_bad_delta_from_override(value: object) -> None:
+    assert config_error(delta=value).startswith("setting delta:")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", '"abc"'])
+def test_bad_delta_from_file(value: str, isolated: Path) -> None:
+    write_config(isolated, f"delta = {value}\n")
+    assert config_error().startswith("setting delta:")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("alpha", "nan"), ("beta", "inf"), ("temperature", "-0.5"), ("p", "1.5"), ("top_p", "0"),
+     ("max_steps", "0"), ("mode", "fast"), ("concurrency", "many")],
+)  # fmt: skip
+def test_other_bad_values_name_the_setting(setting: str, value: str) -> None:
+    assert config_error(**{setting: value}).startswith(f"setting {setting}:")
+
+
+def test_unknown_key_in_toml(isolated: Path) -> None:
+    write_config(isolated, "max_steps = 5\nmax_stepz = 6\n")
+    message = config_error()
+    assert "max_stepz" in message and "not a setting" in message
+
+
+def test_unknown_override_key() -> None:
+    assert "bogus" in config_error(bogus=1)
+
+
+def test_bad_toml_syntax(isolated: Path) -> None:
+    path = write_config(isolated, "max_steps = \n[unclosed\n")
+    message = config_error()
+    assert message.startswith(f"config file {path}")
+
+
+def test_missing_explicit_config_file(isolated: Path) -> None:
+    missing = isolated / "nope.toml"
+    with pytest.raises(ConfigError, match="config file not found") as info:
+        load_settings(missing)
+    assert str(missing) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_config_errors_exit_with_code_2(isolated: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(isolated / "nope.toml")
+    assert info.value.exit_code == 2
+
+
+def test_policy_uses_reward_default_delta_when_unset() -> None:
+    settings = load_settings()
+    assert settings.policy(0.42).weighting == BinaryStep(0.42)
+    assert settings.policy(1.0).weighting == BinaryStep(1.0)
+    chosen = load_settings(delta=0.1)
+    assert chosen.policy(0.42).weighting == BinaryStep(0.1)
+    assert load_settings(delta=0.0).policy(0.42).weighting == BinaryStep(0.0)  # 0 is not "unset"
+
+
+def test_policy_carries_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RSDCHAT_STEP_DELIMITER", "\n---\n")
+    settings = load_settings(
+        mode="draft-only", weighting="logistic", alpha=3.0, max_steps=4, max_step_tokens=50,
+        max_tokens=90, temperature=0.7, top_p=0.9, stop_at_answer=False, score_target_steps=True,
+    )  # fmt: skip
+    policy = settings.policy(0.6)
+    assert policy.mode is Mode.DRAFT_ONLY and policy.weighting == Logistic(3.0, 0.6)
+    assert (policy.max_steps, policy.max_step_tokens, policy.max_tokens) == (4, 50, 90)
+    assert (policy.temperature, policy.top_p, policy.stop) == (0.7, 0.9, ("\n---\n",))
+    assert policy.stop_at_answer is False and policy.score_target_steps is True
+    assert load_settings(weighting="constant", p=0.25).policy(0.6).weighting == Constant(0.25)
+
+
+def test_policy_with_unknown_weighting_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown weighting 'smooth'"):
+        load_settings(weighting="smooth").policy(0.5)
