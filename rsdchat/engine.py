@@ -66,6 +66,16 @@ def step_seed(seed: int, index: int, role: Role) -> int:
     return (seed * 1_000_003 + index * 7 + (role is Role.TARGET)) % (2**31)
 
 
+@dataclass
+class _Run:
+    """The state of one request: nothing here is shared with another request."""
+
+    trace: Trace
+    seed: int
+    rng: random.Random  # acceptance draws u ~ U(0, 1)
+    emit: EventSink
+
+
 class Engine:
     """Draft, target and reward source, and the policy that ties them together."""
 
@@ -116,10 +126,10 @@ class Engine:
         """
         context = Context(tuple(messages))
         trace = Trace(request_id, context.question, ledger=self._ledger())
-        rng = random.Random(f"accept:{seed}")  # its own stream, apart from the samplers' seeds
+        run = _Run(trace, seed, random.Random(f"accept:{seed}"), emit)  # u apart from samplers' seeds
         started = time.perf_counter()
         try:
-            await self._loop(context, trace, seed, rng, emit)
+            await self._loop(context, run)
         except asyncio.CancelledError:
             trace.finish_reason = "cancelled"
             raise
@@ -133,39 +143,34 @@ class Engine:
             emit(Finished(request_id, trace))
         return trace
 
-    async def _loop(
-        self, context: Context, trace: Trace, seed: int, rng: random.Random, emit: EventSink
-    ) -> None:
-        """Algorithm 1: draft a step, score it, keep it or let the target write it."""
-        index = 0
+    async def _loop(self, context: Context, run: _Run) -> None:
+        """Algorithm 1: draft a step, score it, keep it or let the target write it.
+
+        An empty draft step (the draft ends the reply) is taken as it is, unscored.
+        """
+        trace, index = run.trace, 0
         while True:
             policy = self.policy  # read once per step: changes apply from the next step
             self._check(policy)
             written = sum(step.tokens for step in trace.answer_steps)
-            if index >= policy.max_steps:
-                trace.finish_reason = "max_steps"
-                return
-            if written >= policy.max_tokens:
-                trace.finish_reason = "max_tokens"
+            if index >= policy.max_steps or written >= policy.max_tokens:
+                trace.finish_reason = "max_steps" if index >= policy.max_steps else "max_tokens"
                 return
             budget = min(policy.max_step_tokens, policy.max_tokens - written)
 
             if policy.mode is Mode.TARGET_ONLY:
-                step = await self._write(Role.TARGET, context, index, budget, policy, seed, trace, emit)
+                step = await self._write(Role.TARGET, context, index, budget, policy, run)
             else:
-                step = await self._write(Role.DRAFT, context, index, budget, policy, seed, trace, emit)
+                step = await self._write(Role.DRAFT, context, index, budget, policy, run)  # ŷ_i ~ m
                 if policy.mode is Mode.RSD and step.text.strip():
-                    decision = await self._judge(context, step, policy, rng, trace)
-                    emit(StepScored(trace.request_id, index, decision))
+                    decision = await self._judge(context, step, policy, run)  # r_i, then A_ω(r_i)
                     if not decision.accepted:
-                        emit(StepDone(trace.request_id, step))
-                        step = await self._write(
-                            Role.TARGET, context, index, budget, policy, seed, trace, emit
-                        )
+                        run.emit(StepDone(trace.request_id, step))  # the rejected draft, for the record
+                        step = await self._write(Role.TARGET, context, index, budget, policy, run)  # y_i ~ M
 
             if step.author is Role.TARGET and policy.score_target_steps and step.text.strip():
                 await self._score_only(context, step, trace)
-            emit(StepDone(trace.request_id, step))
+            run.emit(StepDone(trace.request_id, step))
             context = context.extend(step.text)
             index += 1
             if step.finish_reason == "eos":
@@ -176,25 +181,18 @@ class Engine:
                 return
 
     async def _write(
-        self,
-        role: Role,
-        context: Context,
-        index: int,
-        budget: int,
-        policy: Policy,
-        seed: int,
-        trace: Trace,
-        emit: EventSink,
+        self, role: Role, context: Context, index: int, budget: int, policy: Policy, run: _Run
     ) -> Step:
         model = self.draft if role is Role.DRAFT else self.target
         assert model is not None  # checked by _check
+        trace = run.trace
         request = StepRequest(
-            budget, policy.stop, policy.temperature, policy.top_p, step_seed(seed, index, role)
+            budget, policy.stop, policy.temperature, policy.top_p, step_seed(run.seed, index, role)
         )
-        emit(StepStarted(trace.request_id, index, role))
+        run.emit(StepStarted(trace.request_id, index, role))
 
         def on_token(text: str) -> None:
-            emit(TokenText(trace.request_id, index, role, text))
+            run.emit(TokenText(trace.request_id, index, role, text))
 
         started = time.perf_counter()
         generation = await model.generate(context, request, on_token)
@@ -209,11 +207,10 @@ class Engine:
         trace.steps.append(step)
         return step
 
-    async def _judge(
-        self, context: Context, step: Step, policy: Policy, rng: random.Random, trace: Trace
-    ) -> Decision:
+    async def _judge(self, context: Context, step: Step, policy: Policy, run: _Run) -> Decision:
         """Score the draft step and apply the acceptance criterion A_ω."""
         assert self.reward is not None
+        trace = run.trace
         started = time.perf_counter()
         generation = step.generation
         score = await self.reward.score(context, generation)
@@ -221,10 +218,11 @@ class Engine:
         signals = Signals(score.reward, generation.mean_logprob, score.target_logprob)
         if policy.weighting.needs_logprobs:
             signals = await self._with_logprobs(context, step, signals, policy, trace)
-        decision = decide(signals, policy.weighting, rng)
+        decision = decide(signals, policy.weighting, run.rng)
         step.reward, step.omega = decision.reward, decision.omega
         step.accepted, step.reward_invalid = decision.accepted, decision.invalid
         step.seconds += time.perf_counter() - started
+        run.emit(StepScored(trace.request_id, step.index, decision))
         return decision
 
     async def _with_logprobs(
