@@ -20,7 +20,7 @@ from rsdchat.decision import Decision, decide
 from rsdchat.errors import BackendError, ConfigError
 from rsdchat.events import EventSink, Finished, StepDone, StepScored, StepStarted, TokenText, ignore
 from rsdchat.protocols import LogprobModel, RewardSource, StepGenerator
-from rsdchat.trace import Ledger, Step, Trace
+from rsdchat.trace import Step, Trace
 from rsdchat.types import Context, Message, Role, StepRequest, Usage
 from rsdchat.weighting import BinaryStep, Signals, Weighting
 
@@ -92,23 +92,13 @@ class Engine:
         self.reward = reward
         self.policy = policy or Policy()
 
-    def _check(self, policy: Policy) -> None:
+    def _check(self, policy: Policy, reward: RewardSource | None) -> None:
         if policy.mode is not Mode.DRAFT_ONLY and self.target is None:
             raise ConfigError(f"mode {policy.mode.value} needs a target model")
         if policy.mode is not Mode.TARGET_ONLY and self.draft is None:
             raise ConfigError(f"mode {policy.mode.value} needs a draft model")
-        if policy.mode is Mode.RSD and self.reward is None:
+        if policy.mode is Mode.RSD and reward is None:
             raise ConfigError("mode rsd needs a reward source")
-
-    def _ledger(self) -> Ledger:
-        params = {}
-        if self.draft is not None:
-            params[Role.DRAFT] = self.draft.info.n_params
-        if self.target is not None:
-            params[Role.TARGET] = self.target.info.n_params
-        if self.reward is not None:
-            params[Role.REWARD] = self.reward.n_params
-        return Ledger(params=params)
 
     async def solve(
         self,
@@ -125,7 +115,7 @@ class Engine:
         way a `Finished` event carries the trace.
         """
         context = Context(tuple(messages))
-        trace = Trace(request_id, context.question, ledger=self._ledger())
+        trace = Trace(request_id, context.question)
         run = _Run(trace, seed, random.Random(f"accept:{seed}"), emit)  # u apart from samplers' seeds
         started = time.perf_counter()
         try:
@@ -150,8 +140,8 @@ class Engine:
         """
         trace, index = run.trace, 0
         while True:
-            policy = self.policy  # read once per step: changes apply from the next step
-            self._check(policy)
+            policy, reward = self.policy, self.reward  # read once per step: changes apply from the next
+            self._check(policy, reward)
             written = sum(step.tokens for step in trace.answer_steps)
             if index >= policy.max_steps or written >= policy.max_tokens:
                 trace.finish_reason = "max_steps" if index >= policy.max_steps else "max_tokens"
@@ -163,21 +153,21 @@ class Engine:
             else:
                 step = await self._write(Role.DRAFT, context, index, budget, policy, run)  # ŷ_i ~ m
                 if policy.mode is Mode.RSD and step.text.strip():
-                    decision = await self._judge(context, step, policy, run)  # r_i, then A_ω(r_i)
+                    decision = await self._judge(context, step, policy, reward, run)  # r_i, A_ω(r_i)
                     if not decision.accepted:
                         run.emit(StepDone(trace.request_id, step))  # the rejected draft, for the record
                         step = await self._write(Role.TARGET, context, index, budget, policy, run)  # y_i ~ M
 
-            if step.author is Role.TARGET and policy.score_target_steps and step.text.strip():
-                await self._score_only(context, step, trace)
+            if reward is not None and step.author is Role.TARGET and policy.score_target_steps:
+                await self._score_only(context, step, reward, trace)
             run.emit(StepDone(trace.request_id, step))
             context = context.extend(step.text)
             index += 1
-            if step.finish_reason == "eos":
-                trace.finish_reason = "eos"
-                return
             if policy.stop_at_answer and has_final_answer(step.text):
                 trace.finish_reason = "answer"
+                return
+            if step.finish_reason == "eos":
+                trace.finish_reason = "eos"
                 return
 
     async def _write(
@@ -202,19 +192,22 @@ class Engine:
             generation,
             weighting=policy.weighting.describe() if policy.mode is Mode.RSD else policy.mode.value,
         )
-        self._charge(trace, step, role, generation.usage)
+        self._charge(trace, step, role, generation.usage, model.info.n_params)
         step.seconds = time.perf_counter() - started
         trace.steps.append(step)
         return step
 
-    async def _judge(self, context: Context, step: Step, policy: Policy, run: _Run) -> Decision:
+    async def _judge(
+        self, context: Context, step: Step, policy: Policy, reward: RewardSource | None, run: _Run
+    ) -> Decision:
         """Score the draft step and apply the acceptance criterion A_ω."""
-        assert self.reward is not None
+        assert reward is not None  # checked by _check
         trace = run.trace
         started = time.perf_counter()
         generation = step.generation
-        score = await self.reward.score(context, generation)
-        self._charge(trace, step, Role.REWARD, score.usage)
+        score = await reward.score(context, generation)
+        self._charge(trace, step, Role.REWARD, score.usage, reward.n_params)
+        step.detail = score.detail
         signals = Signals(score.reward, generation.mean_logprob, score.target_logprob)
         if policy.weighting.needs_logprobs:
             signals = await self._with_logprobs(context, step, signals, policy, trace)
@@ -237,17 +230,18 @@ class Engine:
                     f"weighting {name} needs log-probabilities the target backend does not give"
                 )
             scored = await self.target.logprobs(context, step.text)
-            self._charge(trace, step, Role.TARGET, scored.usage)
+            self._charge(trace, step, Role.TARGET, scored.usage, self.target.info.n_params)
             signals = Signals(signals.reward, signals.draft_logprob, scored.mean)
         return signals
 
-    async def _score_only(self, context: Context, step: Step, trace: Trace) -> None:
-        assert self.reward is not None
-        score = await self.reward.score(context, step.generation)
-        self._charge(trace, step, Role.REWARD, score.usage)
-        step.reward = score.reward
+    async def _score_only(self, context: Context, step: Step, reward: RewardSource, trace: Trace) -> None:
+        if not step.text.strip():
+            return
+        score = await reward.score(context, step.generation)
+        self._charge(trace, step, Role.REWARD, score.usage, reward.n_params)
+        step.reward, step.detail = score.reward, score.detail
 
     @staticmethod
-    def _charge(trace: Trace, step: Step, role: Role, usage: Usage) -> None:
-        step.ledger.add(role, usage)
-        trace.ledger.add(role, usage)
+    def _charge(trace: Trace, step: Step, role: Role, usage: Usage, n_params: int) -> None:
+        step.ledger.add(role, usage, n_params)
+        trace.ledger.add(role, usage, n_params)

@@ -28,29 +28,36 @@ class RoleCost:
 
 @dataclass
 class Ledger:
-    """Tokens and seconds per role, turned into FLOPs with each role's parameter count."""
+    """Tokens, FLOPs and seconds per role.
 
-    params: dict[Role, int] = field(default_factory=dict)
+    FLOPs are added when the work is charged, with the parameter count of the model
+    that did it, so a ledger stays exact when a reward source is swapped mid-answer.
+    """
+
     usage: dict[Role, Usage] = field(default_factory=dict)
+    flops_by_role: dict[Role, float] = field(default_factory=dict)
 
-    def add(self, role: Role, usage: Usage) -> None:
+    def add(self, role: Role, usage: Usage, n_params: int) -> None:
+        """Charge `usage` to `role`; FLOPs ≈ 2 · n_params · tokens."""
         self.usage.setdefault(role, Usage())
         self.usage[role] += usage
+        self.flops_by_role[role] = self.flops_by_role.get(role, 0.0) + 2.0 * n_params * usage.tokens
 
     def merge(self, other: Ledger) -> None:
-        for role, n in other.params.items():
-            self.params.setdefault(role, n)
         for role, usage in other.usage.items():
-            self.add(role, usage)
+            self.usage.setdefault(role, Usage())
+            self.usage[role] += usage
+        for role, flops in other.flops_by_role.items():
+            self.flops_by_role[role] = self.flops_by_role.get(role, 0.0) + flops
 
     def cost(self, role: Role) -> RoleCost:
         usage = self.usage.get(role, Usage())
-        flops = 2.0 * self.params.get(role, 0) * usage.tokens
+        flops = self.flops_by_role.get(role, 0.0)
         return RoleCost(usage.prefill_tokens, usage.generated_tokens, flops, usage.seconds)
 
     @property
     def flops(self) -> float:
-        return sum(self.cost(role).flops for role in Role)
+        return sum(self.flops_by_role.values())
 
     @property
     def backend_seconds(self) -> float:
@@ -75,6 +82,7 @@ class Step:
     reward_invalid: bool = False  # the reward source returned NaN/inf (rejected)
     seconds: float = 0.0  # wall time from the step's start to its decision
     weighting: str = ""  # the policy in force, e.g. "binary δ=0.7"
+    detail: str = ""  # the reward source's explanation, e.g. "1 of 2 equations wrong"
     ledger: Ledger = field(default_factory=Ledger)
 
     @property
@@ -103,6 +111,7 @@ class Step:
             "tokens": self.tokens,
             "seconds": round(self.seconds, 4),
             "weighting": self.weighting,
+            "detail": self.detail,
         }
 
 

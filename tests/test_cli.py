@@ -198,3 +198,12 @@ def test_ctrl_c_leaves_only_whole_json_lines(tmp_path: Path) -> None:
     for line in stdout.splitlines():
         json.loads(line)  # every line printed is whole
     assert stdout == "" or stdout.endswith("\n")
+
+
+def test_a_truncated_gguf_is_a_configuration_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 200)  # right magic, no model
+    result = run("solve", "hi", "--draft", str(junk), "--target", str(junk))
+    assert result.returncode == 2
+    assert f"{junk} is not a usable GGUF model" in result.stderr
+    assert "Traceback" not in result.stderr

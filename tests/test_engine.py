@@ -325,3 +325,18 @@ async def test_proposition_2_1_mixture_distribution() -> None:
     for candidate, p in zip(CANDIDATES, expected, strict=True):
         assert abs(counts[candidate] / n - p) < 4.5 * math.sqrt(p * (1 - p) / n), (candidate, counts)
     assert abs(from_draft / n - (1 - nu)) < 4.5 * math.sqrt(nu * (1 - nu) / n)
+
+
+async def test_reward_swapped_mid_answer_scores_from_the_next_step_with_exact_flops() -> None:
+    engine, _, _, first = make(table=dict.fromkeys(D, 0.9))
+    second = ScriptedReward(lambda ctx, g: 0.8, n_params=50_000, name="second")
+
+    def swap(event: Event) -> None:
+        if isinstance(event, StepStarted) and event.index == 0:
+            engine.reward = second  # while step 0 is being drafted
+
+    trace = await engine.solve(Q, emit=swap)
+    assert first.calls == [D[0]]  # the step in flight keeps the source it started with
+    assert second.calls == D[1:]
+    # each score is one prefill token, charged with the parameters of the model that did it
+    assert trace.ledger.cost(Role.REWARD).flops == 2 * (500 * 1 + 50_000 * 2)

@@ -44,15 +44,20 @@ def chat(
     ctx: typer.Context,
     config: ConfigOpt = None,
     resume: Annotated[Path | None, typer.Option(help="Reopen a saved transcript (JSONL).")] = None,
+    draft: Annotated[str | None, typer.Option(help="Draft model: embedded name or GGUF path.")] = None,
+    target: Annotated[str | None, typer.Option(help="Target model: embedded name or GGUF path.")] = None,
+    reward: Annotated[str | None, typer.Option(help="Reward source (see `rsdchat rewards`).")] = None,
+    delta: Annotated[float | None, typer.Option(help="Threshold δ.")] = None,
+    weighting: Annotated[str | None, typer.Option(help=f"Weighting ω(r): {', '.join(WEIGHTINGS)}.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Backend plugin (see `rsdchat backends`).")] = None,
 ) -> None:
-    """Open the chat app when no command is given."""
+    """Open the chat app when no command is given (keys and /commands: docs/tui.md)."""
     if ctx.invoked_subcommand is not None:
         return
     from rsdchat.tui import run
 
-    if resume is not None and not resume.is_file():
-        raise ConfigError(f"transcript not found: {resume}")
-    run(load_settings(config), resume)
+    overrides = dict(draft=draft, target=target, reward=reward, delta=delta, weighting=weighting)
+    run(load_settings(config, backend=backend, **overrides), resume)
 
 
 @app.command()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
+import io
 import threading
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ import numpy.typing as npt
 from rsdchat.errors import BackendError
 from rsdchat.protocols import Logprobs, TokenSink
 from rsdchat.types import Context, FinishReason, Generation, ModelInfo, StepRequest, Usage
+from rsdchat_llamacpp.models import ModelError
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -65,19 +68,27 @@ class LlamaModel:
 
     def __init__(self, path: Path, *, name: str, n_ctx: int, threads: int) -> None:
         from llama_cpp import Llama
+        from llama_cpp._logger import set_verbose
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        # Llama(verbose=False) would point the whole process's stdout/stderr at /dev/null
+        # while loading, blanking a UI that is drawing meanwhile. Load verbosely instead and
+        # catch llama.cpp's log (which it prints through Python's sys.stderr) in a buffer.
+        log = io.StringIO()
         try:
-            self._llm: Llama = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                logits_all=False,
-                verbose=False,
-            )
+            with contextlib.redirect_stderr(log):
+                self._llm: Llama = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    logits_all=False,
+                    verbose=True,
+                )
         except (ValueError, RuntimeError) as exc:
-            raise BackendError(f"llama.cpp could not load {path}: {exc}") from None
+            raise ModelError(f"{path} is not a usable GGUF model (corrupt or truncated?): {exc}") from None
+        finally:
+            set_verbose(False)  # from now on llama.cpp logs errors only
         llm = self._llm
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:

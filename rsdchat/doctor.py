@@ -1,0 +1,216 @@
+"""`rsdchat doctor`: for each role the settings configure, is its model there and what can it do?
+
+`diagnose(settings)` returns one `RoleCheck` per role (draft, target, reward, as the
+mode needs them); `render(checks)` makes a Rich table and `to_json(checks)` a
+JSON-able dict. Backends that know more about their servers (reachability per
+URL, served models, APIs) implement `Diagnosable`; others are checked by loading
+the model and writing one token. Reward sources may implement `DiagnosableReward`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from rich.table import Table
+
+from rsdchat.engine import Mode
+from rsdchat.errors import RsdchatError
+from rsdchat.protocols import Backend, LogprobModel, StepGenerator
+from rsdchat.types import Context, Message, Role, StepRequest
+
+if TYPE_CHECKING:
+    from rsdchat.settings import Settings
+
+
+@dataclass(frozen=True)
+class RoleCheck:
+    """What was found for one role. None means "not checked" or "does not apply"."""
+
+    role: str  # "draft" | "target" | "reward"
+    backend: str  # plugin name, or "local" for a reward computed in process
+    model: str
+    location: str = ""  # server URL(s) or model file
+    reachable: bool | None = None
+    model_served: bool | None = None
+    streaming: bool | None = None  # tokens arrive as they are written
+    logprobs: bool | None = None  # can score a given text (LogprobModel)
+    reward_api: bool | None = None  # the reward endpoint answered a scoring request
+    latency_ms: float | None = None  # one small round trip
+    error: str | None = None  # one line: what is wrong and what to do
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and False not in (self.reachable, self.model_served, self.reward_api)
+
+    def replace(self, **changes: Any) -> RoleCheck:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["notes"] = list(self.notes)
+        data["latency_ms"] = None if self.latency_ms is None else round(self.latency_ms, 1)
+        data["ok"] = self.ok
+        return data
+
+
+@runtime_checkable
+class Diagnosable(Protocol):
+    """A backend that checks its own servers for a role."""
+
+    async def diagnose(self, role: Role, model: str) -> RoleCheck: ...
+
+
+@runtime_checkable
+class DiagnosableReward(Protocol):
+    """A reward source that checks its own server."""
+
+    async def diagnose(self) -> RoleCheck: ...
+
+
+def _roles(mode: Mode) -> tuple[Role, ...]:
+    if mode is Mode.TARGET_ONLY:
+        return (Role.TARGET,)
+    if mode is Mode.DRAFT_ONLY:
+        return (Role.DRAFT,)
+    return (Role.DRAFT, Role.TARGET, Role.REWARD)
+
+
+async def diagnose(settings: Settings) -> list[RoleCheck]:
+    """Check every role `settings` needs; never raises for a broken role (it gets an `error`)."""
+    from rsdchat.plugins import load_backend
+    from rsdchat.rewards import make_reward
+
+    checks: list[RoleCheck] = []
+    backends: dict[str, Backend] = {}
+    generators: dict[Role, StepGenerator] = {}
+    try:
+        for role in _roles(settings.mode):
+            if role is Role.REWARD:
+                continue
+            name = getattr(settings, f"{role.value}_backend", None) or settings.backend
+            model = settings.draft if role is Role.DRAFT else settings.target
+            try:
+                if name not in backends:
+                    backends[name] = load_backend(name, settings)
+                backend = backends[name]
+            except RsdchatError as exc:
+                checks.append(RoleCheck(role.value, name, model, error=str(exc)))
+                continue
+            check, generator = await _check_model(backend, name, role, model)
+            checks.append(check)
+            if generator is not None:
+                generators[role] = generator
+        if Role.REWARD in _roles(settings.mode):
+            try:
+                reward = await asyncio.to_thread(
+                    make_reward,
+                    settings.reward,
+                    draft=generators.get(Role.DRAFT),
+                    target=generators.get(Role.TARGET),
+                )
+            except RsdchatError as exc:
+                checks.append(RoleCheck(Role.REWARD.value, "-", settings.reward, error=str(exc)))
+            else:
+                checks += await _check_reward(reward)
+    finally:
+        for backend in backends.values():
+            await backend.aclose()
+    return checks
+
+
+async def _check_model(
+    backend: Backend, name: str, role: Role, model: str
+) -> tuple[RoleCheck, StepGenerator | None]:
+    """The backend's own diagnosis, or: load the model and time one token."""
+    if isinstance(backend, Diagnosable):
+        check = await backend.diagnose(role, model)
+        if not check.ok:
+            return check, None
+    try:
+        generator = await asyncio.to_thread(backend.generator, role, model)
+    except RsdchatError as exc:
+        return RoleCheck(role.value, name, model, error=str(exc)), None
+    if isinstance(backend, Diagnosable):
+        return check, generator
+    pieces: list[str] = []
+    started = time.perf_counter()
+    try:
+        hello = Context((Message("user", "Say hello."),))
+        await generator.generate(hello, StepRequest(max_tokens=2), pieces.append)
+    except RsdchatError as exc:
+        return RoleCheck(role.value, name, model, model_served=True, error=str(exc)), None
+    return RoleCheck(
+        role.value,
+        name,
+        generator.info.name,
+        model_served=True,
+        streaming=bool(pieces),
+        logprobs=isinstance(generator, LogprobModel),
+        latency_ms=(time.perf_counter() - started) * 1000,
+        notes=("runs in process",),
+    ), generator
+
+
+async def _check_reward(reward: object) -> list[RoleCheck]:
+    """One row per reward model on a server; one row for the parts computed in process."""
+    parts = getattr(reward, "parts", (reward,))  # a product of sources is checked part by part
+    checks = []
+    try:
+        for part in parts:
+            if isinstance(part, DiagnosableReward):
+                checks.append(await part.diagnose())
+        local = [str(getattr(p, "name", "reward")) for p in parts if not isinstance(p, DiagnosableReward)]
+        if local:
+            checks.append(
+                RoleCheck(Role.REWARD.value, "local", "*".join(local), notes=("computed in process",))
+            )
+    finally:
+        for part in parts:
+            close = getattr(part, "aclose", None)
+            if close is not None:
+                await close()
+    return checks
+
+
+_CHECKS = (
+    ("reachable", "reachable"),
+    ("model_served", "model served"),
+    ("streaming", "streaming"),
+    ("logprobs", "log-probabilities"),
+    ("reward_api", "reward API"),
+)
+
+
+def render(checks: list[RoleCheck]) -> Table:
+    """One row per role: the model and where it runs, the checks that apply, latency, notes."""
+    table = Table(title="rsdchat doctor", show_lines=True)
+    table.add_column("role", no_wrap=True)
+    table.add_column("model")
+    table.add_column("checks", no_wrap=True)
+    table.add_column("latency", justify="right", no_wrap=True)
+    table.add_column("notes")
+    for check in checks:
+        where = " · ".join(part for part in (check.backend, check.location) if part)
+        marks = [
+            f"[green]✓[/] {label}" if value else f"[red]✗[/] {label}"
+            for field, label in _CHECKS
+            if (value := getattr(check, field)) is not None
+        ]
+        table.add_row(
+            f"[bold]{check.role}[/]" if check.ok else f"[bold red]{check.role}[/]",
+            f"{check.model}\n[dim]{where}[/]",
+            "\n".join(marks) or "[dim]–[/]",
+            "" if check.latency_ms is None else f"{check.latency_ms:.0f} ms",
+            f"[red]{check.error}[/]" if check.error else "\n".join(check.notes),
+        )
+    return table
+
+
+def to_json(checks: list[RoleCheck]) -> dict[str, Any]:
+    """`--json`: {"ok": all roles fine, "roles": [per-role dicts]}."""
+    return {"ok": all(check.ok for check in checks), "roles": [check.to_dict() for check in checks]}

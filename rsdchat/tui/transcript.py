@@ -1,0 +1,243 @@
+"""The chat transcript: JSONL records with per-step provenance, saved, loaded and exported.
+
+One JSON object per line, in the order things happened:
+
+- ``session``: first line; the settings, the models and the knobs in force at the start;
+- ``user``: a question (``turn`` counts from 1) and the system prompt it was sent with;
+- ``step``: a step as the engine recorded it (author, text, reward, ω, accepted, the
+  weighting in force), the reward source and the mode; rejected drafts included;
+- ``change``: a setting changed, placed where it took effect, with the knobs after it;
+- ``answer``: the end of a turn: the answer text, why it ended, the error if any, the
+  final answer, acceptance counts and the cost per role.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rsdchat.errors import ConfigError
+from rsdchat.protocols import RewardSource
+from rsdchat.settings import Settings
+from rsdchat.trace import Step, Trace
+from rsdchat.tui.session import Knobs, Turn
+
+VERSION = 1
+KINDS = ("session", "user", "step", "change", "answer")
+Record = dict[str, Any]
+
+
+class TranscriptError(ConfigError):
+    """A transcript file that cannot be read: the message names the file and line."""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _json_safe(value: float | None) -> float | str | None:
+    """NaN and ±inf are not JSON: they are kept as strings ("nan", "inf")."""
+    if value is None or math.isfinite(value):
+        return value
+    return str(value)
+
+
+def step_record(turn: int, step: Step, reward: RewardSource | None, mode: str) -> Record:
+    record: Record = {"type": "step", "turn": turn, **step.to_dict()}
+    record["reward"], record["omega"] = _json_safe(step.reward), _json_safe(step.omega)
+    scored = step.reward is not None
+    record["reward_source"] = reward.name if reward is not None and scored else None
+    record["reward_kind"] = reward.kind if reward is not None and scored else None
+    record["mode"] = mode
+    record["cost"] = {role.value: asdict(usage) for role, usage in step.ledger.usage.items()}
+    return record
+
+
+def answer_record(turn: int, trace: Trace, final_answer: str | None) -> Record:
+    return {
+        "type": "answer",
+        "turn": turn,
+        "content": trace.text,
+        "finish_reason": trace.finish_reason,
+        "steps": len(trace.answer_steps),
+        "error": trace.error,
+        "final_answer": final_answer,
+        "drafts": trace.drafts,
+        "accepted_drafts": trace.accepted_drafts,
+        "seconds": round(trace.seconds, 4),
+        "cost": trace.ledger.to_dict(),
+    }
+
+
+@dataclass
+class Transcript:
+    records: list[Record] = field(default_factory=list)
+    path: Path | None = None  # where it was last saved to or loaded from
+    saved: int = 0  # records already on disk at `path`
+
+    @classmethod
+    def start(cls, settings: Settings, knobs: Knobs, models: dict[str, str]) -> Transcript:
+        header = {
+            "type": "session",
+            "version": VERSION,
+            "started": now(),
+            "settings": settings.model_dump(mode="json"),
+            "models": models,
+            "knobs": knobs.to_dict(),
+        }
+        return cls([header])
+
+    def add(self, record: Record) -> Record:
+        self.records.append(record)
+        return record
+
+    @property
+    def unsaved(self) -> bool:
+        return len(self.records) > self.saved and any(r["type"] != "session" for r in self.records)
+
+    @property
+    def turns(self) -> int:
+        return sum(1 for r in self.records if r["type"] == "user")
+
+    def history(self) -> list[Turn]:
+        """Question and answer of every finished turn, for the models' context."""
+        questions: dict[int, str] = {}
+        turns = []
+        for record in self.records:
+            if record["type"] == "user":
+                questions[record["turn"]] = record["content"]
+            elif record["type"] == "answer" and record["turn"] in questions:
+                turns.append(Turn(questions.pop(record["turn"]), record["content"]))
+        return turns
+
+    def knobs(self) -> Record | None:
+        """The knobs in force at the end of the transcript."""
+        for record in reversed(self.records):
+            if record["type"] in ("session", "change") and isinstance(record.get("knobs"), dict):
+                knobs: Record = record["knobs"]
+                return knobs
+        return None
+
+    def save(self, path: Path) -> None:
+        path = path.expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            with tmp.open("w", encoding="utf-8") as out:
+                for record in self.records:
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            tmp.replace(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot save {path}: {exc.strerror or exc}") from None
+        self.path, self.saved = path, len(self.records)
+
+    @classmethod
+    def load(cls, path: Path) -> Transcript:
+        path = path.expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise TranscriptError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise TranscriptError(f"{path} is not a text file") from None
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TranscriptError(f"{path}:{number}: not JSON ({exc.msg})") from None
+            problem = _problem(record)
+            if problem:
+                raise TranscriptError(f"{path}:{number}: {problem}")
+            records.append(record)
+        if not records or records[0]["type"] != "session":
+            raise TranscriptError(f"{path} is not an rsdchat transcript (no session line first)")
+        if not isinstance(records[0].get("version"), int) or records[0]["version"] > VERSION:
+            raise TranscriptError(
+                f"{path}: transcript version {records[0].get('version')!r} is not supported"
+            )
+        return cls(records, path, len(records))
+
+    def to_markdown(self) -> str:
+        return to_markdown(self.records)
+
+
+def _problem(record: object) -> str:
+    """What is wrong with one record ('' if nothing)."""
+    if not isinstance(record, dict) or not isinstance(record.get("type"), str):
+        return "not a transcript record (needs a JSON object with a type)"
+    kind = record["type"]
+    if kind not in KINDS:
+        return f"unknown record type {kind!r}"
+    needs: dict[str, dict[str, type | tuple[type, ...]]] = {
+        "user": {"turn": int, "content": str},
+        "step": {"turn": int, "index": int, "author": str, "text": str},
+        "change": {"text": str},
+        "answer": {"turn": int, "content": str},
+    }
+    for key, kind_type in needs.get(kind, {}).items():
+        if not isinstance(record.get(key), kind_type):
+            return f"{kind} record without a valid {key!r}"
+    if kind == "step" and record["author"] not in ("draft", "target"):
+        return f"step author must be draft or target, got {record['author']!r}"
+    return ""
+
+
+def _step_caption(record: Record) -> str:
+    parts = [f"step {record['index'] + 1}", str(record["author"])]
+    if record.get("reward") is not None:
+        parts.append(f"r {_num(record['reward'])}")
+    if record.get("omega") is not None:
+        parts.append(f"ω {_num(record['omega'])}")
+    if record.get("reward") is not None:
+        parts.append("accepted" if record.get("accepted", True) else "rejected")
+    if record.get("weighting"):
+        parts.append(str(record["weighting"]))
+    return " · ".join(parts)
+
+
+def _num(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def to_markdown(records: list[Record]) -> str:
+    """A readable Markdown rendering: questions, steps with their provenance, answers."""
+    lines = ["# rsdchat transcript", ""]
+    for record in records:
+        kind = record["type"]
+        if kind == "session":
+            models = record.get("models", {})
+            shown = " · ".join(f"{k} **{v}**" for k, v in models.items())
+            lines += [f"*{record.get('started', '')}* — {shown}", ""]
+        elif kind == "user":
+            lines += [f"## You (turn {record['turn']})", "", record["content"].strip(), "", "## rsdchat", ""]
+        elif kind == "change":
+            lines += [f"> ⚙ {record['text']}", ""]
+        elif kind == "step":
+            text = record["text"].strip() or "(empty)"
+            caption = _step_caption(record)
+            if record.get("accepted", True):
+                lines += [f"<sub>{caption}</sub>", "", text, ""]
+            else:
+                fence = "~~~~" if "```" in text else "```"
+                lines += [f"<details><summary>✗ {caption}</summary>", "", fence, text, fence]
+                lines += ["", "</details>", ""]
+        elif kind == "answer":
+            if record.get("partial"):
+                caption = f"step {int(record.get('partial_index') or 0) + 1} · {record.get('partial_author')}"
+                lines += [f"<sub>{caption} · stopped while writing</sub>", "", record["partial"].strip(), ""]
+            if record.get("final_answer"):
+                lines += [f"**Answer: {record['final_answer']}**", ""]
+            ended = f"ended: {record.get('finish_reason')}"
+            if record.get("error"):
+                ended += f" — {record['error']}"
+            if record.get("drafts"):
+                ended += f" · {record.get('accepted_drafts')}/{record['drafts']} drafts accepted"
+            lines += [f"*{ended}*", ""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,209 @@
+"""The scrolling transcript: questions, live steps, rejected drafts, notes and answers.
+
+`TranscriptView` draws both a live answer (fed by the engine's events) and a saved
+transcript (`replay`), with the same widgets, so a reloaded chat looks as it did.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rich.table import Table
+from textual.containers import VerticalScroll
+from textual.widget import Widget
+from textual.widgets import Static
+
+from rsdchat.tui.transcript import Record
+from rsdchat.tui.widgets import (
+    AnswerBox,
+    NoteLine,
+    Scored,
+    StepView,
+    TurnView,
+    UserView,
+    finish_line,
+    rejected_view,
+)
+
+_DELTA = re.compile(r"δ=(-?[\d.]+(?:e[-+]?\d+)?)")
+
+
+def scored_from_record(record: Record) -> Scored | None:
+    """The score shown for a saved step (None if it was not scored)."""
+    reward = record.get("reward")
+    if reward is None:
+        return None
+    reward = float(reward)
+    match = _DELTA.search(str(record.get("weighting", "")))
+    omega = record.get("omega")
+    return Scored(
+        reward=reward,
+        omega=float(omega) if omega is not None else 0.0,
+        accepted=bool(record.get("accepted", True)),
+        delta=float(match.group(1)) if match else None,
+        bounded=record.get("reward_kind", "process") == "process",
+        invalid=bool(record.get("reward_invalid", False)),
+    )
+
+
+class TranscriptView(VerticalScroll):
+    """Everything said in this chat, newest at the bottom (kept scrolled there while reading)."""
+
+    def __init__(self) -> None:
+        super().__init__(id="transcript")
+        self.turn_view: TurnView | None = None  # the answer being written or replayed
+
+    @property
+    def current(self) -> StepView | None:
+        return self.turn_view.current if self.turn_view is not None else None
+
+    def follow(self) -> None:
+        """Keep the newest text in view once the chat is taller than the screen.
+
+        (Textual's anchor bottom-aligns short content, so it is only set once needed; it
+        lets go while the user scrolls up, and holds again at the bottom.)
+        """
+        if not self.is_anchored:
+            self.call_after_refresh(self._anchor_if_full)
+
+    def _anchor_if_full(self) -> None:
+        if not self.is_anchored and self.virtual_size.height > self.scrollable_content_region.height:
+            self.anchor()
+
+    async def clear(self) -> None:
+        self.turn_view = None
+        self.anchor(False)
+        await self.remove_children()
+
+    async def add_question(self, question: str, turn: int) -> None:
+        self.turn_view = TurnView(turn)
+        await self.mount_all([UserView(question, turn), self.turn_view])
+        self.follow()
+
+    async def start_step(self, index: int, author: str) -> None:
+        if self.turn_view is None:
+            return
+        view = StepView(index, author)
+        self.turn_view.current = view
+        await self.turn_view.mount(view)
+        self.follow()
+
+    def add_text(self, index: int, author: str, text: str) -> None:
+        view = self.current
+        if view is not None and (view.index, view.author) == (index, author):
+            view.append(text)
+            self.follow()
+
+    def show_score(self, scored: Scored) -> None:
+        if self.current is not None:
+            self.current.show_score(scored)
+
+    async def step_done(self, index: int, author: str, text: str, tokens: int, accepted: bool) -> None:
+        view = self.current
+        if self.turn_view is None or view is None or (view.index, view.author) != (index, author):
+            return
+        self.turn_view.current = None
+        if accepted:
+            view.finish(text, tokens, accepted=True)
+        else:
+            await self.turn_view.mount(rejected_view(index, text, view.scored), before=view)
+            await view.remove()
+
+    async def add_note(self, text: str) -> NoteLine:
+        note = NoteLine(text)
+        await (self.turn_view or self).mount(note)
+        self.follow()
+        return note
+
+    async def finish_turn(self, line: Record, partial: str = "") -> None:
+        """Close the answer: keep a stopped step's text, highlight the final answer, sum up."""
+        turn_view = self.turn_view
+        if turn_view is None:
+            return
+        current = turn_view.current
+        if current is not None:
+            current.stop()
+        await turn_view.mount_all(self._ending(line))
+        turn_view.add_class("-done")
+        turn_view.current = None
+        self.turn_view = None
+        self.follow()
+
+    @staticmethod
+    def _ending(record: Record) -> list[Widget]:
+        widgets: list[Widget] = []
+        if record.get("final_answer"):
+            widgets.append(AnswerBox(f"Answer: {record['final_answer']}", markup=False))
+        seconds = float(record.get("seconds") or 0.0)
+        line = finish_line(
+            str(record.get("finish_reason")),
+            record.get("error"),
+            int(record.get("steps", 0)),
+            int(record.get("drafts") or 0),
+            int(record.get("accepted_drafts") or 0),
+            seconds,
+        )
+        widgets.append(Static(line, classes="finish"))
+        return widgets
+
+    async def show_help(self, help: Table) -> None:
+        await self.mount(Static(help, classes="help"))
+        self.follow()
+
+    def loaded(self, text: str, *, failed: bool = False) -> None:
+        """Replace the "loading models…" line."""
+        for line in self.query(".loading").results(Static):
+            line.update(text)
+            line.remove_class("loading")
+            line.set_class(failed, "failure")
+
+    async def show_message(self, text: str, classes: str = "info") -> None:
+        await self.mount(Static(text, classes=classes, markup=False))
+        self.follow()
+
+    async def replay(self, records: list[Record]) -> None:
+        """Draw a saved transcript (replacing what is shown)."""
+        await self.clear()
+        top: list[Widget] = []
+        open_turn: tuple[int, str] | None = None  # the question whose answer is being read
+        children: list[Widget] = []
+
+        def close_turn() -> None:
+            if open_turn is not None:
+                number, question = open_turn
+                top.extend([UserView(question, number), TurnView(number, *children, classes="-done")])
+
+        for record in records:
+            kind = record["type"]
+            if kind == "user":
+                close_turn()
+                open_turn, children = (record["turn"], record["content"]), []
+            elif kind == "change":
+                (children if open_turn is not None else top).append(NoteLine(record["text"]))
+            elif kind == "step" and open_turn is not None:
+                children.append(self._saved_step(record))
+            elif kind == "answer" and open_turn is not None:
+                if record.get("partial"):
+                    index, author = int(record.get("partial_index") or 0), str(record.get("partial_author"))
+                    stopped = StepView(index, author)
+                    stopped.append(str(record["partial"]))
+                    stopped.stop()
+                    children.append(stopped)
+                children += self._ending(record)
+                close_turn()
+                open_turn, children = None, []
+        close_turn()
+        await self.mount_all(top)
+        self.follow()
+
+    @staticmethod
+    def _saved_step(record: Record) -> Widget:
+        scored = scored_from_record(record)
+        index, author, text = int(record["index"]), str(record["author"]), str(record["text"])
+        if not record.get("accepted", True):
+            return rejected_view(index, text, scored)
+        view = StepView(index, author)
+        if scored is not None:
+            view.show_score(scored)
+        view.finish(text, int(record.get("tokens") or 0), accepted=True)
+        return view
