@@ -61,9 +61,12 @@ def newly_seen(trace: Trace, prompt: dict[Role, int], reward_reads_target: bool)
     the other model wrote before this model's last call (and, when the reward is the
     target, every draft step it scores)."""
 
+    def scored_by_target(step: Step) -> bool:
+        return reward_reads_target and step.author is Role.DRAFT and step.reward is not None
+
     def reads(model: Role, step: Step) -> bool:
-        scored_by_target = reward_reads_target and step.author is Role.DRAFT and step.reward is not None
-        if model is Role.TARGET and scored_by_target:
+        """Whether `model` must read this step's tokens as new input."""
+        if model is Role.TARGET and scored_by_target(step):
             return True
         return step.author is not model and step.accepted
 
