@@ -112,6 +112,7 @@ async def diagnose(settings: Settings) -> list[RoleCheck]:
                     settings.reward,
                     draft=generators.get(Role.DRAFT),
                     target=generators.get(Role.TARGET),
+                    settings=settings,
                 )
             except RsdchatError as exc:
                 checks.append(RoleCheck(Role.REWARD.value, "-", settings.reward, error=str(exc)))

@@ -58,8 +58,35 @@ class Settings(BaseSettings):
     n_ctx: int = Field(4096, ge=256, description="context window of local models")
     threads: int | None = Field(None, ge=1, description="CPU threads for local models")
     cache_dir: Path | None = Field(None, description="where assembled model files are kept")
+    # -- models on servers (backend "openai"); see docs/backends.md
+    draft_backend: str | None = Field(None, description="backend plugin for the draft (default: backend)")
+    target_backend: str | None = Field(None, description="backend plugin for the target (default: backend)")
+    draft_url: str | None = Field(None, description="draft server URL(s), comma-separated")
+    target_url: str | None = Field(None, description="target server URL(s), comma-separated")
+    reward_url: str | None = Field(None, description="reward-model server URL(s), comma-separated")
+    reward_model: str | None = Field(
+        None, description="served reward model (default: the only one the reward server serves)"
+    )
+    draft_api_key_env: str | None = Field(
+        None, description="environment variable holding the draft server's API key"
+    )
+    target_api_key_env: str | None = Field(
+        None, description="environment variable holding the target server's API key"
+    )
+    reward_api_key_env: str | None = Field(
+        None, description="environment variable holding the reward server's API key"
+    )
+    http_connect_timeout: float = Field(5.0, gt=0, description="seconds to connect to a model server")
+    http_read_timeout: float = Field(300.0, gt=0, description="longest silence allowed from a model server")
+    http_retries: int = Field(
+        2, ge=0, description="retries after a timeout, a 5xx answer or a lost connection"
+    )
+    chat_template: str | None = Field(
+        None, description="for servers that cannot render one: 'chatml', a Jinja file, or the template text"
+    )
+    draft_logprobs: bool = Field(True, description="ask the draft server for token log-probabilities")
 
-    @field_validator("delta", "alpha", "beta", "temperature")
+    @field_validator("delta", "alpha", "beta", "temperature", "http_connect_timeout", "http_read_timeout")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):

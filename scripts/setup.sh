@@ -14,7 +14,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
   || echo "setup: building llama-cpp-python (first time only, several minutes)…" >&2
 if [ "${1:-}" = "--dev" ]; then
   extra=()
-  [ -f backends/openai/pyproject.toml ] && extra+=(-e backends/openai)
+  [ -f backends/openai/pyproject.toml ] && extra+=(-e 'backends/openai[test]')
   "${pip[@]}" -e '.[dev]' -e 'backends/llamacpp[qwen]' "${extra[@]}"
   "${pip[@]}" --no-deps -r requirements/no-deps.txt
 else

@@ -82,6 +82,12 @@ def solve(
     draft: Annotated[str | None, typer.Option(help="Draft model: embedded name or GGUF path.")] = None,
     target: Annotated[str | None, typer.Option(help="Target model: embedded name or GGUF path.")] = None,
     backend: Annotated[str | None, typer.Option(help="Backend plugin (see `rsdchat backends`).")] = None,
+    draft_backend: Annotated[str | None, typer.Option(help="Backend of the draft only.")] = None,
+    target_backend: Annotated[str | None, typer.Option(help="Backend of the target only.")] = None,
+    draft_url: Annotated[str | None, typer.Option(help="Draft server URL(s), comma-separated.")] = None,
+    target_url: Annotated[str | None, typer.Option(help="Target server URL(s), comma-separated.")] = None,
+    reward_url: Annotated[str | None, typer.Option(help="Reward-model server URL(s).")] = None,
+    reward_model: Annotated[str | None, typer.Option(help="Served reward model name.")] = None,
     mode: Annotated[Mode | None, typer.Option(help="rsd, or a single model for comparison.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Most steps in an answer.")] = None,
     max_step_tokens: Annotated[int | None, typer.Option(help="Most tokens in one step.")] = None,
@@ -114,6 +120,12 @@ def solve(
         draft=draft,
         target=target,
         backend=backend,
+        draft_backend=draft_backend,
+        target_backend=target_backend,
+        draft_url=draft_url,
+        target_url=target_url,
+        reward_url=reward_url,
+        reward_model=reward_model,
         mode=mode,
         max_steps=max_steps,
         max_step_tokens=max_step_tokens,
@@ -164,11 +176,16 @@ def _problems(question: str | None, file: Path | None) -> list[Problem]:
 @app.command()
 def rewards() -> None:
     """List the reward sources and what each one measures."""
-    from rsdchat.rewards import REWARDS
+    from rsdchat.rewards import REWARDS, plugin_rewards
 
     table = Table("name", "what it measures", show_edge=False, header_style="bold")
     for name, description in REWARDS.items():
         table.add_row(name, description)
+    for name, ep in sorted(plugin_rewards().items()):
+        doc = (getattr(ep.load(), "__doc__", None) or "").strip().splitlines()
+        table.add_row(
+            name, (doc[0] if doc else "") + f" [dim]({ep.dist.name if ep.dist else ep.value})[/dim]"
+        )
     Console().print(table)
     Console().print("Combine sources with '*', e.g. --reward 'arithmetic*draft-confidence'.", style="dim")
 
@@ -187,6 +204,24 @@ def backends() -> None:
         dist = ep.dist.name if ep.dist is not None else ep.value
         table.add_row(name, dist)
     Console().print(table)
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Check each configured role: reachable, model served, streaming, log-probabilities, latency."""
+    import json
+
+    from rsdchat.doctor import diagnose, render, to_json
+
+    checks = asyncio.run(diagnose(load_settings(config)))
+    if as_json:
+        print(json.dumps(to_json(checks)))
+    else:
+        Console().print(render(checks))
+    raise typer.Exit(0 if all(check.ok for check in checks) else 1)
 
 
 @app.command("config")

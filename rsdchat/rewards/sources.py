@@ -143,3 +143,10 @@ class Product:
             target_logprob = score.target_logprob if score.target_logprob is not None else target_logprob
             details += [score.detail] if score.detail else []
         return Score(reward, usage, target_logprob, "; ".join(details))
+
+    async def aclose(self) -> None:
+        """Close the parts that hold connections (reward models over HTTP)."""
+        for part in self.parts:
+            close = getattr(part, "aclose", None)
+            if close is not None:
+                await close()

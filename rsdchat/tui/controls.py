@@ -112,7 +112,7 @@ class Controls:
             if app.runtime is None:
                 raise ConfigError(f"mode {mode.value} needs a {role.value} model")
             app.notify(f"loading the {role.value} model {name}…")
-            model = await asyncio.to_thread(app.runtime.backend.generator, role, name)
+            model = await asyncio.to_thread(app.runtime.backend_for(role).generator, role, name)
             setattr(engine, role.value, model)
 
     def install(self, engine: Engine, next_step: int | None) -> None:

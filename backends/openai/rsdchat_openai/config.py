@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -56,11 +57,13 @@ SETTINGS: dict[str, Any] = {
 }
 
 
-def parse_urls(value: object) -> tuple[str, ...]:
-    """'http://a:8000/v1, http://b:8000' or a list -> normalised server roots, in order."""
-    if value is None:
-        return ()
-    items = re.split(r"[,\s]+", value) if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+def parse_urls(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """'http://a:8000/v1, http://b:8000' or a list -> normalised server roots, in order.
+
+    A trailing /v1 (the OpenAI clients' habit) is dropped: vLLM's /tokenize and /pooling
+    live at the server's root.
+    """
+    items = re.split(r"[,\s]+", value) if isinstance(value, str) else list(value or ())
     urls: list[str] = []
     for item in items:
         url = str(item).strip().rstrip("/")
@@ -69,7 +72,7 @@ def parse_urls(value: object) -> tuple[str, ...]:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"{url!r} is not an http(s) URL (e.g. http://gpu-box:8000)")
-        url = url.removesuffix("/v1")  # the OpenAI clients' habit; vLLM's /tokenize and /pooling live at the root
+        url = url.removesuffix("/v1")
         if url not in urls:
             urls.append(url)
     return tuple(urls)
@@ -83,13 +86,13 @@ class RoleEndpoint(BaseModel):
     role: Role
     urls: tuple[str, ...] = Field(min_length=1)
     api_key_env: str | None = None  # the variable's name; its value is read once and never shown
-    connect_timeout: float = Field(5.0, gt=0)
-    read_timeout: float = Field(300.0, gt=0)
-    retries: int = Field(2, ge=0)
+    connect_timeout: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    read_timeout: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+    retries: int = Field(default=2, ge=0)
 
     @field_validator("urls", mode="before")
     @classmethod
-    def _urls(cls, value: object) -> tuple[str, ...]:
+    def _urls(cls, value: str | Sequence[str] | None) -> tuple[str, ...]:
         return parse_urls(value)
 
     @property

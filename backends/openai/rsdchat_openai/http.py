@@ -1,0 +1,295 @@
+"""HTTP to one role's servers: least requests in flight, bounded retries, one-line errors.
+
+A `Pool` holds a role's replicas. Each request goes to the replica with the fewest
+requests in flight; connection failures, timeouts and 5xx answers are retried with
+exponential backoff (on another replica when there is one), then end in a
+BackendError that names the role and the URL. Connection failures are retried only
+within the connect timeout, so a server that is down is reported within it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from rsdchat.errors import BackendError, ConfigError
+from rsdchat_openai.config import RoleEndpoint
+
+BACKOFF = 0.25  # seconds before the first retry; doubles each time
+
+
+class NotFound(BackendError):
+    """The server has no such route (HTTP 404): callers say which API was missing."""
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt: 5xx or 429."""
+
+
+@dataclass
+class Replica:
+    """One server of a role, with the load the client has put on it."""
+
+    url: str
+    in_flight: int = 0
+    requests: int = 0
+    busy_seconds: float = 0.0  # wall time with at least one request in flight
+    _busy_since: float = 0.0
+
+
+def first_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def server_message(response: httpx.Response) -> str:
+    """The server's own explanation: vLLM's error.message, FastAPI's detail, or the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return first_line(response.text) or response.reason_phrase
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return first_line(str(error["message"]))
+        for key in ("detail", "message", "error"):
+            if body.get(key):
+                return first_line(str(body[key]))
+    return first_line(json.dumps(body))
+
+
+def _reason(exc: BaseException, read_timeout: float) -> tuple[str, bool]:
+    """A short reason and whether it is a connection failure (retried within the connect timeout)."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "no connection within the connect timeout", True
+    if isinstance(exc, httpx.ConnectError):
+        detail = str(exc).lower()
+        if "refused" in detail:
+            return "cannot connect (connection refused: is the server running?)", True
+        return f"cannot connect ({first_line(str(exc), 120) or type(exc).__name__})", True
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer within {read_timeout:g} s", False
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return "connection lost (did the server stop?)", False
+    return first_line(str(exc)) or type(exc).__name__, False
+
+
+class _Attempts:
+    """Retry bookkeeping for one request: which replicas failed, when to give up."""
+
+    def __init__(self, pool: Pool, only: Replica | None = None) -> None:
+        self.pool = pool
+        self.only = only  # every attempt goes to this replica
+        self.started = time.monotonic()
+        self.count = 0
+        self.failed: set[str] = set()
+
+    def after(self, replica: Replica, exc: BaseException) -> float:
+        """Seconds to wait before the next attempt, or raise the final one-line error."""
+        pool = self.pool
+        self.count += 1
+        self.failed.add(replica.url)
+        reason, connecting = _reason(exc, pool.read_timeout)
+        untried = self.only is None and any(r.url not in self.failed for r in pool.replicas)
+        delay = 0.0 if untried else BACKOFF * 2 ** (self.count - 1)
+        elapsed = time.monotonic() - self.started
+        if self.count > pool.retries or (
+            connecting and not untried and elapsed + delay > pool.connect_timeout
+        ):
+            tries = f" after {self.count} attempts" if self.count > 1 else ""
+            raise BackendError(f"{pool.role} server {replica.url}: {reason}{tries}") from None
+        return delay
+
+
+class Pool:
+    """A role's replicas behind one client. Create it anywhere; use it from one event loop."""
+
+    def __init__(self, endpoint: RoleEndpoint) -> None:
+        self.role = endpoint.role.value
+        self.replicas = [Replica(url) for url in endpoint.urls]
+        self.connect_timeout = endpoint.connect_timeout
+        self.read_timeout = endpoint.read_timeout
+        self.retries = endpoint.retries
+        self.api_key_env = endpoint.api_key_env
+        key = endpoint.api_key()
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout, pool=None)
+        self._client: httpx.AsyncClient | None = None
+        self._turn = 0  # round robin among equally loaded replicas
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"Pool({self.role}, {[r.url for r in self.replicas]})"
+
+    # -- requests -------------------------------------------------------------------
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST JSON to the least loaded replica; return the decoded JSON answer."""
+        return await self._request("POST", path, body)
+
+    async def get(self, path: str, *, url: str | None = None) -> Any:
+        """GET JSON from the least loaded replica, or from `url` (one of the replicas)."""
+        return await self._request("GET", path, None, url)
+
+    async def _request(
+        self, method: str, path: str, body: dict[str, Any] | None, url: str | None = None
+    ) -> Any:
+        attempts = _Attempts(self, self._replica(url) if url else None)
+        while True:
+            replica = attempts.only or self._pick(attempts.failed)
+            try:
+                with self._busy(replica):
+                    response = await self._http().request(
+                        method, replica.url + path, json=body, headers=self._headers
+                    )
+                    self._check(response, replica, path)
+                    return self._json(response, replica, path)
+            except (httpx.HTTPError, _Retryable) as exc:
+                await asyncio.sleep(attempts.after(replica, exc))
+
+    def get_sync(self, path: str, *, url: str) -> Any:
+        """GET JSON from one replica without an event loop (checks at start-up)."""
+        replica = self._replica(url)
+        attempts = _Attempts(self, replica)
+        with httpx.Client(timeout=self._timeout, headers=self._headers) as client:
+            while True:
+                try:
+                    response = client.get(replica.url + path)
+                    self._check(response, replica, path)
+                    return self._json(response, replica, path)
+                except (httpx.HTTPError, _Retryable) as exc:
+                    time.sleep(attempts.after(replica, exc))
+
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """POST and yield the server-sent events (JSON objects) until `[DONE]`.
+
+        Failures before the first event are retried; after it, the tokens already
+        handed on cannot be taken back, so they end the call with a BackendError.
+        Closing the iterator early closes the connection (the server stops).
+        """
+        attempts = _Attempts(self)
+        while True:
+            replica = self._pick(attempts.failed)
+            started = False
+            try:
+                with self._busy(replica):
+                    request = self._http().build_request(
+                        "POST", replica.url + path, json=body, headers=self._headers
+                    )
+                    response = await self._http().send(request, stream=True)
+                    try:
+                        if response.status_code >= 400:
+                            await response.aread()
+                        self._check(response, replica, path)
+                        async for event in _events(response, self, replica):
+                            started = True
+                            yield event
+                    finally:
+                        await response.aclose()
+                return
+            except (httpx.HTTPError, _Retryable) as exc:
+                if started:
+                    reason, _ = _reason(exc, self.read_timeout)
+                    raise BackendError(f"{self.role} server {replica.url}: {reason} mid-answer") from None
+                await asyncio.sleep(attempts.after(replica, exc))
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- load sharing -----------------------------------------------------------------
+
+    def _pick(self, avoid: set[str]) -> Replica:
+        """The replica with the fewest requests in flight (not one that just failed, if possible)."""
+        candidates = [r for r in self.replicas if r.url not in avoid] or self.replicas
+        low = min(r.in_flight for r in candidates)
+        tied = [r for r in candidates if r.in_flight == low]
+        self._turn += 1
+        return tied[self._turn % len(tied)]
+
+    def _replica(self, url: str) -> Replica:
+        return next(r for r in self.replicas if r.url == url)
+
+    @contextmanager
+    def _busy(self, replica: Replica) -> Iterator[None]:
+        if replica.in_flight == 0:
+            replica._busy_since = time.perf_counter()
+        replica.in_flight += 1
+        replica.requests += 1
+        try:
+            yield
+        finally:
+            replica.in_flight -= 1
+            if replica.in_flight == 0:
+                replica.busy_seconds += time.perf_counter() - replica._busy_since
+
+    def busy_seconds(self) -> dict[str, float]:
+        """Per replica: wall time with at least one request of this pool in flight."""
+        now = time.perf_counter()
+        return {r.url: r.busy_seconds + (now - r._busy_since if r.in_flight else 0.0) for r in self.replicas}
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+            self._client = httpx.AsyncClient(timeout=self._timeout, limits=limits)
+        return self._client
+
+    def _check(self, response: httpx.Response, replica: Replica, path: str) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        where = f"{self.role} server {replica.url}"
+        message = server_message(response)
+        if status >= 500 or status == 429:
+            raise _Retryable(f"HTTP {status}: {message}")
+        if status in (401, 403):
+            hint = (
+                f"check the key in ${self.api_key_env}"
+                if self.api_key_env
+                else f"set {self.role}_api_key_env to the variable that holds the key"
+            )
+            raise ConfigError(f"{where} refused the request (HTTP {status}): {hint}")
+        if status == 404:
+            raise NotFound(f"{where} has no {path} (HTTP 404): {message}")
+        raise BackendError(f"{where} rejected {path} (HTTP {status}): {message}")
+
+    def _json(self, response: httpx.Response, replica: Replica, path: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise BackendError(
+                f"{self.role} server {replica.url}: malformed answer to {path} (not JSON): "
+                f"{first_line(response.text, 80)!r}"
+            ) from None
+
+
+async def _events(response: httpx.Response, pool: Pool, replica: Replica) -> AsyncIterator[dict[str, Any]]:
+    """Server-sent events: `data: {json}` lines until `data: [DONE]`; comments and pings skipped."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise BackendError(
+                f"{pool.role} server {replica.url}: malformed stream event {first_line(data, 80)!r}"
+            ) from None
+        if not isinstance(event, dict):
+            raise BackendError(f"{pool.role} server {replica.url}: malformed stream event {data[:80]!r}")
+        if "error" in event and "choices" not in event:  # vLLM reports failures inside the stream
+            error = event["error"]
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise BackendError(f"{pool.role} server {replica.url}: {first_line(str(message))}")
+        yield event

@@ -1,0 +1,102 @@
+"""rsdchat.doctor with backends that cannot diagnose themselves, and with broken settings."""
+
+from __future__ import annotations
+
+import pytest
+from openai_stubs import StubSettings
+from rich.console import Console
+
+from rsdchat import doctor
+from rsdchat.engine import Mode
+from rsdchat.errors import ConfigError
+from rsdchat.protocols import Backend
+from rsdchat.rewards.sources import Arithmetic, Product
+from rsdchat.testing import ScriptedModel
+from rsdchat.types import Role
+
+
+class ScriptedBackend:
+    """A backend without `diagnose`: the doctor loads the model and times one token."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def generator(self, role: Role, model: str) -> ScriptedModel:
+        if model == "missing":
+            raise ConfigError(f"model file not found: {model}")
+        return ScriptedModel(["Hello there.\n\n"], name=model)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch) -> ScriptedBackend:
+    backend = ScriptedBackend()
+
+    def load(name: str, settings: object) -> Backend:
+        return backend
+
+    monkeypatch.setattr("rsdchat.plugins.load_backend", load)
+    return backend
+
+
+async def test_a_backend_without_diagnose_is_checked_by_writing_a_token(scripted: ScriptedBackend) -> None:
+    checks = await doctor.diagnose(StubSettings(backend="scripted", draft="small", target="missing"))  # type: ignore[arg-type]
+    draft, target, reward = checks
+    assert draft.ok and draft.model_served and draft.streaming and draft.logprobs is True
+    assert draft.reachable is None and draft.latency_ms is not None
+    assert not target.ok and target.error == "model file not found: missing"
+    assert reward.ok and reward.backend == "local"
+    assert scripted.closed
+
+
+async def test_only_the_roles_of_the_mode_are_checked(scripted: ScriptedBackend) -> None:
+    checks = await doctor.diagnose(StubSettings(backend="scripted", mode=Mode.TARGET_ONLY))  # type: ignore[arg-type]
+    assert [c.role for c in checks] == ["target"]
+
+
+async def test_an_unknown_reward_or_backend_is_a_row_not_a_crash() -> None:
+    checks = await doctor.diagnose(StubSettings(backend="no-such-backend", reward="no-such-reward"))  # type: ignore[arg-type]
+    assert [c.ok for c in checks] == [False, False, False]
+    assert "unknown backend 'no-such-backend'" in (checks[0].error or "")
+    assert "unknown reward" in (checks[2].error or "")
+    report = doctor.to_json(checks)
+    assert report["ok"] is False and report["roles"][2]["error"] == checks[2].error
+    console = Console(record=True, width=240)
+    console.print(doctor.render(checks))
+    assert "unknown backend" in console.export_text()
+
+
+class RemoteReward:
+    """A reward source on a server: it diagnoses itself and holds a connection to close."""
+
+    name = "remote-prm"
+    kind = "process"
+    default_delta = 0.7
+    n_params = 0
+    closed = False
+
+    async def score(self, context: object, step: object) -> object:
+        raise NotImplementedError
+
+    async def diagnose(self) -> doctor.RoleCheck:
+        return doctor.RoleCheck("reward", "openai", self.name, "http://prm:8003", True, True, reward_api=True)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_product_reward_is_checked_part_by_part(
+    scripted: ScriptedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote = RemoteReward()
+
+    def make_reward(spec: str, **models: object) -> Product:
+        return Product((remote, Arithmetic()))  # type: ignore[arg-type]
+
+    monkeypatch.setattr("rsdchat.rewards.make_reward", make_reward)
+    checks = await doctor.diagnose(StubSettings(backend="scripted", reward="remote-prm*arithmetic"))  # type: ignore[arg-type]
+    rewards = [c for c in checks if c.role == "reward"]
+    assert [(c.backend, c.model) for c in rewards] == [("openai", "remote-prm"), ("local", "arithmetic")]
+    assert rewards[0].reward_api and remote.closed

@@ -1,0 +1,285 @@
+"""HTTP behaviour of the openai backend with scripted answers (pytest-httpx): retries,
+load sharing, error messages, stream handling, settings and templates."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from openai_stubs import StubSettings
+from pytest_httpx import HTTPXMock
+
+from rsdchat.errors import BackendError, ConfigError
+from rsdchat.types import Context, Message, Role, StepRequest
+from rsdchat_openai import http
+from rsdchat_openai.config import BackendConfig, RoleEndpoint
+from rsdchat_openai.generator import HttpGenerator
+from rsdchat_openai.http import Pool
+from rsdchat_openai.server import (
+    CHATML,
+    LLAMA_CPP_PYTHON,
+    Headers,
+    ServerInfo,
+    TemplateRenderer,
+    guess_params,
+    load_template,
+)
+
+A, B = "http://a.test:8000", "http://b.test:8000"
+
+
+@pytest.fixture(autouse=True)
+def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http, "BACKOFF", 0.0)
+
+
+def pool(*urls: str, retries: int = 2, role: Role = Role.TARGET, key_env: str | None = None) -> Pool:
+    return Pool(RoleEndpoint(role=role, urls=urls or (A,), retries=retries, api_key_env=key_env))
+
+
+def sse(*events: dict[str, Any] | str) -> bytes:
+    lines = [f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n" for e in events]
+    return "".join(lines).encode()
+
+
+def chunk(text: str, finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": text, "finish_reason": finish, **extra}],
+    }
+
+
+def llama_generator(p: Pool, *, logprobs: bool = False) -> HttpGenerator:
+    server = ServerInfo(LLAMA_CPP_PYTHON, ("m",))
+    return HttpGenerator(p, server, "m", Headers(TemplateRenderer(CHATML)), logprobs=logprobs)
+
+
+CONTEXT = Context((Message("user", "2+2?"),), "Step 1.\n\n")
+
+# -- settings --------------------------------------------------------------------------
+
+
+def test_urls_are_normalised_and_several_share_a_role() -> None:
+    config = BackendConfig.from_settings(StubSettings(draft_url=f"{A}/v1/, {B}\n{A}", target_url=None))
+    assert config.endpoint(Role.DRAFT).urls == (A, B)
+    with pytest.raises(ConfigError, match=r"setting target_url: .* \(--target-url"):
+        config.endpoint(Role.TARGET)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("draft_url", "gpu-box:8000", "setting draft_url: 'gpu-box:8000' is not an http"),
+        ("http_connect_timeout", -1.0, "setting http_connect_timeout: Input should be greater than 0"),
+        ("http_retries", -2, "setting http_retries"),
+    ],
+)
+def test_bad_settings_name_the_setting(field: str, value: object, message: str) -> None:
+    settings = StubSettings(draft_url=A)
+    setattr(settings, field, value)
+    with pytest.raises(ConfigError, match=message):
+        BackendConfig.from_settings(settings)
+
+
+def test_a_settings_object_without_the_new_fields_still_works() -> None:
+    class Old:
+        draft = target = "m"
+
+    config = BackendConfig.from_settings(Old())
+    assert config.draft is None and config.draft_logprobs is True
+    with pytest.raises(ConfigError, match="setting draft_url"):
+        config.endpoint(Role.DRAFT)
+
+
+# -- retries, errors, load sharing -------------------------------------------------------
+
+
+async def test_5xx_is_retried_then_answered(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(url=f"{A}/tokenize", status_code=503, json={"detail": "loading"})
+    httpx_mock.add_response(url=f"{A}/tokenize", json={"tokens": [1, 2]})
+    p = pool()
+    try:
+        assert await p.post("/tokenize", {"prompt": "x"}) == {"tokens": [1, 2]}
+    finally:
+        await p.aclose()
+    assert len(httpx_mock.get_requests()) == 2
+
+
+async def test_retries_are_bounded_and_end_in_one_line(httpx_mock: HTTPXMock) -> None:
+    for _ in range(3):
+        httpx_mock.add_response(
+            url=f"{A}/v1/completions", status_code=500, json={"error": {"message": "CUDA\nOOM"}}
+        )
+    p = pool(retries=2)
+    with pytest.raises(BackendError) as caught:
+        await p.post("/v1/completions", {})
+    await p.aclose()
+    assert str(caught.value) == f"target server {A}: HTTP 500: CUDA OOM after 3 attempts"
+
+
+async def test_timeouts_are_retried_then_reported(httpx_mock: HTTPXMock) -> None:
+    for _ in range(2):
+        httpx_mock.add_exception(httpx.ReadTimeout("slow"), url=f"{A}/pooling")
+    p = pool(retries=1)
+    with pytest.raises(BackendError, match=rf"^target server {A}: no answer within 300 s after 2 attempts$"):
+        await p.post("/pooling", {})
+    await p.aclose()
+
+
+async def test_a_replica_that_refuses_is_skipped(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_exception(httpx.ConnectError("[Errno 111] Connection refused"), url=f"{A}/tokenize")
+    httpx_mock.add_response(url=f"{B}/tokenize", json={"tokens": []})
+    p = pool(A, B)
+    p._turn = -1  # the first pick goes to A
+    try:
+        assert await p.post("/tokenize", {}) == {"tokens": []}
+    finally:
+        await p.aclose()
+
+
+def test_requests_go_to_the_replica_with_fewest_in_flight() -> None:
+    p = pool(A, B, "http://c.test:8000")
+    p.replicas[0].in_flight, p.replicas[1].in_flight, p.replicas[2].in_flight = 2, 0, 1
+    assert p._pick(set()).url == B
+    p.replicas[1].in_flight = 2
+    assert p._pick(set()).url == "http://c.test:8000"
+    p.replicas[2].in_flight = 2
+    assert {p._pick(set()).url for _ in range(3)} == {A, B, "http://c.test:8000"}  # ties take turns
+    assert p._pick({A, B}).url == "http://c.test:8000"  # not one that just failed
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "message"),
+    [
+        (400, {"error": {"message": "maximum context length is 4096 tokens"}}, BackendError, "HTTP 400"),
+        (404, {"detail": "Not Found"}, BackendError, "has no /v1/completions"),
+        (401, {"detail": "Invalid API key"}, ConfigError, "set target_api_key_env"),
+    ],
+)
+async def test_client_errors_are_not_retried(
+    httpx_mock: HTTPXMock, status: int, body: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    httpx_mock.add_response(url=f"{A}/v1/completions", status_code=status, json=body)
+    p = pool()
+    with pytest.raises(error, match=message):
+        await p.post("/v1/completions", {})
+    await p.aclose()
+
+
+async def test_a_malformed_answer_is_a_clear_error(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(url=f"{A}/tokenize", text="<html>gateway</html>")
+    p = pool()
+    with pytest.raises(BackendError, match=r"malformed answer to /tokenize \(not JSON\)"):
+        await p.post("/tokenize", {})
+    await p.aclose()
+
+
+async def test_the_key_is_sent_but_never_shown(
+    httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_KEY", "s3cr3t")
+    httpx_mock.add_response(url=f"{A}/v1/models", json={"data": []})
+    p = pool(key_env="MY_KEY")
+    await p.get("/v1/models")
+    await p.aclose()
+    assert httpx_mock.get_requests()[0].headers["Authorization"] == "Bearer s3cr3t"
+    assert "s3cr3t" not in repr(p)
+
+
+# -- streams -------------------------------------------------------------------------------
+
+
+async def test_the_client_stops_at_the_delimiter(httpx_mock: HTTPXMock) -> None:
+    body = sse(
+        chunk("Step"), chunk(" two.\n"), chunk("\nStep 3"), chunk(" more"), chunk("", "length"), "[DONE]"
+    )
+    httpx_mock.add_response(url=f"{A}/v1/completions", content=body)
+    httpx_mock.add_response(url=f"{A}/extras/tokenize/count", json={"count": 17})
+    pieces: list[str] = []
+    generator = llama_generator(pool())
+    step = await generator.generate(CONTEXT, StepRequest(max_tokens=32, seed=7), pieces.append)
+    await generator.pool.aclose()
+    assert (step.text, step.finish_reason) == ("Step two.\n\n", "step")
+    assert "".join(pieces) == step.text
+    assert (step.usage.prefill_tokens, step.usage.generated_tokens) == (17, 3)
+    sent = json.loads(httpx_mock.get_requests()[0].content)
+    assert sent["prompt"] == "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\nStep 1.\n\n"
+    assert "stop" not in sent and sent["repeat_penalty"] == 1.0 and sent["seed"] == 7
+
+
+@pytest.mark.parametrize(("finish", "expected", "tokens"), [("stop", "eos", 3), ("length", "length", 2)])
+async def test_eos_and_length(httpx_mock: HTTPXMock, finish: str, expected: str, tokens: int) -> None:
+    httpx_mock.add_response(
+        url=f"{A}/v1/completions", content=sse(chunk("x = "), chunk("4"), chunk("", finish))
+    )
+    httpx_mock.add_response(url=f"{A}/extras/tokenize/count", json={"count": 9})
+    generator = llama_generator(pool())
+    step = await generator.generate(CONTEXT, StepRequest(max_tokens=2))
+    await generator.pool.aclose()
+    assert (step.text, step.finish_reason, step.usage.generated_tokens) == ("x = 4", expected, tokens)
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ((chunk("Step"), "[DONE]"), "ended without a finish reason"),
+        ((chunk("Step"),), "ended without a finish reason"),
+        ((chunk("Ste"), {"error": {"message": "engine died", "code": 500}}), "engine died"),
+        (("{not json",), "malformed stream event"),
+        (({"choices": [{"text": 5}]},), "malformed stream chunk"),
+    ],
+)
+async def test_truncated_or_malformed_streams(
+    httpx_mock: HTTPXMock, events: tuple[Any, ...], message: str
+) -> None:
+    httpx_mock.add_response(url=f"{A}/v1/completions", content=sse(*events))
+    generator = llama_generator(pool(role=Role.DRAFT))
+    with pytest.raises(BackendError, match=message) as caught:
+        await generator.generate(CONTEXT, StepRequest(max_tokens=8))
+    await generator.pool.aclose()
+    assert str(caught.value).startswith("draft server")
+
+
+async def test_a_stream_that_fails_before_its_first_event_is_retried(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(url=f"{A}/v1/completions", status_code=502, text="bad gateway")
+    httpx_mock.add_response(url=f"{A}/v1/completions", content=sse(chunk("ok", "stop")))
+    httpx_mock.add_response(url=f"{A}/extras/tokenize/count", json={"count": 3})
+    generator = llama_generator(pool())
+    step = await generator.generate(CONTEXT, StepRequest(max_tokens=8))
+    await generator.pool.aclose()
+    assert (step.text, step.finish_reason) == ("ok", "eos")
+
+
+# -- templates and names -------------------------------------------------------------------
+
+
+async def test_chat_templates(tmp_path: Any) -> None:
+    messages = (Message("system", "Be brief."), Message("user", "Hi"))
+    chatml = await TemplateRenderer(load_template("chatml")).header(messages)
+    assert (
+        chatml
+        == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    path = tmp_path / "t.jinja"
+    path.write_text("{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}>")
+    assert await TemplateRenderer(load_template(str(path))).header(messages) == "[system]Be brief.[user]Hi>"
+    with pytest.raises(ConfigError, match="setting chat_template"):
+        load_template("no-such-template.jinja")
+    with pytest.raises(ConfigError, match="setting chat_template: not a valid Jinja template"):
+        TemplateRenderer("{% for %}")
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("Qwen/Qwen2.5-Math-7B-Instruct", 7_000_000_000),
+        ("qwen2.5-coder-1.5b", 1_500_000_000),
+        ("smollm2-135m", 135_000_000),
+        ("Skywork/Skywork-Reward-Llama-3.1-8B-v0.2", 8_000_000_000),
+        ("smollm2", 0),
+    ],
+)
+def test_parameter_counts_from_model_names(name: str, params: int) -> None:
+    assert guess_params(name) == params

