@@ -64,6 +64,15 @@ class StepRequest:
     seed: int | None = None  # per-step seed derived from the request seed
 
 
+def step_end(text: str, piece: str, stops: tuple[str, ...]) -> int | None:
+    """For backends that stream: if `piece` completes a stop string after `text`, the index
+    in `text + piece` just after the first such stop (the step ends there), else None."""
+    joined = text + piece
+    horizon = max(0, len(text) - max(len(s) for s in stops) + 1)
+    ends = [i + len(s) for s in stops if (i := joined.find(s, horizon)) != -1]
+    return min(ends) if ends else None
+
+
 @dataclass
 class Usage:
     """Work actually done by one model for one call (measured, not estimated)."""

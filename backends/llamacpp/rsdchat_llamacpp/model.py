@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from rsdchat.errors import BackendError
 from rsdchat.protocols import Logprobs, TokenSink
-from rsdchat.types import Context, FinishReason, Generation, ModelInfo, StepRequest, Usage
+from rsdchat.types import Context, FinishReason, Generation, ModelInfo, StepRequest, Usage, step_end
 from rsdchat_llamacpp.models import ModelError
 
 if TYPE_CHECKING:
@@ -213,7 +213,7 @@ class LlamaModel:
                 break
             logprobs.append(log_softmax_at(logits, token))
             piece = decoder.decode(llm.detokenize([token]))
-            end = _stop_end(text, piece, request.stop)
+            end = step_end(text, piece, request.stop)
             if end is not None:
                 emit((text + piece)[len(text) : end])
                 text, finish = (text + piece)[:end], "step"
@@ -245,11 +245,3 @@ def _is_eog(llm: Llama, token: int) -> bool:
     import llama_cpp
 
     return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
-
-
-def _stop_end(text: str, piece: str, stops: tuple[str, ...]) -> int | None:
-    """Where the step ends (just after the first stop string), if `piece` completes one."""
-    joined = text + piece
-    horizon = max(0, len(text) - max(len(s) for s in stops) + 1)
-    ends = [i + len(s) for s in stops if (i := joined.find(s, horizon)) != -1]
-    return min(ends) if ends else None

@@ -17,17 +17,9 @@ from typing import Any
 
 from rsdchat.errors import BackendError, RsdchatError
 from rsdchat.protocols import Logprobs, TokenSink
-from rsdchat.types import Context, FinishReason, Generation, ModelInfo, StepRequest, Usage
+from rsdchat.types import Context, FinishReason, Generation, ModelInfo, StepRequest, Usage, step_end
 from rsdchat_openai.http import Pool
 from rsdchat_openai.server import Headers, ServerInfo, guess_params, token_ids
-
-
-def stop_end(text: str, piece: str, stops: tuple[str, ...]) -> int | None:
-    """Where the step ends in text + piece (just after the first stop string), if piece completes one."""
-    joined = text + piece
-    horizon = max(0, len(text) - max(len(s) for s in stops) + 1)
-    ends = [i + len(s) for s in stops if (i := joined.find(s, horizon)) != -1]
-    return min(ends) if ends else None
 
 
 def prefill(usage: Any) -> int:
@@ -75,7 +67,7 @@ class _StepReader:
         return self.stopped
 
     def _add(self, piece: str) -> None:
-        end = stop_end(self.text, piece, self.stops)
+        end = step_end(self.text, piece, self.stops)
         if end is not None:
             piece, self.stopped = (self.text + piece)[len(self.text) : end], True
         self.text += piece
