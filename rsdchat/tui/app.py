@@ -158,7 +158,9 @@ class RsdChatApp(App[None]):
         assert engine is not None and self.runtime is not None
         if engine.reward is None:  # a runtime opened without one (target-only, draft-only)
             with contextlib.suppress(ConfigError):
-                engine.reward = make_reward(self.knobs.reward, draft=engine.draft, target=engine.target)
+                engine.reward = make_reward(
+                    self.knobs.reward, draft=engine.draft, target=engine.target, settings=self.settings
+                )
         models = {k: v for k, v in self.runtime.describe().items() if k in ("backend", "draft", "target")}
         if not self.transcript.records[0].get("models"):
             self.transcript.records[0]["models"] = models

@@ -95,7 +95,9 @@ class Controls:
         if current is not None and new.reward == self.app.knobs.reward:
             return current
         try:
-            return make_reward(new.reward, draft=engine.draft, target=engine.target)
+            return make_reward(
+                new.reward, draft=engine.draft, target=engine.target, settings=self.app.settings
+            )
         except ConfigError:
             if new.mode is Mode.RSD or new.reward != self.app.knobs.reward:
                 raise
