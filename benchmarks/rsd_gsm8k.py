@@ -5,6 +5,7 @@ one question at a time, and the table prints ratios against target-only:
 
     .venv/bin/python benchmarks/rsd_gsm8k.py --limit 20
     .venv/bin/python benchmarks/rsd_gsm8k.py --limit 5 --configs target-only,rsd:draft-confidence
+    .venv/bin/python benchmarks/rsd_gsm8k.py --configs target-only,rsd:draft-confidence@0.8  # δ = 0.8
 
 Columns: accuracy (math-verify), wall time and FLOPs relative to target-only, draft
 acceptance, prefill tokens per generated token, prefill tokens per newly seen token
@@ -86,10 +87,12 @@ def newly_seen(trace: Trace, prompt: dict[Role, int], reward_reads_target: bool)
 async def run_config(
     name: str, draft: LlamaModel, target: LlamaModel, settings: Settings, problems: list, console: Console
 ) -> Row:
-    mode_name, _, reward_name = name.partition(":")
+    mode_name, _, reward_spec = name.partition(":")
+    reward_name, _, delta = reward_spec.partition("@")  # rsd:draft-confidence@0.8 sets δ
     mode = Mode(mode_name)
     reward = make_reward(reward_name, draft=draft, target=target) if mode is Mode.RSD else None
-    policy = settings.model_copy(update={"mode": mode}).policy(reward.default_delta if reward else 0.0)
+    update = {"mode": mode, **({"delta": float(delta)} if delta else {})}
+    policy = settings.model_copy(update=update).policy(reward.default_delta if reward else 0.0)
     engine = Engine(draft=draft, target=target, reward=reward, policy=policy)
     reads_target = reward is not None and reward.n_params == target.info.n_params
     row = Row(name if reward is None else f"{name} ({policy.weighting.describe()})")
