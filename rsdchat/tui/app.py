@@ -15,7 +15,6 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.driver import Driver
 from textual.notifications import SeverityLevel
 from textual.widgets import Collapsible, Footer, Header, Input
 from textual.worker import Worker
@@ -29,7 +28,6 @@ from rsdchat.settings import Settings
 from rsdchat.tui.answer import Answering, EngineEvent
 from rsdchat.tui.commands import ChatCommands, PaletteEntry, help_text
 from rsdchat.tui.controls import ChangesApplied, Controls
-from rsdchat.tui.driver import driver_class
 from rsdchat.tui.session import (
     CostMeter,
     Knobs,
@@ -108,9 +106,6 @@ class RsdChatApp(App[None]):
     @property
     def view(self) -> TranscriptView:
         return self.query_one(TranscriptView)
-
-    def get_driver_class(self) -> type[Driver]:
-        return driver_class(super().get_driver_class())
 
     def compose(self) -> ComposeResult:
         yield Header()
