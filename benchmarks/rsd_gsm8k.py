@@ -76,8 +76,7 @@ def newly_seen(trace: Trace, prompt: dict[Role, int], reward_reads_target: bool)
         calls = [
             i
             for i, step in enumerate(trace.steps)
-            if step.author is model
-            or (model is Role.TARGET and reads(model, step) and step.author is Role.DRAFT)
+            if step.author is model or (model is Role.TARGET and scored_by_target(step))
         ]
         if calls:
             total += prompt[model] + sum(s.tokens for s in trace.steps[: calls[-1] + 1] if reads(model, s))
