@@ -71,13 +71,12 @@ class LivePrinter:
         if self._fresh:  # a step that opens with newlines starts on the label's line
             text = text.lstrip("\n")
             self._fresh = not text
-        if not text.strip("\n"):
-            self._newlines += text
-            return
-        shown = self._newlines + text
-        self._newlines = ""
-        indent = "\n" + " " * 7 + "│ "
-        self.console.print(Text(shown.replace("\n", indent), style=STYLE[self._role]), end="")
+        body = text.rstrip("\n")
+        if body:
+            shown, self._newlines = self._newlines + body, ""
+            indent = "\n" + " " * 7 + "│ "
+            self.console.print(Text(shown.replace("\n", indent), style=STYLE[self._role]), end="")
+        self._newlines += text[len(body) :]  # trailing newlines wait: the step may end here
 
     def _end_step(self) -> None:
         self._newlines = ""
