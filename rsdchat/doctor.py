@@ -138,11 +138,8 @@ async def _check_model(
         return RoleCheck(role.value, name, model, error=str(exc)), None
     if isinstance(backend, Diagnosable):
         return check, generator
-    pieces: list[str] = []
-    started = time.perf_counter()
     try:
-        hello = Context((Message("user", "Say hello."),))
-        await generator.generate(hello, StepRequest(max_tokens=2), pieces.append)
+        streamed, latency_ms = await time_tiny_step(generator, max_tokens=2)
     except RsdchatError as exc:
         return RoleCheck(role.value, name, model, model_served=True, error=str(exc)), None
     return RoleCheck(
@@ -150,11 +147,20 @@ async def _check_model(
         name,
         generator.info.name,
         model_served=True,
-        streaming=bool(pieces),
+        streaming=streamed,
         logprobs=isinstance(generator, LogprobModel),
-        latency_ms=(time.perf_counter() - started) * 1000,
+        latency_ms=latency_ms,
         notes=("runs in process",),
     ), generator
+
+
+async def time_tiny_step(generator: StepGenerator, *, max_tokens: int) -> tuple[bool, float]:
+    """Write a few tokens: whether they streamed, and how many milliseconds it took."""
+    pieces: list[str] = []
+    started = time.perf_counter()
+    hello = Context((Message("user", "Say hello."),))
+    await generator.generate(hello, StepRequest(max_tokens=max_tokens), pieces.append)
+    return bool(pieces), (time.perf_counter() - started) * 1000
 
 
 async def _check_reward(reward: object) -> list[RoleCheck]:

@@ -148,11 +148,6 @@ def solve(
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
-    if outcome.interrupted:
-        err.print(
-            f"[yellow]interrupted: {len(outcome.traces)} of {outcome.total} questions finished[/yellow]"
-        )
-        raise typer.Exit(130)
     if outcome.errors:
         raise typer.Exit(1)
 

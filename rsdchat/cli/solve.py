@@ -25,9 +25,7 @@ from rsdchat.types import Message
 class Outcome:
     """What a solve run produced: finished traces by question index."""
 
-    total: int
     traces: dict[int, Trace] = field(default_factory=dict)
-    interrupted: bool = False
 
     @property
     def errors(self) -> int:
@@ -76,7 +74,7 @@ async def run_solve(
 async def _solve_all(
     runtime: Runtime, problems: Sequence[Problem], *, as_json: bool, out: TextIO, err: Console
 ) -> Outcome:
-    settings, outcome = runtime.settings, Outcome(len(problems))
+    settings, outcome = runtime.settings, Outcome()
     described = runtime.describe()
     shown_settings = {**described, **_policy_settings(settings)}
     live = not as_json and settings.concurrency == 1
@@ -118,11 +116,11 @@ async def _solve_all(
         if progress is not None:
             progress.start()
         await asyncio.gather(*tasks)
-    except asyncio.CancelledError:
-        outcome.interrupted = True
+    except asyncio.CancelledError:  # Ctrl-C: stop every question, then let it propagate
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     finally:
         if progress is not None:
             progress.stop()

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 
-from rsdchat.doctor import RoleCheck
+from rsdchat.doctor import RoleCheck, time_tiny_step
 from rsdchat.errors import RsdchatError
-from rsdchat.types import Context, Message, Role, StepRequest
+from rsdchat.types import Role
 from rsdchat_openai.config import SETTINGS, BackendConfig, OpenAISettings, RoleEndpoint
 from rsdchat_openai.generator import HttpGenerator, HttpLogprobGenerator
 from rsdchat_openai.http import Pool
@@ -89,14 +89,8 @@ class OpenAIBackend:
             notes=(f"{server.dialect.name} server",),
         )
         generator = self._make(role, pool, server, model)
-        pieces: list[str] = []
-        started = time.perf_counter()
         try:
-            hello = Context((Message("user", "Say hello."),))
-            await generator.generate(hello, StepRequest(max_tokens=4), pieces.append)
+            streamed, first_step = await time_tiny_step(generator, max_tokens=4)
         except RsdchatError as exc:
             return check.replace(streaming=False, error=str(exc))
-        first_step = (time.perf_counter() - started) * 1000
-        return check.replace(
-            streaming=bool(pieces), notes=(*check.notes, f"4-token step {first_step:.0f} ms")
-        )
+        return check.replace(streaming=streamed, notes=(*check.notes, f"4-token step {first_step:.0f} ms"))
