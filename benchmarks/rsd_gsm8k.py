@@ -26,14 +26,17 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from rsdchat.engine import Engine, Mode
-from rsdchat.evaluation.data import load_problems
+from rsdchat.engine import Engine
+from rsdchat.evaluation.data import Problem, load_problems
 from rsdchat.evaluation.grading import is_correct
+from rsdchat.plugins import RewardContext
+from rsdchat.policy import Mode
+from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.rewards import make_reward
-from rsdchat.settings import MATH_SYSTEM_PROMPT, Settings
+from rsdchat.settings import Settings
 from rsdchat.trace import Step, Trace
 from rsdchat.types import Context, Message, Role
-from rsdchat_llamacpp import LlamaCppBackend, LlamaModel
+from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig, LlamaModel
 
 DEFAULT_CONFIGS = (
     "target-only,draft-only,rsd:draft-confidence,rsd:arithmetic*draft-confidence,"
@@ -84,15 +87,20 @@ def newly_seen(trace: Trace, prompt: dict[Role, int], reward_reads_target: bool)
 
 
 async def run_config(
-    name: str, draft: LlamaModel, target: LlamaModel, settings: Settings, problems: list, console: Console
+    name: str,
+    draft: LlamaModel,
+    target: LlamaModel,
+    settings: Settings,
+    problems: list[Problem],
+    console: Console,
 ) -> Row:
     mode_name, _, reward_spec = name.partition(":")
     reward_name, _, delta = reward_spec.partition("@")  # rsd:draft-confidence@0.8 sets δ
     mode = Mode(mode_name)
-    reward = make_reward(reward_name, draft=draft, target=target) if mode is Mode.RSD else None
+    reward = make_reward(reward_name, RewardContext(draft, target, {})) if mode is Mode.RSD else None
     update = {"mode": mode, **({"delta": float(delta)} if delta else {})}
-    policy = settings.model_copy(update=update).policy(reward.default_delta if reward else 0.0)
-    engine = Engine(draft=draft, target=target, reward=reward, policy=policy)
+    policy = settings.replace(**update).policy(reward)
+    engine = Engine(draft=draft, target=target)
     reads_target = reward is not None and reward.n_params == target.info.n_params
     row = Row(name if reward is None else f"{name} ({policy.weighting.describe()})")
     for problem in problems:
@@ -100,7 +108,7 @@ async def run_config(
         prompt = {Role.DRAFT: draft.count_tokens(Context(tuple(messages)))}
         prompt[Role.TARGET] = target.count_tokens(Context(tuple(messages)))
         started = time.perf_counter()
-        trace = await engine.solve(messages, request_id=problem.id, seed=settings.seed)
+        trace = await engine.solve(messages, policy, request_id=problem.id, seed=settings.seed)
         wall = time.perf_counter() - started
         ok = is_correct(trace.text, problem.reference)
         row.problems += 1
@@ -108,8 +116,8 @@ async def run_config(
         row.wall += wall
         row.backend += trace.ledger.backend_seconds
         row.flops += trace.ledger.flops
-        row.drafts += trace.drafts
-        row.accepted += trace.accepted_drafts
+        row.drafts += trace.acceptance.judged
+        row.accepted += trace.acceptance.accepted
         for usage in trace.ledger.usage.values():
             row.prefill += usage.prefill_tokens
             row.generated += usage.generated_tokens
@@ -121,8 +129,8 @@ async def run_config(
                 "seconds": round(wall, 3),
                 "finish": trace.finish_reason,
                 "flops": trace.ledger.flops,
-                "drafts": trace.drafts,
-                "accepted": trace.accepted_drafts,
+                "drafts": trace.acceptance.judged,
+                "accepted": trace.acceptance.accepted,
             }
         )
         console.print(
@@ -174,7 +182,7 @@ async def main() -> None:
     settings = Settings(max_tokens=args.max_tokens)
     console = Console(stderr=True)
     problems = load_problems(args.dataset, start=args.start, limit=args.limit)
-    backend = LlamaCppBackend(settings)
+    backend = LlamaCppBackend(LlamaCppConfig())
     draft = backend.generator(Role.DRAFT, settings.draft)
     target = backend.generator(Role.TARGET, settings.target)
     rows = []

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rich.table import Table
 
-from rsdchat.engine import Mode
 from rsdchat.errors import RsdchatError
-from rsdchat.protocols import Backend, LogprobModel, StepGenerator
+from rsdchat.protocols import Backend, LogprobModel, RewardSource, StepGenerator
 from rsdchat.types import Context, Message, Role, StepRequest
 
 if TYPE_CHECKING:
@@ -72,31 +71,23 @@ class DiagnosableReward(Protocol):
     async def diagnose(self) -> RoleCheck: ...
 
 
-def _roles(mode: Mode) -> tuple[Role, ...]:
-    if mode is Mode.TARGET_ONLY:
-        return (Role.TARGET,)
-    if mode is Mode.DRAFT_ONLY:
-        return (Role.DRAFT,)
-    return (Role.DRAFT, Role.TARGET, Role.REWARD)
-
-
 async def diagnose(settings: Settings) -> list[RoleCheck]:
     """Check every role `settings` needs; never raises for a broken role (it gets an `error`)."""
-    from rsdchat.plugins import load_backend
+    from rsdchat.plugins import RewardContext, load_backend
     from rsdchat.rewards import make_reward
 
     checks: list[RoleCheck] = []
     backends: dict[str, Backend] = {}
     generators: dict[Role, StepGenerator] = {}
     try:
-        for role in _roles(settings.mode):
+        for role in settings.mode.roles:
             if role is Role.REWARD:
                 continue
-            name = getattr(settings, f"{role.value}_backend", None) or settings.backend
+            name = settings.backend_for(role)
             model = settings.draft if role is Role.DRAFT else settings.target
             try:
                 if name not in backends:
-                    backends[name] = load_backend(name, settings)
+                    backends[name] = load_backend(name, settings.backends)
                 backend = backends[name]
             except RsdchatError as exc:
                 checks.append(RoleCheck(role.value, name, model, error=str(exc)))
@@ -105,15 +96,15 @@ async def diagnose(settings: Settings) -> list[RoleCheck]:
             checks.append(check)
             if generator is not None:
                 generators[role] = generator
-        if Role.REWARD in _roles(settings.mode):
+        if Role.REWARD in settings.mode.roles:
+            context = RewardContext(
+                generators.get(Role.DRAFT),
+                generators.get(Role.TARGET),
+                settings.backends,
+                settings.step_delimiter,
+            )
             try:
-                reward = await asyncio.to_thread(
-                    make_reward,
-                    settings.reward,
-                    draft=generators.get(Role.DRAFT),
-                    target=generators.get(Role.TARGET),
-                    settings=settings,
-                )
+                reward = await asyncio.to_thread(make_reward, settings.reward, context)
             except RsdchatError as exc:
                 checks.append(RoleCheck(Role.REWARD.value, "-", settings.reward, error=str(exc)))
             else:
@@ -163,24 +154,23 @@ async def time_tiny_step(generator: StepGenerator, *, max_tokens: int) -> tuple[
     return bool(pieces), (time.perf_counter() - started) * 1000
 
 
-async def _check_reward(reward: object) -> list[RoleCheck]:
+async def _check_reward(reward: RewardSource) -> list[RoleCheck]:
     """One row per reward model on a server; one row for the parts computed in process."""
-    parts = getattr(reward, "parts", (reward,))  # a product of sources is checked part by part
+    from rsdchat.rewards import Product
+
+    parts = reward.parts if isinstance(reward, Product) else (reward,)  # checked part by part
     checks = []
     try:
         for part in parts:
             if isinstance(part, DiagnosableReward):
                 checks.append(await part.diagnose())
-        local = [str(getattr(p, "name", "reward")) for p in parts if not isinstance(p, DiagnosableReward)]
+        local = [p.name for p in parts if not isinstance(p, DiagnosableReward)]
         if local:
             checks.append(
                 RoleCheck(Role.REWARD.value, "local", "*".join(local), notes=("computed in process",))
             )
     finally:
-        for part in parts:
-            close = getattr(part, "aclose", None)
-            if close is not None:
-                await close()
+        await reward.aclose()
     return checks
 
 

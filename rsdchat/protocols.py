@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from rsdchat.types import Context, Generation, ModelInfo, Role, StepRequest, Usage
-
-if TYPE_CHECKING:
-    from rsdchat.settings import Settings
 
 TokenSink = Callable[[str], None]
 
@@ -61,21 +58,34 @@ class LogprobModel(Protocol):
         ...
 
 
+@runtime_checkable
+class Speculates(Protocol):
+    """A model that writes its own greedy steps faster with a smaller model's token proposals.
+
+    Token-level speculative decoding: the draft proposes `lookahead` tokens, the model
+    checks them in one batch and keeps the longest prefix it would have written itself,
+    so the text is its own (up to the backend's batch-vs-single numerics).
+    """
+
+    def speculative(self, draft: StepGenerator, lookahead: int) -> StepGenerator: ...
+
+
 class Backend(Protocol):
     """An engine (llama.cpp, an HTTP server, vLLM) that hands out generators per role.
 
-    Plugins register a factory `(settings) -> Backend` in the entry-point group
-    `rsdchat.backends`.
+    Plugins declare one in the entry-point group `rsdchat.backends` (see `rsdchat.plugins`).
     """
 
     def generator(self, role: Role, model: str) -> StepGenerator:
-        """The generator for `role`, loading `model` (a name or a path) if needed."""
+        """The generator for `role`, loading `model` (a name or a path) if needed.
+
+        May block (loading weights, asking a server): callers run it off the event loop.
+        """
         ...
 
-    async def aclose(self) -> None: ...
-
-
-BackendFactory = Callable[["Settings"], Backend]
+    async def aclose(self) -> None:
+        """Release the models and connections."""
+        ...
 
 
 @dataclass
@@ -95,6 +105,11 @@ class RewardSource(Protocol):
     name: str
     kind: Literal["process", "outcome"]  # outcome: scores the whole response so far (ORM mode)
     default_delta: float  # threshold that suits this source's scale
+    bounds: tuple[float, float] | None  # the rewards it can give ([0, 1] for a PRM); None: unbounded
     n_params: int  # parameters of the model that scores (0 for a model-free check), for FLOPs
 
     async def score(self, context: Context, step: Generation) -> Score: ...
+
+    async def aclose(self) -> None:
+        """Release connections (a no-op for sources computed in process)."""
+        ...

@@ -1,13 +1,14 @@
-"""Turn resolved settings into a ready engine: load the backend, the models, the reward."""
+"""Turn resolved settings into ready models: the backends, the engine, the reward source."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
 
-from rsdchat.engine import Engine, Mode
-from rsdchat.plugins import load_backend
-from rsdchat.protocols import Backend, StepGenerator
+from rsdchat.engine import Engine
+from rsdchat.plugins import RewardContext, load_backend
+from rsdchat.policy import Mode, Policy
+from rsdchat.protocols import Backend, RewardSource, StepGenerator
 from rsdchat.rewards import make_reward
 from rsdchat.settings import Settings
 from rsdchat.types import Role
@@ -15,80 +16,71 @@ from rsdchat.types import Role
 
 @dataclass
 class Runtime:
-    """An engine and the backend(s) that own its models; close it when done."""
+    """An engine, the backends that own its models, and the reward source; close it when done."""
 
     settings: Settings
     engine: Engine
-    backend: Backend  # the one named by `backend`
-    others: dict[str, Backend] = field(default_factory=dict)  # named by draft_backend / target_backend
+    backends: dict[str, Backend] = field(default_factory=dict)  # by plugin name
+    reward: RewardSource | None = None  # the settings' reward source (None until a mode needs it)
 
-    def backend_for(self, role: Role) -> Backend:
-        name = backend_name(self.settings, role)
-        return self.others.get(name, self.backend)
+    def policy(self) -> Policy:
+        """The policy the settings describe, judged by this runtime's reward source."""
+        return self.settings.policy(self.reward)
+
+    def reward_context(self) -> RewardContext:
+        return RewardContext(
+            self.engine.draft, self.engine.target, self.settings.backends, self.settings.step_delimiter
+        )
+
+    async def make_reward(self, spec: str) -> RewardSource:
+        """A reward source for these models (off the event loop: it may ask a server)."""
+        return await asyncio.to_thread(make_reward, spec, self.reward_context())
+
+    async def load_models(self, mode: Mode) -> None:
+        """Load the models `mode` needs that are not loaded yet (off the event loop)."""
+        for role in (Role.DRAFT, Role.TARGET):
+            if role in mode.roles and getattr(self.engine, role.value) is None:
+                model = await asyncio.to_thread(self._load, role)
+                setattr(self.engine, role.value, model)
+
+    def _load(self, role: Role) -> StepGenerator:
+        name = self.settings.backend_for(role)
+        if name not in self.backends:
+            self.backends[name] = load_backend(name, self.settings.backends)
+        return self.backends[name].generator(role, getattr(self.settings, role.value))
 
     async def aclose(self) -> None:
-        close = getattr(self.engine.reward, "aclose", None)
-        if close is not None:
-            await close()
-        for backend in (self.backend, *self.others.values()):
+        if self.reward is not None:
+            await self.reward.aclose()
+        for backend in self.backends.values():
             await backend.aclose()
 
     def describe(self) -> dict[str, str]:
         """Who does what, for headers and --json `settings`."""
-        engine = self.engine
-        described = {"mode": engine.policy.mode.value, "backend": self.settings.backend}
+        engine, settings = self.engine, self.settings
+        described = {"mode": settings.mode.value, "backend": settings.backend}
         if engine.draft is not None:
             described["draft"] = engine.draft.info.name
         if engine.target is not None:
             described["target"] = engine.target.info.name
-        if engine.reward is not None and engine.policy.mode is Mode.RSD:
-            described["reward"] = engine.reward.name
-            described["weighting"] = engine.policy.weighting.describe()
+        if self.reward is not None and settings.mode is Mode.RSD:
+            described["reward"] = self.reward.name
+            described["weighting"] = self.policy().weighting.describe()
         return described
-
-
-def backend_name(settings: Settings, role: Role) -> str:
-    """The backend plugin of `role`: its own setting, else `backend`."""
-    own = settings.draft_backend if role is Role.DRAFT else settings.target_backend
-    return own or settings.backend
-
-
-def _roles(mode: Mode) -> tuple[Role, ...]:
-    return {Mode.TARGET_ONLY: (Role.TARGET,), Mode.DRAFT_ONLY: (Role.DRAFT,)}.get(
-        mode, (Role.DRAFT, Role.TARGET)
-    )
 
 
 async def open_runtime(settings: Settings) -> Runtime:
     """Load what the chosen mode needs (target-only loads no draft and no reward, …).
 
-    Models load from disk (or servers are checked) in a worker thread, so a UI stays responsive.
+    Models load in a worker thread, so a UI stays responsive. On failure, whatever was
+    loaded is closed again.
     """
-    backend = load_backend(settings.backend, settings)
-    others: dict[str, Backend] = {}
+    runtime = Runtime(settings, Engine(draft=None, target=None))
     try:
-        for role in (Role.DRAFT, Role.TARGET):  # all of them, so a UI can switch modes later
-            name = backend_name(settings, role)
-            if name != settings.backend and name not in others:
-                others[name] = load_backend(name, settings)
-        backends = {settings.backend: backend, **others}
-        engine = await asyncio.to_thread(_engine, settings, backends)
+        await runtime.load_models(settings.mode)
+        if settings.mode is Mode.RSD:
+            runtime.reward = await runtime.make_reward(settings.reward)
     except BaseException:
-        for loaded in (backend, *others.values()):
-            await loaded.aclose()
+        await runtime.aclose()
         raise
-    return Runtime(settings, engine, backend, others)
-
-
-def _engine(settings: Settings, backends: dict[str, Backend]) -> Engine:
-    roles = _roles(settings.mode)
-
-    def load(role: Role, model: str) -> StepGenerator | None:
-        return backends[backend_name(settings, role)].generator(role, model) if role in roles else None
-
-    draft, target = load(Role.DRAFT, settings.draft), load(Role.TARGET, settings.target)
-    reward = None
-    if settings.mode is Mode.RSD:
-        reward = make_reward(settings.reward, draft=draft, target=target, settings=settings)
-    policy = settings.policy(reward.default_delta if reward is not None else 0.0)
-    return Engine(draft=draft, target=target, reward=reward, policy=policy)
+    return runtime

@@ -1,104 +1,173 @@
 """User settings: defaults < TOML config file < RSDCHAT_* environment < command-line flags.
 
-One frozen `Settings` object is resolved at the edge (CLI or TUI) and passed down;
-nothing reads the environment after that.
+Two kinds of settings models, resolved the same way:
+
+- the core `Settings` (models, reward, ω, budgets, sampling): top-level keys of the file;
+- each backend plugin's own config (`BackendPlugin.config`): the file's
+  `[backends.<name>]` table.
+
+Every field of either is also `RSDCHAT_<FIELD>` in the environment and `--<field>`
+on the command line (`rsdchat.cli.options` generates the flags from these models). A
+field that several plugins declare (say `http_read_timeout`) is one variable and one
+flag that sets it in each of them. One frozen `Settings` is resolved at the edge (CLI
+or TUI) and passed down; nothing reads the environment after that.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import EnvSettingsSource
 
-from rsdchat.engine import Mode, Policy
 from rsdchat.errors import ConfigError
-from rsdchat.weighting import make_weighting
+from rsdchat.plugins import RUNTIME_ONLY, PluginConfig, backend_plugins
+from rsdchat.policy import Mode, Policy
+from rsdchat.prompts import MATH_SYSTEM_PROMPT
+from rsdchat.protocols import RewardSource
+from rsdchat.rewards import check_reward_spec
+from rsdchat.types import Role
+from rsdchat.weighting import WEIGHTINGS, make_weighting
 
-MATH_SYSTEM_PROMPT = (
-    "Please reason step by step, separating the steps with a blank line, "
-    "and put your final answer within \\boxed{}."
-)
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+ENV_PREFIX = "RSDCHAT_"
 
 
-class Settings(BaseSettings):
-    """Everything a solve or a chat needs to know."""
+MODELS, RSD, BUDGETS = "Models", "RSD: reward and ω", "Budgets, sampling and prompt"
 
-    model_config = SettingsConfigDict(env_prefix="RSDCHAT_", frozen=True, extra="forbid")
 
-    backend: str = Field("llamacpp", description="backend plugin for the models (see `rsdchat backends`)")
-    draft: str = Field("qwen2.5-coder-0.5b", description="draft model: embedded name or GGUF path")
-    target: str = Field("qwen2.5-coder-1.5b", description="target model: embedded name or GGUF path")
-    reward: str = Field("arithmetic*draft-confidence", description="reward source (see `rsdchat rewards`)")
-    mode: Mode = Mode.RSD
-    weighting: str = "binary"
-    delta: float | None = Field(None, description="threshold δ; default: the reward source's own")
-    alpha: float = Field(10.0, description="α of the logistic and likelihood-ratio weightings")
-    p: float = Field(0.5, ge=0.0, le=1.0, description="p of the constant weighting")
-    beta: float = Field(1.0, description="β of the hybrid weighting")
-    max_steps: int = Field(32, ge=1)
-    max_step_tokens: int = Field(256, ge=1)
-    max_tokens: int = Field(1024, ge=1)
-    temperature: float = Field(0.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int = 0
-    step_delimiter: str = Field("\n\n", min_length=1)
-    system_prompt: str = MATH_SYSTEM_PROMPT
-    stop_at_answer: bool = True
-    score_target_steps: bool = False
-    concurrency: int = Field(1, ge=1, description="questions in flight at once")
-    n_ctx: int = Field(4096, ge=256, description="context window of local models")
-    threads: int | None = Field(None, ge=1, description="CPU threads for local models")
-    cache_dir: Path | None = Field(None, description="where assembled model files are kept")
-    # -- models on servers (backend "openai"); see docs/backends.md
-    draft_backend: str | None = Field(None, description="backend plugin for the draft (default: backend)")
-    target_backend: str | None = Field(None, description="backend plugin for the target (default: backend)")
-    draft_url: str | None = Field(None, description="draft server URL(s), comma-separated")
-    target_url: str | None = Field(None, description="target server URL(s), comma-separated")
-    reward_url: str | None = Field(None, description="reward-model server URL(s), comma-separated")
-    reward_model: str | None = Field(
-        None, description="served reward model (default: the only one the reward server serves)"
-    )
-    draft_api_key_env: str | None = Field(
-        None, description="environment variable holding the draft server's API key"
-    )
-    target_api_key_env: str | None = Field(
-        None, description="environment variable holding the target server's API key"
-    )
-    reward_api_key_env: str | None = Field(
-        None, description="environment variable holding the reward server's API key"
-    )
-    http_connect_timeout: float = Field(5.0, gt=0, description="seconds to connect to a model server")
-    http_read_timeout: float = Field(300.0, gt=0, description="longest silence allowed from a model server")
-    http_retries: int = Field(
-        2, ge=0, description="retries after a timeout, a 5xx answer or a lost connection"
-    )
-    chat_template: str | None = Field(
-        None, description="for servers that cannot render one: 'chatml', a Jinja file, or the template text"
-    )
-    draft_logprobs: bool = Field(True, description="ask the draft server for token log-probabilities")
+def setting(
+    default: Any,
+    description: str,
+    panel: str,
+    *,
+    flag: str | None = None,
+    runtime_only: bool = False,
+    **checks: Any,
+) -> Any:
+    """A settings field: its default, its --help text, its --help panel, and pydantic checks.
 
-    @field_validator("delta", "alpha", "beta", "temperature", "http_connect_timeout", "http_read_timeout")
+    `runtime_only`: it changes how the models run, never what they write (see RUNTIME_ONLY).
+    """
+    extra: dict[str, Any] = {"panel": panel, **({"flag": flag} if flag else {})}
+    extra |= RUNTIME_ONLY if runtime_only else {}
+    return Field(default, description=description, json_schema_extra=extra, **checks)
+
+
+class Settings(BaseModel):
+    """Everything a solve or a chat needs to know, except a backend's own settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: str = setting("llamacpp", "backend plugin for the models (see `rsdchat backends`)", MODELS)
+    draft: str = setting("qwen2.5-coder-0.5b", "draft model: a name the backend knows, or a path", MODELS)
+    target: str = setting("qwen2.5-coder-1.5b", "target model: a name the backend knows, or a path", MODELS)
+    draft_backend: str | None = setting(None, "backend plugin of the draft (default: backend)", MODELS)
+    target_backend: str | None = setting(None, "backend plugin of the target (default: backend)", MODELS)
+    mode: Mode = setting(Mode.RSD, "rsd, or one model alone for comparison", RSD)
+    reward: str = setting(
+        "arithmetic*draft-confidence", "reward source (see `rsdchat rewards`); '*' multiplies sources", RSD
+    )
+    weighting: str = setting("binary", f"weighting ω(r): {', '.join(WEIGHTINGS)}", RSD)
+    delta: float | None = setting(
+        None, "threshold δ: keep draft steps whose reward ≥ δ (default: the reward's own)", RSD
+    )
+    alpha: float = setting(10.0, "α of the logistic and likelihood-ratio weightings", RSD, gt=0)
+    p: float = setting(0.5, "p of the constant weighting", RSD, ge=0, le=1)
+    beta: float = setting(1.0, "β of the hybrid weighting", RSD, gt=0)
+    score_target_steps: bool = setting(False, "also score the target's steps (shown, never decided on)", RSD)
+    max_steps: int = setting(32, "most steps in an answer", BUDGETS, ge=1)
+    max_step_tokens: int = setting(256, "most tokens in one step", BUDGETS, ge=1)
+    max_tokens: int = setting(1024, "most tokens in an answer", BUDGETS, ge=1)
+    temperature: float = setting(0.0, "sampling temperature; 0 = greedy", BUDGETS, ge=0.0)
+    top_p: float = setting(1.0, "nucleus sampling mass", BUDGETS, gt=0.0, le=1.0)
+    seed: int = setting(0, "same seed, same transcript", BUDGETS)
+    step_delimiter: str = setting("\n\n", "a step ends at this text (a blank line)", BUDGETS, min_length=1)
+    stop_at_answer: bool = setting(True, "end the answer at the first complete \\boxed{}", BUDGETS)
+    system_prompt: str = setting(MATH_SYSTEM_PROMPT, "system prompt", BUDGETS, flag="system")
+    concurrency: int = setting(1, "questions in flight at once", BUDGETS, runtime_only=True, ge=1)
+
+    _backends: Mapping[str, PluginConfig] = PrivateAttr(default_factory=dict)
+
+    @field_validator("delta", "alpha", "beta", "p", "temperature")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
 
-    def policy(self, default_delta: float) -> Policy:
-        """The engine policy these settings describe (δ falls back to the reward's default)."""
-        delta = self.delta if self.delta is not None else default_delta
-        weighting = make_weighting(self.weighting, delta=delta, alpha=self.alpha, p=self.p, beta=self.beta)
+    @field_validator("weighting")
+    @classmethod
+    def _known_weighting(cls, value: str) -> str:
+        if value not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {value!r}; choose one of: {', '.join(WEIGHTINGS)}")
+        return value
+
+    @field_validator("reward")
+    @classmethod
+    def _known_reward(cls, value: str) -> str:
+        return check_reward_spec(value)
+
+    def backend_for(self, role: Role) -> str:
+        """The backend plugin of `role`: its own setting, else `backend`."""
+        own = {Role.DRAFT: self.draft_backend, Role.TARGET: self.target_backend}.get(role)
+        return own or self.backend
+
+    # -- plugins' settings ------------------------------------------------------------
+
+    @property
+    def backends(self) -> Mapping[str, PluginConfig]:
+        """Each installed backend plugin's resolved settings, by plugin name."""
+        return MappingProxyType(dict(self._backends))
+
+    def backend_config(self, name: str) -> PluginConfig:
+        """The settings of backend plugin `name` (its defaults when nothing was set)."""
+        if name in self._backends:
+            return self._backends[name]
+        plugin = backend_plugins().get(name)
+        return plugin.config() if plugin is not None else PluginConfig()
+
+    def with_backends(self, backends: Mapping[str, PluginConfig]) -> Settings:
+        copy = self.model_copy()
+        copy._backends = dict(backends)
+        return copy
+
+    def replace(self, **changes: Any) -> Settings:
+        """A validated copy with `changes` (plugin settings kept)."""
+        try:
+            changed = Settings.model_validate({**self.model_dump(), **changes})
+        except ValidationError as exc:
+            raise ConfigError(describe_error(exc, {})) from None
+        return changed.with_backends(self._backends)
+
+    # -- what the engine is told ------------------------------------------------------
+
+    def effective_delta(self, reward: RewardSource | None) -> float:
+        """δ: the setting, else the reward source's default."""
+        if self.delta is not None:
+            return self.delta
+        return reward.default_delta if reward is not None else 0.0
+
+    def policy(self, reward: RewardSource | None) -> Policy:
+        """The engine policy these settings describe, judged by `reward`."""
+        weighting = make_weighting(
+            self.weighting, delta=self.effective_delta(reward), alpha=self.alpha, p=self.p, beta=self.beta
+        )
         return Policy(
             mode=self.mode,
+            reward=reward,
             weighting=weighting,
             max_steps=self.max_steps,
             max_step_tokens=self.max_step_tokens,
@@ -111,6 +180,41 @@ class Settings(BaseSettings):
         )
 
 
+# -- resolution -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingField:
+    """One setting as the command line and the environment see it."""
+
+    name: str  # the field name, also the TOML key
+    info: FieldInfo
+    owners: tuple[str, ...]  # "core", or the backend plugins that declare it
+
+    @property
+    def flag(self) -> str:
+        extra = self.info.json_schema_extra
+        flag = extra.get("flag") if isinstance(extra, dict) else None
+        return "--" + str(flag or self.name).replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def setting_fields() -> list[SettingField]:
+    """Every setting of the core and of the installed backend plugins, each name once."""
+    fields: dict[str, SettingField] = {}
+    models: list[tuple[str, type[BaseModel]]] = [("core", Settings)]
+    models += [(name, plugin.config) for name, plugin in backend_plugins().items()]
+    for owner, model in models:
+        for name, info in model.model_fields.items():
+            known = fields.get(name)
+            owners = (*known.owners, owner) if known is not None else (owner,)
+            fields[name] = SettingField(name, known.info if known is not None else info, owners)
+    return list(fields.values())
+
+
 def default_config_path() -> Path:
     """$RSDCHAT_CONFIG, else $XDG_CONFIG_HOME/rsdchat/config.toml (~/.config if unset)."""
     if os.environ.get("RSDCHAT_CONFIG"):
@@ -119,48 +223,116 @@ def default_config_path() -> Path:
     return base / "rsdchat" / "config.toml"
 
 
-def _describe(error: ValidationError) -> str:
+def describe_error(error: ValidationError, origins: Mapping[str, str]) -> str:
+    """One line naming the setting, where its value came from, and what is wrong."""
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "settings"
     given = first.get("input")
-    shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
+    shown = f" (got {given!r})" if isinstance(given, str | int | float) and first["type"] != "missing" else ""
     message = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "is not a setting"
-    return f"setting {where}: {message}{shown}"
+    origin = origins.get(str(first["loc"][0]) if first["loc"] else "", "")
+    return f"setting {where}{f' ({origin})' if origin else ''}: {message}{shown}"
 
 
-def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Resolve settings; `overrides` (CLI flags) win, unset flags are passed as None and ignored.
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data: dict[str, Any] = tomllib.load(handle)
+            return data
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
 
-    Raises ConfigError with one line that names the bad setting or file.
+
+def _split_file(data: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The file's core keys, and its [backends.<name>] tables (a plugin key at the top is an error)."""
+    tables = data.pop("backends", {})
+    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+        raise ConfigError(f"config file {path}: `backends` must hold tables, e.g. [backends.openai]")
+    plugins = backend_plugins()
+    for key in data:
+        if key not in Settings.model_fields:
+            owners = [name for name, plugin in plugins.items() if key in plugin.config.model_fields]
+            if owners:
+                raise ConfigError(
+                    f"config file {path}: {key} is a setting of the {owners[0]} backend; "
+                    f"put it in a [backends.{owners[0]}] table"
+                )
+    return data, tables
+
+
+def _env(model: type[BaseModel]) -> dict[str, Any]:
+    return EnvSettingsSource(model, env_prefix=ENV_PREFIX, case_sensitive=False)()  # type: ignore[arg-type]
+
+
+def _layers(
+    model: type[BaseModel], file: Mapping[str, Any], flags: Mapping[str, Any], path: Path | None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The merged values for `model` and where each came from."""
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    env = _env(model)
+    for layer, origin in ((file, f"config file {path}"), (env, "environment"), (flags, "flag")):
+        for key, value in layer.items():
+            if layer is not file and key not in model.model_fields:
+                continue
+            merged[key] = value
+            origins[key] = f"{ENV_PREFIX}{key.upper()}" if layer is env else origin
+    return merged, origins
+
+
+def _validate(model: type[BaseModel], values: dict[str, Any], origins: Mapping[str, str], label: str) -> Any:
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        message = describe_error(exc, origins)
+        raise ConfigError(message.replace("setting ", f"setting {label}", 1) if label else message) from None
+
+
+def load_settings(config: Path | None = None, **flags: Any) -> Settings:
+    """Resolve settings; `flags` (from the command line) win. A flag of None is "not given".
+
+    Flags may name core or plugin settings; an unknown name is a ConfigError, as is any
+    bad value, with one line that names the setting and where its value came from.
     """
     explicit = config is not None or bool(os.environ.get("RSDCHAT_CONFIG"))
     path = config.expanduser() if config is not None else default_config_path()
     if explicit and not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    toml_file = path if path.is_file() else None
+    file, tables = _split_file(_read_file(path), path) if path.is_file() else ({}, {})
+    given = {key: value for key, value in flags.items() if value is not None}
+    known = {field.name for field in setting_fields()}
+    for key in given:
+        if key not in known:
+            raise ConfigError(f"setting {key}: is not a setting")
+    values, origins = _layers(Settings, file, given, path)
+    settings: Settings = _validate(Settings, values, origins, "")
+    backends = {}
+    for name, plugin in backend_plugins().items():
+        values, origins = _layers(plugin.config, tables.get(name, {}), given, path)
+        backends[name] = _validate(plugin.config, values, origins, f"[backends.{name}] ")
+    return settings.with_backends(backends)
 
-    class _Resolved(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-            if toml_file is not None:
-                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
-            return tuple(sources)
 
-    given = {key: value for key, value in overrides.items() if value is not None}
-    try:
-        resolved = _Resolved(**given)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
-    except ValueError as exc:  # TOML syntax errors surface as ValueError subclasses
-        raise ConfigError(f"config file {path}: {exc}") from None
-    return Settings.model_construct(**resolved.model_dump())
+def output_settings(settings: Settings) -> dict[str, Any]:
+    """The settings that decide what the models write (no RUNTIME_ONLY ones): a run's identity."""
+
+    def kept(model: BaseModel) -> dict[str, Any]:
+        values = model.model_dump(mode="json")
+        return {
+            name: values[name]
+            for name, info in type(model).model_fields.items()
+            if not (isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("runtime_only"))
+        }
+
+    return {"settings": kept(settings), "backends": {name: kept(c) for name, c in settings.backends.items()}}
+
+
+def dump(settings: Settings) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The resolved settings as (table, values) pairs: the core first, then each backend's."""
+    yield "", settings.model_dump(mode="json")
+    for name, config in settings.backends.items():
+        yield f"backends.{name}", config.model_dump(mode="json")

@@ -97,9 +97,14 @@ class ScriptedReward:
     name: str = "scripted"
     kind: Literal["process", "outcome"] = "process"
     default_delta: float = 0.7
+    bounds: tuple[float, float] | None = (0.0, 1.0)
     n_params: int = 0
     calls: list[str] = field(default_factory=list)
+    closed: bool = False
 
     async def score(self, context: Context, step: Generation) -> Score:
         self.calls.append(step.text)
         return Score(self.reward(context, step), Usage(prefill_tokens=1))
+
+    async def aclose(self) -> None:
+        self.closed = True

@@ -1,10 +1,14 @@
-"""What happened while answering: the steps, who wrote them, and what they cost."""
+"""What happened while answering: the steps, who wrote them, why, and what they cost."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from rsdchat.answers import last_boxed
+from rsdchat.decision import Decision
+from rsdchat.policy import Mode
 from rsdchat.types import FinishReason, Generation, Role, Usage
 
 
@@ -16,6 +20,10 @@ class RoleCost:
     generated_tokens: int
     flops: float  # ≈ 2 · parameters · (prefill + generated) tokens
     seconds: float
+
+    @property
+    def tokens(self) -> int:
+        return self.prefill_tokens + self.generated_tokens
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +76,21 @@ class Ledger:
         costs["total_flops"] = self.flops
         return costs
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Ledger:
+        """Read back `to_dict` (missing roles count as nothing)."""
+        ledger = cls()
+        for role in Role:
+            saved = data.get(role.value)
+            if isinstance(saved, dict):
+                ledger.usage[role] = Usage(
+                    int(saved.get("prefill_tokens", 0)),
+                    int(saved.get("generated_tokens", 0)),
+                    float(saved.get("seconds", 0.0)),
+                )
+                ledger.flops_by_role[role] = float(saved.get("flops", 0.0))
+        return ledger
+
 
 @dataclass
 class Step:
@@ -76,13 +99,13 @@ class Step:
     index: int  # place in the answer; a rejected draft shares it with its replacement
     author: Role  # Role.DRAFT or Role.TARGET
     generation: Generation  # what the model wrote
+    mode: Mode = Mode.RSD  # the mode in force when it was written
     accepted: bool = True
-    reward: float | None = None  # None when the step was not scored
-    omega: float | None = None
-    reward_invalid: bool = False  # the reward source returned NaN/inf (rejected)
-    seconds: float = 0.0  # wall time from the step's start to its decision
-    weighting: str = ""  # the policy in force, e.g. "binary δ=0.7"
+    decision: Decision | None = None  # a judged draft step: reward, ω, threshold, u
+    score: float | None = None  # a reward shown but not decided on (score_target_steps)
+    reward_source: str | None = None  # the reward source that scored it
     detail: str = ""  # the reward source's explanation, e.g. "1 of 2 equations wrong"
+    seconds: float = 0.0  # wall time from the step's start to its decision
     ledger: Ledger = field(default_factory=Ledger)
 
     @property
@@ -98,21 +121,58 @@ class Step:
         """Tokens generated for this step."""
         return self.generation.usage.generated_tokens
 
+    @property
+    def reward(self) -> float | None:
+        """The reward the step got (None when it was not scored)."""
+        return self.decision.reward if self.decision is not None else self.score
+
     def to_dict(self) -> dict[str, Any]:
+        """Strict JSON (no NaN): a reward that is not a number is null, with `invalid` in the decision."""
+        score = self.score if self.score is None or math.isfinite(self.score) else None
         return {
             "index": self.index,
             "author": self.author.value,
             "text": self.text,
-            "reward": self.reward,
-            "omega": self.omega,
+            "mode": self.mode.value,
             "accepted": self.accepted,
-            "reward_invalid": self.reward_invalid,
+            "decision": self.decision.to_dict() if self.decision is not None else None,
+            "score": score,
+            "reward_source": self.reward_source,
+            "detail": self.detail,
             "finish_reason": self.finish_reason,
             "tokens": self.tokens,
             "seconds": round(self.seconds, 4),
-            "weighting": self.weighting,
-            "detail": self.detail,
         }
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """How many draft steps were judged and how many of them were kept."""
+
+    judged: int = 0
+    accepted: int = 0
+    invalid: int = 0  # judged on a reward that was not a number (always rejected)
+
+    @classmethod
+    def of(cls, steps: list[Step]) -> Acceptance:
+        decisions = [s.decision for s in steps if s.decision is not None]
+        return cls(len(decisions), sum(d.accepted for d in decisions), sum(d.invalid for d in decisions))
+
+    def __add__(self, other: Acceptance) -> Acceptance:
+        return Acceptance(
+            self.judged + other.judged, self.accepted + other.accepted, self.invalid + other.invalid
+        )
+
+    @property
+    def rate(self) -> float | None:
+        return self.accepted / self.judged if self.judged else None
+
+    def describe(self) -> str:
+        """'5/7 drafts accepted (71%)', or '' when nothing was judged."""
+        if not self.judged:
+            return ""
+        text = f"{self.accepted}/{self.judged} drafts accepted ({self.accepted / self.judged:.0%})"
+        return text + (f", {self.invalid} invalid rewards" if self.invalid else "")
 
 
 @dataclass
@@ -137,18 +197,36 @@ class Trace:
         return "".join(step.text for step in self.answer_steps)
 
     @property
-    def drafts(self) -> int:
-        """Draft steps scored (accepted or not)."""
-        return sum(1 for s in self.steps if s.author is Role.DRAFT and s.reward is not None)
+    def final_answer(self) -> str | None:
+        """The answer the reply states (its last `\\boxed{}`), None if it states none."""
+        return last_boxed(self.text)
 
     @property
-    def accepted_drafts(self) -> int:
-        return sum(1 for s in self.steps if s.author is Role.DRAFT and s.accepted and s.reward is not None)
+    def acceptance(self) -> Acceptance:
+        return Acceptance.of(self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Strict JSON: the steps (rejected drafts included), why it ended, and the cost per role."""
+        acceptance = self.acceptance
+        return {
+            "question": self.question,
+            "final_answer": self.final_answer,
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "error": self.error,
+            "seconds": round(self.seconds, 4),
+            "acceptance_rate": acceptance.rate,
+            "invalid_rewards": acceptance.invalid,
+            "target_share": self.target_share,
+            "steps": [step.to_dict() for step in self.steps],
+            "cost": self.ledger.to_dict(),
+        }
 
     @property
-    def acceptance_rate(self) -> float | None:
-        return self.accepted_drafts / self.drafts if self.drafts else None
-
-    @property
-    def invalid_rewards(self) -> int:
-        return sum(1 for s in self.steps if s.reward_invalid)
+    def target_share(self) -> float | None:
+        """Share of the answer's tokens written by the target (None for an empty answer)."""
+        steps = self.answer_steps
+        total = sum(step.tokens for step in steps)
+        if not total:
+            return None
+        return sum(step.tokens for step in steps if step.author is Role.TARGET) / total

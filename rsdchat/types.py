@@ -95,6 +95,15 @@ class Usage:
 FinishReason = Literal["step", "eos", "length"]
 
 
+@dataclass(frozen=True)
+class Assist:
+    """Work another model did for a generation (the draft proposing tokens in speculative decoding)."""
+
+    role: Role
+    usage: Usage
+    n_params: int
+
+
 @dataclass
 class Generation:
     """One step written by a model."""
@@ -103,6 +112,9 @@ class Generation:
     finish_reason: FinishReason  # "step": hit a stop string; "eos": end of reply; "length": step cap
     usage: Usage = field(default_factory=Usage)
     token_logprobs: tuple[float, ...] | None = None  # log P(token) under the writer, if known
+    token_texts: tuple[str, ...] | None = None  # the text of each sampled token, when known
+    token_entropies: tuple[float, ...] | None = None  # entropy (nats) of each token's distribution
+    assists: tuple[Assist, ...] = ()  # work other models did for this step, charged to their roles
 
     @property
     def mean_logprob(self) -> float | None:

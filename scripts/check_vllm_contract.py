@@ -14,15 +14,15 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 
 from rsdchat.errors import RsdchatError
+from rsdchat.plugins import RewardContext
 from rsdchat.protocols import LogprobModel
 from rsdchat.types import Context, Generation, Message, Role, StepRequest
-from rsdchat_openai import OpenAIBackend
+from rsdchat_openai import OpenAIBackend, OpenAIConfig
 from rsdchat_openai.rewards import HttpReward, OutcomeRM, QwenPRM, SkyworkPRM
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -49,8 +49,7 @@ async def check(name: str, work: Callable[[], Awaitable[tuple[bool | None, str]]
 async def generator_checks(url: str, model: str | None, key_env: str | None) -> None:
     if model is None:
         model = httpx.get(f"{url.rstrip('/')}/v1/models", timeout=10).json()["data"][0]["id"]
-    settings = SimpleNamespace(draft=model, target=model, draft_url=url, draft_api_key_env=key_env)
-    backend = OpenAIBackend(settings)
+    backend = OpenAIBackend(OpenAIConfig(draft_url=url, draft_api_key_env=key_env))
     try:
         draft = backend.generator(Role.DRAFT, model)
         kind = draft.server.dialect.name
@@ -105,7 +104,7 @@ async def generator_checks(url: str, model: str | None, key_env: str | None) -> 
 
 
 async def reward_check(kind: type[HttpReward], url: str, key_env: str | None) -> None:
-    settings = SimpleNamespace(reward_url=url, reward_api_key_env=key_env)
+    settings = RewardContext(None, None, {"openai": OpenAIConfig(reward_url=url, reward_api_key_env=key_env)})
 
     async def work() -> tuple[bool, str]:
         reward = kind(settings)

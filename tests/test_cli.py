@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -44,8 +45,8 @@ def run(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["solve", "hi", "--delta", "nan"], "setting delta: must be a finite number"),
-        (["solve", "hi", "--delta", "inf"], "setting delta: must be a finite number"),
+        (["solve", "hi", "--delta", "nan"], "setting delta (flag): must be a finite number"),
+        (["solve", "hi", "--delta", "inf"], "setting delta (flag): must be a finite number"),
         (["solve", "hi", "--weighting", "steep"], "unknown weighting 'steep'; choose one of: binary"),
         (["solve", "hi", "--reward", "oracle", *SMALL[:4]], "unknown reward 'oracle'; choose one of"),
         (["solve", "hi", "--backend", "nope"], "unknown backend 'nope'; installed backends:"),
@@ -94,6 +95,41 @@ def test_rewards_lists_every_source() -> None:
     assert result.exit_code == 0
     for name in ("draft-confidence", "target-logprob", "judge", "arithmetic"):
         assert name in result.output
+    listed = json.loads(CliRunner().invoke(app, ["rewards", "--json"]).output)
+    assert {"arithmetic", "draft-confidence"} <= {row["name"] for row in listed}
+
+
+def test_every_command_that_runs_models_takes_every_setting() -> None:
+    from rsdchat.settings import setting_fields
+
+    flags = [field.flag for field in setting_fields()]
+    assert {"--delta", "--system", "--mode", "--draft", "--n-ctx", "--draft-url"} <= set(flags)
+    for command in ([], ["solve"], ["config"], ["doctor"]):
+        shown = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "240"}).output
+        missing = [flag for flag in flags if flag not in shown]
+        assert not missing, (command, missing)
+
+
+def test_options_before_the_subcommand_apply(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["--delta", "0.95", "--n-ctx", "512", "config", "--json", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["settings"]["delta"] == 0.95 and shown["settings"]["seed"] == 3
+    assert shown["backends.llamacpp"]["n_ctx"] == 512
+    result = CliRunner().invoke(app, ["--delta", "0.95", "config", "--json", "--delta", "0.5"])
+    assert json.loads(result.output)["settings"]["delta"] == 0.5  # the subcommand's own wins
+
+
+def test_the_chat_app_takes_the_same_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[Any] = []
+    monkeypatch.setattr("rsdchat.tui.run", lambda settings, resume: opened.append((settings, resume)))
+    result = CliRunner().invoke(
+        app, ["--mode", "target-only", "--system", "Be terse.", "--draft-url", "http://x:1"]
+    )
+    assert result.exit_code == 0, result.output
+    ((settings, resume),) = opened
+    assert settings.mode.value == "target-only" and settings.system_prompt == "Be terse." and resume is None
+    assert settings.backend_config("openai").draft_url == "http://x:1"
 
 
 def test_main_turns_errors_into_exit_codes(
@@ -119,9 +155,13 @@ def test_json_output_has_the_documented_fields() -> None:
     assert out["status"] == "ok"
     assert out["question"] == "What is 12 * 3 + 4?"
     assert out["settings"]["reward"] == "draft-confidence"
+    assert out["settings"]["delta"] == 0.88 and out["settings"]["weighting"] == {
+        "name": "binary",
+        "delta": 0.88,
+    }
     for step in out["steps"]:
         assert step["author"] in ("draft", "target")
-        assert {"text", "reward", "accepted", "tokens"} <= set(step)
+        assert {"text", "decision", "accepted", "tokens", "mode"} <= set(step)
     for role in ("draft", "target", "reward"):
         assert {"prefill_tokens", "generated_tokens", "flops", "seconds"} <= set(out["cost"][role])
     assert out["cost"]["draft"]["generated_tokens"] > 0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
 import pytest
 
-from rsdchat.decision import decide
+from rsdchat.decision import Decision, decide
 from rsdchat.weighting import BinaryStep, Clip, Constant, Hybrid, Logistic, Signals, Weighting
 
 
@@ -134,3 +135,28 @@ def test_deterministic_decisions_do_not_shift_later_draws() -> None:
         decide(Signals(0.9), BinaryStep(0.7), mixed)
         got.append(decide(Signals(0.4), Clip(), mixed).u)
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("weighting", "reward", "u"),
+    [
+        (BinaryStep(0.7), 0.9, 0.99),
+        (Clip(), 0.4, 0.3),
+        (Logistic(10.0, 0.5), 0.52, 0.5),
+        (Clip(), math.nan, 0.1),
+    ],
+)
+def test_a_decision_is_saved_as_strict_json_and_read_back(
+    weighting: Weighting, reward: float, u: float
+) -> None:
+    decision = decide(Signals(reward), weighting, FixedU(u))
+    saved = json.loads(json.dumps(decision.to_dict(), allow_nan=False))  # strict JSON: no NaN
+    again = Decision.from_dict(saved)
+    assert again.weighting == weighting and again.threshold == weighting.threshold
+    assert (again.omega, again.accepted, again.u, again.invalid) == (
+        decision.omega,
+        decision.accepted,
+        decision.u,
+        decision.invalid,
+    )
+    assert again.reward == reward or (math.isnan(reward) and math.isnan(again.reward) and again.invalid)

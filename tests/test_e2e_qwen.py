@@ -51,7 +51,9 @@ def test_solve_on_the_embedded_default() -> None:
     assert "draft" in authors
     assert out["answer"] is not None
     drafts = [s for s in out["steps"] if s["author"] == "draft"]
-    assert all(s["reward"] is not None and 0.0 <= s["reward"] <= 1.0 for s in drafts if s["text"].strip())
+    judged = [s["decision"] for s in drafts if s["text"].strip()]
+    assert judged and all(d is not None and 0.0 <= d["reward"] <= 1.0 for d in judged)
+    assert all(d["weighting"] == {"name": "binary", "delta": 0.88} for d in judged)
     # rejected drafts are kept in the trace but never in the answer
     for step in out["steps"]:
         if not step["accepted"]:

@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 
-from rsdchat.engine import Engine, Mode, Policy, has_final_answer
+from rsdchat.answers import has_final_answer
+from rsdchat.engine import Engine
 from rsdchat.errors import BackendError, ConfigError
 from rsdchat.events import Event, Finished, StepDone, StepScored, StepStarted, TokenText
+from rsdchat.policy import Mode, Policy
+from rsdchat.protocols import StepGenerator
 from rsdchat.testing import ScriptedModel, ScriptedReward, steps_so_far
 from rsdchat.trace import Trace
 from rsdchat.types import Context, Generation, Message, Role, StepRequest
@@ -27,12 +30,30 @@ LONG = [f"s{i} one two\n\n" for i in range(20)]  # 3 tokens per step, never an a
 MIXED = {D[0]: 0.9, D[1]: 0.1, D[2]: 0.8}  # with δ = 0.5: draft, target, draft
 
 
+class Bound:
+    """An engine and the policy a test tells it, as a front end does."""
+
+    def __init__(self, engine: Engine, policy: Policy) -> None:
+        self.engine, self.policy = engine, policy
+
+    @property
+    def draft(self) -> StepGenerator | None:
+        return self.engine.draft
+
+    @draft.setter
+    def draft(self, model: StepGenerator) -> None:
+        self.engine.draft = model
+
+    async def solve(self, messages: tuple[Message, ...], **kwargs: Any) -> Trace:
+        return await self.engine.solve(messages, self.policy, **kwargs)
+
+
 def make(draft: Any = D, target: Any = T, table: dict[str, float] | None = None, **policy: Any):
     d = ScriptedModel(draft, name="draft", n_params=1_000)
     t = ScriptedModel(target, name="target", n_params=7_000)
     r = ScriptedReward(lambda ctx, g: (table or {}).get(g.text, 0.0), n_params=500)
     policy.setdefault("weighting", BinaryStep(0.5))
-    return Engine(draft=d, target=t, reward=r, policy=Policy(**policy)), d, t, r
+    return Bound(Engine(draft=d, target=t), Policy(reward=r, **policy)), d, t, r
 
 
 def shape(trace: Trace) -> list[tuple[Role, str, bool]]:
@@ -45,7 +66,7 @@ async def test_delta_zero_takes_every_step_from_the_draft() -> None:
     assert shape(trace) == [(DRAFT, text, True) for text in D]
     assert trace.text == "".join(D) and trace.finish_reason == "answer"
     assert t.calls == [] and r.calls == D
-    assert [s.reward for s in trace.steps] == [0.0, 0.3, 0.9] and trace.acceptance_rate == 1.0
+    assert [s.reward for s in trace.steps] == [0.0, 0.3, 0.9] and trace.acceptance.rate == 1.0
 
 
 async def test_delta_above_every_reward_takes_every_step_from_the_target() -> None:
@@ -54,7 +75,8 @@ async def test_delta_above_every_reward_takes_every_step_from_the_target() -> No
     assert shape(trace) == [x for i in range(3) for x in ((DRAFT, D[i], False), (TARGET, T[i], True))]
     assert trace.text == "".join(T) and all(text not in trace.text for text in D)
     assert [s.index for s in trace.steps] == [0, 0, 1, 1, 2, 2]
-    assert (trace.drafts, trace.accepted_drafts, trace.acceptance_rate) == (3, 0, 0.0)
+    acceptance = trace.acceptance
+    assert (acceptance.judged, acceptance.accepted, acceptance.rate) == (3, 0, 0.0)
     prefixes = ["", T[0], T[0] + T[1]]  # both models only ever see the answer so far
     assert [c.response for c in d.calls] == prefixes == [c.response for c in t.calls]
 
@@ -66,7 +88,7 @@ async def test_mixed_rewards_interleave_exactly() -> None:
     assert shape(trace) == expected
     assert trace.text == D[0] + T[1] + D[2] and [s.index for s in trace.steps] == [0, 1, 1, 2]
     assert [c.response for c in t.calls] == [D[0]] and d.calls[2].response == D[0] + T[1]
-    assert r.calls == D and trace.acceptance_rate == pytest.approx(2 / 3)
+    assert r.calls == D and trace.acceptance.rate == pytest.approx(2 / 3)
 
 
 def compress(events: list[Event]) -> list[tuple[Any, ...]]:
@@ -114,10 +136,11 @@ async def test_single_model_modes_never_call_the_others(mode: Mode) -> None:
     author = TARGET if mode is Mode.TARGET_ONLY else DRAFT
     assert idle.calls == [] and r.calls == [] and len(writer.calls) == 3
     assert shape(trace) == [(author, text, True) for text in texts]
-    assert all(s.reward is None and s.weighting == mode.value for s in trace.steps)
-    alone = Engine(draft=d if author is DRAFT else None, target=t if author is TARGET else None, reward=None)
-    alone.policy = Policy(mode=mode)
-    assert (await alone.solve(Q)).text == "".join(texts)
+    assert all(s.reward is None and s.decision is None and s.mode is mode for s in trace.steps)
+    alone = Engine(draft=d if author is DRAFT else None, target=t if author is TARGET else None)
+    assert (await alone.solve(Q, Policy(mode=mode))).text == "".join(texts)
+    with pytest.raises(ConfigError, match="needs a"):
+        await alone.solve(Q, Policy(mode=Mode.RSD))
 
 
 async def test_max_tokens_is_a_budget_on_the_answer_only() -> None:
@@ -144,8 +167,10 @@ async def test_max_step_tokens_and_max_steps() -> None:
 
 
 async def test_stops_at_a_complete_answer_unless_told_not_to() -> None:
-    assert all(map(has_final_answer, ["so \\boxed{5}", "\\boxed{\\frac{1}{2}}.", "\\fbox {3}"]))
-    assert not any(map(has_final_answer, ["\\boxed{5", "\\boxed{{1}", "the box is 5", "boxed{5}"]))
+    assert all(map(has_final_answer, ["so \\boxed{5}", "\\boxed{\\frac{1}{2}}.", "\\fbox {3}", "\\boxed 7"]))
+    assert not any(
+        map(has_final_answer, ["\\boxed{5", "\\boxed{{1}", "the box is 5", "boxed{5}", "\\boxed{}"])
+    )
     draft = [*D, "after\n\n"]
     engine, d, *_ = make(draft=draft, weighting=BinaryStep(0.0))
     trace = await engine.solve(Q)
@@ -167,7 +192,7 @@ async def test_non_finite_reward_is_a_counted_rejection(bad: float) -> None:
     engine, *_ = make(table={D[0]: 0.9, D[1]: bad, D[2]: 0.8})
     events: list[Event] = []
     trace = await engine.solve(Q, emit=events.append)
-    assert trace.invalid_rewards == 1 and trace.finish_reason == "answer"
+    assert trace.acceptance.invalid == 1 and trace.finish_reason == "answer"
     assert shape(trace)[1:3] == [(DRAFT, D[1], False), (TARGET, T[1], True)]
     assert [e.decision.invalid for e in events if isinstance(e, StepScored)] == [False, True, False]
 
@@ -193,9 +218,9 @@ async def test_backend_error_keeps_the_steps_so_far() -> None:
 async def test_cancellation_mid_step() -> None:
     r = ScriptedReward(lambda ctx, g: 1.0)
     slow = ScriptedModel(["w " * 400 + "\n\n"], delay=0.005)  # a 2-second step
-    engine = Engine(draft=slow, target=ScriptedModel(T), reward=r)
+    engine = Engine(draft=slow, target=ScriptedModel(T))
     events: list[Event] = []
-    task = asyncio.create_task(engine.solve(Q, emit=events.append))
+    task = asyncio.create_task(engine.solve(Q, Policy(reward=r), emit=events.append))
     while not any(isinstance(e, TokenText) for e in events):  # mid-step: streaming has begun
         await asyncio.sleep(0.001)
     task.cancel()
@@ -206,19 +231,24 @@ async def test_cancellation_mid_step() -> None:
     assert r.calls == []
 
 
-async def test_policy_swap_applies_from_the_next_step() -> None:
-    engine, *_ = make(weighting=BinaryStep(0.0))
+async def test_a_policy_source_is_asked_once_per_step_and_its_answer_applies_to_that_step() -> None:
+    bound, *_ = make(weighting=BinaryStep(0.0))
+    first = bound.policy
+    stricter = replace(first, weighting=BinaryStep(2.0))
+    asked: list[int] = []
 
-    def emit(event: Event) -> None:
-        if isinstance(event, StepDone) and event.step.index == 0:
-            engine.policy = Policy(weighting=BinaryStep(2.0))
+    def source(index: int) -> Policy:
+        asked.append(index)
+        return first if index == 0 else stricter  # "a change applies from the next step"
 
-    trace = await engine.solve(Q, emit=emit)
+    trace = await bound.engine.solve(Q, source)
+    assert asked == [0, 1, 2]  # once per step, rejected drafts included in their step
     assert shape(trace) == [
         *[(DRAFT, D[0], True), (DRAFT, D[1], False), (TARGET, T[1], True)],
         *[(DRAFT, D[2], False), (TARGET, T[2], True)],
     ]
-    assert [s.weighting for s in trace.steps] == ["binary δ=0"] + ["binary δ=2"] * 4
+    judged = [s.decision.weighting for s in trace.steps if s.decision is not None]
+    assert judged == [BinaryStep(0.0), BinaryStep(2.0), BinaryStep(2.0)]
 
 
 CANDIDATES = ("A\n\n", "B\n\n", "C\n\n")
@@ -245,11 +275,13 @@ async def test_concurrent_requests_are_independent_and_reproducible() -> None:
     even = (1 / 3, 1 / 3, 1 / 3)
     d = ScriptedModel(sampler(even, "d", 4), delay=0.0005)
     t = ScriptedModel(sampler(even, "t", 4), delay=0.0005)
-    policy = Policy(weighting=Clip(), temperature=0.8)
-    engine = Engine(draft=d, target=t, reward=ScriptedReward(by_candidate), policy=policy)
+    policy = Policy(reward=ScriptedReward(by_candidate), weighting=Clip(), temperature=0.8)
+    engine = Engine(draft=d, target=t)
 
     async def run(seeds: list[int]) -> dict[int, list[tuple[Role, str, bool]]]:
-        solves = (engine.solve((Message("user", f"q{s}"),), request_id=f"r{s}", seed=s) for s in seeds)
+        solves = (
+            engine.solve((Message("user", f"q{s}"),), policy, request_id=f"r{s}", seed=s) for s in seeds
+        )
         traces = await asyncio.gather(*solves)
         assert [(tr.request_id, tr.finish_reason) for tr in traces] == [(f"r{s}", "eos") for s in seeds]
         return {s: shape(tr) for s, tr in zip(seeds, traces, strict=True)}
@@ -285,7 +317,7 @@ async def test_likelihood_ratio_reads_both_models(alpha: float, omega: float) ->
     d.logprob, t.logprob = -1.0, -1.5  # P_M / P_m = e^-0.5 per token
     trace = await engine.solve(Q)
     drafts = [s for s in trace.steps if s.author is DRAFT]
-    assert [s.omega for s in drafts] == pytest.approx([omega] * 3)
+    assert [s.decision.omega for s in drafts if s.decision] == pytest.approx([omega] * 3)
     assert [s.ledger.usage[TARGET].prefill_tokens for s in drafts] == [3, 2, 3]
     if omega == 1.0:
         assert t.calls == [] and trace.text == "".join(D)
@@ -305,15 +337,11 @@ async def test_likelihood_ratio_without_draft_logprobs_is_a_config_error() -> No
 async def test_proposition_2_1_mixture_distribution() -> None:
     p_draft, p_target = (0.6, 0.3, 0.1), (0.1, 0.3, 0.6)
     omega: Weighting = Clip()  # ω = r = (0.8, 0.4, 0.0)
-    engine = Engine(
-        draft=ScriptedModel(sampler(p_draft)),
-        target=ScriptedModel(sampler(p_target)),
-        reward=ScriptedReward(by_candidate),
-        policy=Policy(weighting=omega, max_steps=1, temperature=1.0),
-    )
+    engine = Engine(draft=ScriptedModel(sampler(p_draft)), target=ScriptedModel(sampler(p_target)))
+    policy = Policy(reward=ScriptedReward(by_candidate), weighting=omega, max_steps=1, temperature=1.0)
     n, counts, from_draft = 20_000, Counter[str](), 0
     for seed in range(1, n + 1):
-        (step,) = (await engine.solve(Q, seed=seed)).answer_steps
+        (step,) = (await engine.solve(Q, policy, seed=seed)).answer_steps
         counts[step.text] += 1
         from_draft += step.author is DRAFT
     w = [CANDIDATE_REWARD[c.strip()] for c in CANDIDATES]
@@ -328,15 +356,18 @@ async def test_proposition_2_1_mixture_distribution() -> None:
 
 
 async def test_reward_swapped_mid_answer_scores_from_the_next_step_with_exact_flops() -> None:
-    engine, _, _, first = make(table=dict.fromkeys(D, 0.9))
+    bound, _, _, first = make(table=dict.fromkeys(D, 0.9))
     second = ScriptedReward(lambda ctx, g: 0.8, n_params=50_000, name="second")
+    swapped = replace(bound.policy, reward=second)
+    latest = [bound.policy]
 
     def swap(event: Event) -> None:
         if isinstance(event, StepStarted) and event.index == 0:
-            engine.reward = second  # while step 0 is being drafted
+            latest[0] = swapped  # while step 0 is being drafted
 
-    trace = await engine.solve(Q, emit=swap)
+    trace = await bound.engine.solve(Q, lambda index: latest[0], emit=swap)
     assert first.calls == [D[0]]  # the step in flight keeps the source it started with
+    assert [s.reward_source for s in trace.steps] == ["scripted", "second", "second"]
     assert second.calls == D[1:]
     # each score is one prefill token, charged with the parameters of the model that did it
     assert trace.ledger.cost(Role.REWARD).flops == 2 * (500 * 1 + 50_000 * 2)

@@ -9,11 +9,19 @@ from typing import Literal
 import pytest
 
 from rsdchat.errors import ConfigError
-from rsdchat.protocols import Logprobs, RewardSource, Score
-from rsdchat.rewards import REWARDS, make_reward
-from rsdchat.rewards.sources import Arithmetic, DraftConfidence, Judge, Product, TargetLogprob
+from rsdchat.plugins import RewardContext, reward_plugins
+from rsdchat.protocols import Logprobs, RewardSource, Score, StepGenerator
+from rsdchat.rewards import Product, make_reward
+from rsdchat.rewards.sources import Arithmetic, DraftConfidence, Judge, TargetLogprob
 from rsdchat.testing import ScriptedModel
 from rsdchat.types import Context, Generation, Message, ModelInfo, StepRequest, Usage
+
+BUILT_IN = ("arithmetic", "draft-confidence", "judge", "target-logprob")
+
+
+def models(draft: StepGenerator | None = None, target: StepGenerator | None = None) -> RewardContext:
+    return RewardContext(draft, target, {})
+
 
 CONTEXT = Context((Message("system", "be brief"), Message("user", "What is 6 times 7?")), "First step.\n\n")
 STEP = Generation("So 6 x 7 = 42.\n\n", "step", Usage(3, 5), (-0.1, -0.3, -0.2))
@@ -50,10 +58,14 @@ class Fixed:
     name: str = "fixed"
     kind: Literal["process", "outcome"] = "process"
     default_delta: float = 0.5
+    bounds: tuple[float, float] | None = (0.0, 1.0)
     n_params: int = 0
 
     async def score(self, context: Context, step: Generation) -> Score:
         return Score(self.reward, Usage(**vars(self.usage)), self.target_logprob, self.detail)
+
+    async def aclose(self) -> None:
+        return None
 
 
 @pytest.mark.parametrize(
@@ -66,46 +78,57 @@ class Fixed:
     ],
 )
 def test_make_reward_by_name(spec: str, kind: type) -> None:
-    source = make_reward(spec, draft=ScriptedModel([]), target=ScriptedModel([], n_params=7_000))
+    source = make_reward(spec, models(ScriptedModel([]), ScriptedModel([], n_params=7_000)))
     assert isinstance(source, kind) and isinstance(source, RewardSource)
-    assert source.name == spec and spec in REWARDS
+    assert source.name == spec and spec in reward_plugins() and source.bounds == (0.0, 1.0)
     assert 0.0 < source.default_delta <= 1.0  # every source scores in [0, 1]; δ is tuned per source
     assert source.n_params == (7_000 if spec in ("target-logprob", "judge") else 0)
 
 
 @pytest.mark.parametrize("spec", ["arithmetic*draft-confidence", " arithmetic * draft-confidence "])
 def test_make_reward_product(spec: str) -> None:
-    source = make_reward(spec, draft=None, target=None)
-    assert isinstance(source, Product)
+    source = make_reward(spec, models())
+    assert isinstance(source, Product) and source.bounds == (0.0, 1.0)
     assert [type(p) for p in source.parts] == [Arithmetic, DraftConfidence]
     assert source.name == "arithmetic*draft-confidence"
-    delta = source.parts[0].default_delta * source.parts[1].default_delta
-    assert source.default_delta == pytest.approx(delta) and source.n_params == 0
+    assert source.default_delta == pytest.approx(1.0 * 0.88) and source.n_params == 0  # δ of each, multiplied
 
 
 def test_product_of_three_takes_the_largest_model() -> None:
     target = ScriptedModel([], n_params=7_000)
-    source = make_reward("judge*target-logprob*arithmetic", draft=None, target=target)
+    source = make_reward("judge*target-logprob*arithmetic", models(None, target))
     assert isinstance(source, Product) and len(source.parts) == 3
-    assert source.default_delta == pytest.approx(math.prod(p.default_delta for p in source.parts))
+    assert source.default_delta == pytest.approx(0.5 * 0.75 * 1.0)  # judge, target-logprob, arithmetic
     assert source.n_params == 7_000
 
 
-@pytest.mark.parametrize(("spec", "bad"), [("prm", "'prm'"), ("arithmetic*bogus", "'bogus'"), ("", "''")])
+@pytest.mark.parametrize(("spec", "bad"), [("prm", "'prm'"), ("arithmetic*bogus", "'bogus'")])
 def test_unknown_reward_lists_valid_names(spec: str, bad: str) -> None:
     with pytest.raises(ConfigError) as info:
-        make_reward(spec, draft=None, target=None)
+        make_reward(spec, models())
     message = str(info.value)
     assert f"unknown reward {bad}" in message and "\n" not in message
-    assert all(name in message for name in REWARDS) and len(REWARDS) == 4
+    assert all(name in message for name in BUILT_IN)
+
+
+def test_built_in_sources_are_entry_points_like_any_plugin() -> None:
+    found = reward_plugins()
+    assert list(found)[:4] == list(BUILT_IN)  # rsdchat's own first, a plugin cannot replace them
+    assert all(found[name].description for name in BUILT_IN)
+    assert {name: found[name].cost for name in BUILT_IN} == {
+        "arithmetic": "free",
+        "draft-confidence": "free",
+        "judge": "target",
+        "target-logprob": "target",
+    }
 
 
 @pytest.mark.parametrize("spec", ["target-logprob", "judge", "arithmetic*judge"])
 def test_target_rewards_need_a_logprob_target(spec: str) -> None:
     with pytest.raises(ConfigError, match="needs a target"):
-        make_reward(spec, draft=None, target=None)
+        make_reward(spec, models())
     with pytest.raises(ConfigError, match="log-probabilities"):
-        make_reward(spec, draft=None, target=NoLogprobs())
+        make_reward(spec, models(None, NoLogprobs()))
 
 
 async def test_draft_confidence_is_exp_mean_logprob() -> None:
@@ -134,7 +157,7 @@ async def test_product_multiplies_and_sums_usage() -> None:
 
 
 async def test_product_vetoes_a_confident_wrong_step() -> None:
-    source = make_reward("arithmetic*draft-confidence", draft=None, target=None)
+    source = make_reward("arithmetic*draft-confidence", models())
     wrong = Generation("So 6 x 7 = 48.\n\n", "step", token_logprobs=(-0.01,) * 4)
     assert (await source.score(CONTEXT, wrong)).reward == 0.0
     assert (await source.score(CONTEXT, STEP)).reward == pytest.approx(math.exp(-0.2))

@@ -6,11 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from rsdchat.engine import Mode
 from rsdchat.errors import ConfigError
-from rsdchat.settings import MATH_SYSTEM_PROMPT, Settings, default_config_path, load_settings
+from rsdchat.plugins import BackendPlugin, PluginConfig
+from rsdchat.policy import Mode
+from rsdchat.prompts import MATH_SYSTEM_PROMPT
+from rsdchat.settings import Settings, default_config_path, dump, load_settings, setting_fields
+from rsdchat.testing import ScriptedReward
 from rsdchat.weighting import BinaryStep, Constant, Logistic
 
 
@@ -23,6 +26,30 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     return tmp_path
+
+
+class AlphaConfig(PluginConfig):
+    """A stand-in plugin's settings (core tests need no real backend plugin)."""
+
+    n_ctx: int = Field(4096, ge=256, description="context window")
+    read_timeout: float = Field(30.0, gt=0, description="seconds")
+
+
+class BetaConfig(PluginConfig):
+    read_timeout: float = Field(60.0, gt=0, description="seconds")
+    url: str | None = Field(None, description="where")
+
+
+PLUGINS = {
+    "alpha": BackendPlugin("alpha", AlphaConfig, lambda config: None, "the first"),  # type: ignore[arg-type,return-value]
+    "beta": BackendPlugin("beta", BetaConfig, lambda config: None, "the second"),  # type: ignore[arg-type,return-value]
+}
+
+
+@pytest.fixture
+def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two stand-in backend plugins instead of the installed ones."""
+    monkeypatch.setattr("rsdchat.settings.backend_plugins", lambda: PLUGINS)
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -95,27 +122,36 @@ def test_settings_are_frozen() -> None:
 def test_bad_delta_from_env(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RSDCHAT_DELTA", value)
     message = config_error()
-    assert message.startswith("setting delta:") and repr(value) in message
+    assert message.startswith("setting delta (RSDCHAT_DELTA):") and repr(value) in message
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "abc", float("nan"), float("-inf")])
 def test_bad_delta_from_override(value: object) -> None:
-    assert config_error(delta=value).startswith("setting delta:")
+    assert config_error(delta=value).startswith("setting delta (flag):")
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", '"abc"'])
 def test_bad_delta_from_file(value: str, isolated: Path) -> None:
-    write_config(isolated, f"delta = {value}\n")
-    assert config_error().startswith("setting delta:")
+    path = write_config(isolated, f"delta = {value}\n")
+    assert config_error().startswith(f"setting delta (config file {path}):")
 
 
 @pytest.mark.parametrize(
     ("setting", "value"),
     [("alpha", "nan"), ("beta", "inf"), ("temperature", "-0.5"), ("p", "1.5"), ("top_p", "0"),
-     ("max_steps", "0"), ("mode", "fast"), ("concurrency", "many")],
+     ("max_steps", "0"), ("mode", "fast"), ("concurrency", "many"), ("weighting", "smooth"),
+     ("reward", "oracle"), ("reward", "arithmetic*oracle")],
 )  # fmt: skip
 def test_other_bad_values_name_the_setting(setting: str, value: str) -> None:
-    assert config_error(**{setting: value}).startswith(f"setting {setting}:")
+    assert config_error(**{setting: value}).startswith(f"setting {setting} (flag):")
+
+
+def test_names_are_checked_wherever_they_come_from(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RSDCHAT_WEIGHTING", "bogus")
+    assert "unknown weighting 'bogus'; choose one of: binary" in config_error()
+    monkeypatch.delenv("RSDCHAT_WEIGHTING")
+    write_config(isolated, 'mode = "draft-only"\nreward = "bogus"\n')  # checked even when unused
+    assert "unknown reward 'bogus'; choose one of: arithmetic, draft-confidence" in config_error()
 
 
 def test_unknown_key_in_toml(isolated: Path) -> None:
@@ -147,13 +183,19 @@ def test_config_errors_exit_with_code_2(isolated: Path) -> None:
     assert info.value.exit_code == 2
 
 
+def reward(default_delta: float) -> ScriptedReward:
+    return ScriptedReward(lambda c, s: 0.0, default_delta=default_delta)
+
+
 def test_policy_uses_reward_default_delta_when_unset() -> None:
     settings = load_settings()
-    assert settings.policy(0.42).weighting == BinaryStep(0.42)
-    assert settings.policy(1.0).weighting == BinaryStep(1.0)
+    assert settings.policy(reward(0.42)).weighting == BinaryStep(0.42)
+    assert settings.policy(reward(1.0)).weighting == BinaryStep(1.0)
     chosen = load_settings(delta=0.1)
-    assert chosen.policy(0.42).weighting == BinaryStep(0.1)
-    assert load_settings(delta=0.0).policy(0.42).weighting == BinaryStep(0.0)  # 0 is not "unset"
+    assert chosen.policy(reward(0.42)).weighting == BinaryStep(0.1)
+    assert load_settings(delta=0.0).policy(reward(0.42)).weighting == BinaryStep(0.0)  # 0 is not "unset"
+    source = reward(0.5)
+    assert settings.policy(source).reward is source
 
 
 def test_policy_carries_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,14 +204,60 @@ def test_policy_carries_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         mode="draft-only", weighting="logistic", alpha=3.0, max_steps=4, max_step_tokens=50,
         max_tokens=90, temperature=0.7, top_p=0.9, stop_at_answer=False, score_target_steps=True,
     )  # fmt: skip
-    policy = settings.policy(0.6)
+    policy = settings.policy(reward(0.6))
     assert policy.mode is Mode.DRAFT_ONLY and policy.weighting == Logistic(3.0, 0.6)
     assert (policy.max_steps, policy.max_step_tokens, policy.max_tokens) == (4, 50, 90)
     assert (policy.temperature, policy.top_p, policy.stop) == (0.7, 0.9, ("\n---\n",))
     assert policy.stop_at_answer is False and policy.score_target_steps is True
-    assert load_settings(weighting="constant", p=0.25).policy(0.6).weighting == Constant(0.25)
+    assert load_settings(weighting="constant", p=0.25).policy(reward(0.6)).weighting == Constant(0.25)
 
 
-def test_policy_with_unknown_weighting_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="unknown weighting 'smooth'"):
-        load_settings(weighting="smooth").policy(0.5)
+# -- backend plugins' own settings -----------------------------------------------------------
+
+
+def test_plugin_settings_come_from_their_table_env_and_flags(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, plugins: None
+) -> None:
+    write_config(
+        isolated, "max_steps = 5\n[backends.alpha]\nn_ctx = 512\n[backends.beta]\nurl = 'http://x'\n"
+    )
+    settings = load_settings()
+    assert settings.max_steps == 5
+    assert settings.backend_config("alpha") == AlphaConfig(n_ctx=512)
+    assert settings.backend_config("beta") == BetaConfig(url="http://x")
+    monkeypatch.setenv("RSDCHAT_N_CTX", "1024")
+    assert load_settings().backend_config("alpha") == AlphaConfig(n_ctx=1024)  # env beats the file
+    assert load_settings(n_ctx=2048).backend_config("alpha") == AlphaConfig(n_ctx=2048)  # flag beats env
+
+
+def test_a_setting_several_plugins_declare_is_one_flag(plugins: None) -> None:
+    settings = load_settings(read_timeout=5.0)
+    assert settings.backend_config("alpha").read_timeout == 5.0  # type: ignore[attr-defined]
+    assert settings.backend_config("beta").read_timeout == 5.0  # type: ignore[attr-defined]
+    defaults = load_settings()  # each keeps its own default
+    assert (defaults.backend_config("alpha"), defaults.backend_config("beta")) == (
+        AlphaConfig(),
+        BetaConfig(),
+    )
+    (shared,) = [field for field in setting_fields() if field.name == "read_timeout"]
+    assert (shared.flag, shared.env, shared.owners) == (
+        "--read-timeout",
+        "RSDCHAT_READ_TIMEOUT",
+        ("alpha", "beta"),
+    )
+
+
+def test_plugin_setting_errors_name_the_table(isolated: Path, plugins: None) -> None:
+    assert config_error(n_ctx=10).startswith("setting [backends.alpha] n_ctx (flag):")
+    path = write_config(isolated, "[backends.alpha]\nnctx = 512\n")
+    message = config_error()
+    assert message.startswith(f"setting [backends.alpha] nctx (config file {path}): is not a setting")
+    write_config(isolated, "n_ctx = 512\n")  # a plugin's key at the top of the file
+    assert "n_ctx is a setting of the alpha backend; put it in a [backends.alpha] table" in config_error()
+
+
+def test_config_dump_has_a_table_per_plugin(plugins: None) -> None:
+    tables = dict(dump(load_settings(url="http://y")))
+    assert list(tables) == ["", "backends.alpha", "backends.beta"]
+    assert tables["backends.beta"] == {"read_timeout": 60.0, "url": "http://y"}
+    assert tables[""]["max_steps"] == 32

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from rsdchat.settings import Settings
+from rsdchat.chat.events import ChatEvent, Notice
+from rsdchat.settings import load_settings
 from rsdchat.testing import installed
 from rsdchat.tui import RsdChatApp
 from rsdchat.weighting import BinaryStep
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.skipif(
 
 
 async def test_chat_with_smollm2(tmp_path: Path) -> None:
-    settings = Settings(
+    settings = load_settings(
+        None,
         draft="smollm2-135m",
         target="smollm2-135m",
         reward="draft-confidence",
@@ -29,29 +31,51 @@ async def test_chat_with_smollm2(tmp_path: Path) -> None:
         cache_dir=tmp_path / "cache",
     )
     app = RsdChatApp(settings)
+    session = app.session
+    notices: list[Notice] = []
+    deliver = session.listener
+
+    def listen(event: ChatEvent) -> None:  # what the app is told, and a copy of the notices
+        if isinstance(event, Notice):
+            notices.append(event)
+        deliver(event)
+
+    session.listener = listen
     async with app.run_test(size=(120, 40)) as pilot:
-        deadline = time.monotonic() + 120
-        while app.engine is None:
-            assert app.load_error is None, app.load_error
+        deadline = time.monotonic() + 300
+        while not session.ready:
+            assert session.load_error is None, session.load_error
             assert time.monotonic() < deadline, "the model did not load"
             await pilot.pause(0.1)
         app.query_one(Input).value = "What is 12 times 7?"
         await pilot.press("enter")
-        while app.generating:
+        await pilot.pause()
+        while session.answering or not any(r["type"] == "answer" for r in session.transcript.records):
             assert time.monotonic() < deadline, "the answer did not finish"
             await pilot.pause(0.1)
         await pilot.pause()
-        steps = [r for r in app.transcript.records if r["type"] == "step"]
-        (answer,) = [r for r in app.transcript.records if r["type"] == "answer"]
+        records = session.transcript.records
+        steps = [r for r in records if r["type"] == "step"]
+        (answer,) = [r for r in records if r["type"] == "answer"]
         assert answer["error"] is None and answer["finish_reason"] in ("answer", "eos", "max_steps")
-        assert steps and steps[0]["author"] == "draft" and 0.0 < steps[0]["reward"] <= 1.0
-        assert app.engine is not None and app.engine.reward is not None
-        delta = app.engine.reward.default_delta
-        assert all(s["weighting"] == f"binary δ={delta:g}" for s in steps)
+        assert steps and steps[0]["author"] == "draft"
+        assert 0.0 < steps[0]["decision"]["reward"] <= 1.0 and steps[0]["reward_source"] == "draft-confidence"
+        reward = session.reward
+        assert reward is not None and reward.name == "draft-confidence"
+        delta = reward.default_delta
+        judged = [s["decision"]["weighting"] for s in steps if s["decision"] is not None]
+        assert judged and all(w == {"name": "binary", "delta": delta} for w in judged)
         assert {s["author"] for s in steps} <= {"draft", "target"}
         assert answer["content"] and answer["cost"]["draft"]["generated_tokens"] > 0
-        assert app.notices == []  # no error, no warning
+        assert records[0]["models"] == {
+            "backend": "llamacpp",
+            "draft": "smollm2-135m",
+            "target": "smollm2-135m",
+        }
+        assert "draft · step 1" in "\n".join(s.text for s in app.screen._compositor.render_strips())
+        assert [n for n in notices if n.severity != "information"] == []  # no error, no warning
         await pilot.press("ctrl+up")
         await pilot.pause()
-        raised = app.engine.policy.weighting
+        assert session.policy is not None
+        raised = session.policy.weighting
         assert isinstance(raised, BinaryStep) and delta < raised.delta <= delta + 0.05

@@ -1,35 +1,30 @@
-"""The chat app's pure parts: slash-command parsing, δ steps, reward bars, transcripts."""
+"""The chat's pure parts: slash commands, knobs, δ steps, what changed, transcripts, reward bars."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
-from rsdchat.engine import Mode
+from rsdchat.chat.commands import COMMANDS, InForce, change_knobs, describe_change, parse_command, split_path
+from rsdchat.chat.knobs import Knobs, Style, nudge_delta
+from rsdchat.chat.transcript import Transcript, TranscriptError, decision_of, to_markdown
+from rsdchat.decision import Decision
 from rsdchat.errors import ConfigError
-from rsdchat.settings import MATH_SYSTEM_PROMPT, Settings
+from rsdchat.policy import Mode
+from rsdchat.prompts import CHAT_SYSTEM_PROMPT, MATH_SYSTEM_PROMPT, Turn, build_messages
+from rsdchat.settings import Settings
 from rsdchat.testing import ScriptedReward
-from rsdchat.tui.commands import change_knobs, describe_change, parse_command, split_path, summary
-from rsdchat.tui.session import (
-    CHAT_SYSTEM_PROMPT,
-    Knobs,
-    Style,
-    Turn,
-    messages_for,
-    nudge_delta,
-    policy_for,
-    style_of,
-    system_prompt,
-)
-from rsdchat.tui.transcript import Transcript, TranscriptError, to_markdown
-from rsdchat.tui.view import scored_from_record
-from rsdchat.tui.widgets import reward_bar
+from rsdchat.tui.screens.help import KEYS, help_table
+from rsdchat.tui.widgets.steps import reward_bar, score_text
+from rsdchat.weighting import BinaryStep, Logistic
 
 PROCESS = ScriptedReward(lambda c, s: 0.0, kind="process", default_delta=0.7)
-OUTCOME = ScriptedReward(lambda c, s: 0.0, kind="outcome", default_delta=0.0)
+OUTCOME = ScriptedReward(lambda c, s: 0.0, kind="outcome", default_delta=0.0, bounds=None)
 KNOBS = Knobs(reward="scripted")
 
 
@@ -46,9 +41,11 @@ def test_parse_command() -> None:
         ("/delta 0.8", {"delta": 0.8}),
         ("/delta default", {"delta": None}),
         ("/weighting logistic 10 0.7", {"weighting": "logistic", "alpha": 10.0, "delta": 0.7}),
+        ("/weighting logistic 5", {"weighting": "logistic", "alpha": 5.0, "delta": 0.5}),  # δ kept
         ("/weighting binary", {"weighting": "binary"}),
         ("/weighting constant 0.3", {"weighting": "constant", "p": 0.3}),
         ("/weighting hybrid 2", {"weighting": "hybrid", "beta": 2.0}),
+        ("/weighting Likelihood-Ratio 3", {"weighting": "likelihood-ratio", "alpha": 3.0}),
         ("/reward arithmetic * draft-confidence", {"reward": "arithmetic*draft-confidence"}),
         ("/mode target-only", {"mode": Mode.TARGET_ONLY}),
         ("/mode chat", {"style": Style.CHAT}),
@@ -64,7 +61,7 @@ def test_change_knobs(line: str, expected: dict[str, object]) -> None:
         assert getattr(knobs, key) == value
 
 
-def test_reward_change_resets_delta_and_style() -> None:
+def test_a_reward_change_resets_delta_and_style() -> None:
     knobs = change_knobs("reward", "judge", Knobs(reward="arithmetic", delta=0.3, style=Style.CHAT))
     assert (knobs.reward, knobs.delta, knobs.style) == ("judge", None, None)
 
@@ -80,7 +77,7 @@ def test_reward_change_resets_delta_and_style() -> None:
         ("/weighting clip 1", "weighting clip takes no parameters, got '1'"),
         ("/weighting logistic 1 2 3", "weighting logistic takes α δ"),
         ("/mode fast", "unknown mode 'fast'; choose one of: rsd, target-only, draft-only, math, chat, auto"),
-        ("/reward", "usage: /reward NAME; choose one of: target-logprob"),
+        ("/reward", "usage: /reward NAME; choose one of: arithmetic, draft-confidence"),
         ("/system", "usage: /system PROMPT"),
     ],
 )
@@ -91,23 +88,31 @@ def test_bad_values_are_one_line_errors(line: str, message: str) -> None:
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_invalid_weighting_value_is_refused_by_the_policy() -> None:
+def test_an_invalid_weighting_value_is_refused_by_the_policy() -> None:
     with pytest.raises(ConfigError, match="p must be in"):
-        policy_for(change_knobs("weighting", "constant 3", KNOBS), PROCESS, Settings())
+        change_knobs("weighting", "constant 3", KNOBS).policy(PROCESS, Settings())
 
 
-def test_style_follows_the_reward_kind_unless_set() -> None:
-    assert style_of(KNOBS, PROCESS) is Style.MATH and style_of(KNOBS, OUTCOME) is Style.CHAT
-    assert style_of(Knobs(reward="x", style=Style.MATH), OUTCOME) is Style.MATH
+def test_the_policy_of_the_knobs() -> None:
+    settings = Settings(max_steps=5, temperature=0.3)
+    policy = Knobs(reward="x", weighting="logistic", delta=0.6, alpha=4.0).policy(PROCESS, settings)
+    assert policy.weighting == Logistic(4.0, 0.6) and policy.reward is PROCESS
+    assert (policy.max_steps, policy.temperature, policy.stop) == (5, 0.3, ("\n\n",))
+    assert Knobs.from_settings(settings).policy(PROCESS, settings) == settings.policy(PROCESS)
+
+
+def test_the_style_follows_the_reward_kind_unless_set() -> None:
+    assert KNOBS.style_of(PROCESS) is Style.MATH and KNOBS.style_of(OUTCOME) is Style.CHAT
+    assert Knobs(reward="x", style=Style.MATH).style_of(OUTCOME) is Style.MATH
     settings = Settings()
-    math_policy, chat_policy = policy_for(KNOBS, PROCESS, settings), policy_for(KNOBS, OUTCOME, settings)
+    math_policy, chat_policy = KNOBS.policy(PROCESS, settings), KNOBS.policy(OUTCOME, settings)
     assert math_policy.stop_at_answer and not chat_policy.stop_at_answer
-    assert math_policy.weighting.describe() == "binary δ=0.7"
-    assert chat_policy.weighting.describe() == "binary δ=0"
-    assert system_prompt(KNOBS, PROCESS, settings) == MATH_SYSTEM_PROMPT
-    assert system_prompt(KNOBS, OUTCOME, settings) == CHAT_SYSTEM_PROMPT
+    assert math_policy.weighting == BinaryStep(0.7) and chat_policy.weighting == BinaryStep(0.0)
+    assert KNOBS.system_prompt(PROCESS, settings) == MATH_SYSTEM_PROMPT
+    assert KNOBS.system_prompt(OUTCOME, settings) == CHAT_SYSTEM_PROMPT
     custom = Settings(system_prompt="Mine.")
-    assert system_prompt(KNOBS, OUTCOME, custom) == "Mine."  # a configured prompt is kept
+    assert KNOBS.system_prompt(OUTCOME, custom) == "Mine."  # a configured prompt is kept
+    assert Knobs(reward="x", system="Own.").system_prompt(OUTCOME, settings) == "Own."
 
 
 def test_nudge_delta_steps_on_a_grid_and_stays_in_range() -> None:
@@ -122,18 +127,28 @@ def test_nudge_delta_steps_on_a_grid_and_stays_in_range() -> None:
 
 def test_describe_change() -> None:
     settings = Settings()
-    old, new = KNOBS, Knobs(reward="scripted", delta=0.8)
-    before, after = summary(old, PROCESS, settings), summary(new, PROCESS, settings)
-    assert describe_change(before, after, old, new) == "δ 0.7 → 0.8"
-    assert describe_change(before, before, old, old) == ""
-    chat = Knobs(reward="scripted", style=Style.CHAT)
-    text = describe_change(before, summary(chat, PROCESS, settings), old, chat)
-    assert text == "style math → chat"  # the default prompt follows the style silently
+
+    def in_force(knobs: Knobs, reward: ScriptedReward = PROCESS) -> InForce:
+        return InForce.of(knobs, reward, settings)
+
+    before = in_force(KNOBS)
+    assert describe_change(before, in_force(Knobs(reward="scripted", delta=0.8))) == "δ 0.7 → 0.8"
+    assert describe_change(before, before) == ""
+    chat = in_force(Knobs(reward="scripted", style=Style.CHAT))
+    assert describe_change(before, chat) == "style math → chat"  # the default prompt follows the style
+    logistic = in_force(Knobs(reward="scripted", weighting="logistic"))
+    assert describe_change(before, logistic) == "weighting binary δ=0.7 → logistic α=10 δ=0.7"
+    target = in_force(Knobs(reward="scripted", mode=Mode.TARGET_ONLY, system="Be terse."))
+    assert describe_change(before, target) == "mode rsd → target-only; system prompt → 'Be terse.'"
+    assert describe_change(target, in_force(Knobs(reward="scripted", mode=Mode.TARGET_ONLY))) == (
+        "system prompt → the default"
+    )
+    assert before.to_dict()["weighting"] == {"name": "binary", "delta": 0.7}
 
 
 def test_messages_skip_empty_turns() -> None:
     history = [Turn("q1", "a1"), Turn("q2", ""), Turn("q3", "a3")]
-    messages = messages_for("sys", history, "q4")
+    messages = build_messages("sys", "q4", history)
     assert [(m.role, m.content) for m in messages] == [
         ("system", "sys"),
         ("user", "q1"),
@@ -142,7 +157,7 @@ def test_messages_skip_empty_turns() -> None:
         ("assistant", "a3"),
         ("user", "q4"),
     ]
-    assert messages_for("", [], "q")[0].role == "user"
+    assert build_messages("", "q")[0].role == "user"
 
 
 def test_reward_bar() -> None:
@@ -152,6 +167,17 @@ def test_reward_bar() -> None:
     assert reward_bar(5.0, 0.0, bounded=False).plain == "░░░░░█████"  # far above δ
     assert reward_bar(-5.0, 0.0, bounded=False).plain == "█████┃░░░░"
     assert reward_bar(float("nan"), 0.7, bounded=True).plain == "░" * 10
+
+
+def test_score_text() -> None:
+    kept = Decision(0.9, 1.0, accepted=True, weighting=BinaryStep(0.7))
+    assert score_text(kept, bounded=True).plain == "r 0.9 ███████┃█░ ≥ δ 0.7 · ω 1 · ✓ accepted"
+    drawn = Decision(0.6, 0.27, accepted=False, weighting=Logistic(10.0, 0.7), u=0.5)
+    assert (
+        score_text(drawn, bounded=True, verdict=False).plain == "r 0.6 ██████░┃░░ < δ 0.7 · ω 0.27 (u 0.50)"
+    )
+    invalid = Decision(math.nan, 0.0, accepted=False, weighting=BinaryStep(0.7), invalid=True)
+    assert score_text(invalid, bounded=True).plain == "reward nan is not a number · rejected"
 
 
 def test_split_path() -> None:
@@ -170,10 +196,17 @@ def _write(path: Path, *records: object) -> Path:
     [
         ((), "is not an rsdchat transcript"),
         (({"type": "user", "turn": 1, "content": "q"},), "no session line first"),
-        (({"type": "session", "version": 99},), "transcript version 99 is not supported"),
-        (({"type": "session", "version": 1}, {"type": "step", "turn": 1}), ":2: step record without"),
-        (({"type": "session", "version": 1}, {"type": "mystery"}), ":2: unknown record type 'mystery'"),
-        (({"type": "session", "version": 1}, [1, 2]), ":2: not a transcript record"),
+        (({"type": "session", "version": 1},), "transcript version 1 is not supported"),
+        (({"type": "session", "version": 2}, {"type": "step", "turn": 1}), ":2: step record without"),
+        (({"type": "session", "version": 2}, {"type": "mystery"}), ":2: unknown record type 'mystery'"),
+        (({"type": "session", "version": 2}, [1, 2]), ":2: not a transcript record"),
+        (
+            (
+                {"type": "session", "version": 2},
+                {"type": "step", "turn": 1, "index": 0, "author": "me", "text": ""},
+            ),
+            ":2: step author must be draft or target",
+        ),
     ],
 )
 def test_broken_transcripts_name_file_and_line(tmp_path: Path, records: tuple[object], message: str) -> None:
@@ -182,37 +215,65 @@ def test_broken_transcripts_name_file_and_line(tmp_path: Path, records: tuple[ob
         Transcript.load(path)
 
 
-def test_transcript_roundtrip_history_and_knobs(tmp_path: Path) -> None:
+def test_transcript_roundtrip_history_knobs_and_totals(tmp_path: Path) -> None:
     transcript = Transcript.start(Settings(), KNOBS, {"draft": "d"})
     assert not transcript.unsaved
     transcript.add({"type": "user", "turn": 1, "content": "q1"})
     transcript.add({"type": "change", "text": "δ 0.7 → 0.9", "knobs": {**KNOBS.to_dict(), "delta": 0.9}})
-    transcript.add({"type": "answer", "turn": 1, "content": "a1", "finish_reason": "answer"})
+    decision = Decision(0.2, 0.0, accepted=False, weighting=BinaryStep(0.7))
+    transcript.add(
+        {
+            "type": "step",
+            "turn": 1,
+            "index": 0,
+            "author": "draft",
+            "text": "x",
+            "decision": decision.to_dict(),
+        }
+    )
+    cost = {"draft": {"prefill_tokens": 1, "generated_tokens": 2, "flops": 6.0, "seconds": 0.1}}
+    transcript.add({"type": "answer", "turn": 1, "content": "a1", "finish_reason": "answer", "cost": cost})
     assert transcript.unsaved
     transcript.save(tmp_path / "sub" / "t.jsonl")
     assert not transcript.unsaved
     loaded = Transcript.load(tmp_path / "sub" / "t.jsonl")
+    assert loaded.records == transcript.records and loaded.path == tmp_path / "sub" / "t.jsonl"
     assert loaded.history() == [Turn("q1", "a1")] and loaded.turns == 1
     saved = loaded.knobs()
     assert saved is not None and Knobs.from_dict(saved).delta == 0.9
+    spent, acceptance = loaded.totals()
+    assert spent.flops == 6.0 and (acceptance.judged, acceptance.accepted) == (1, 0)
+    assert loaded.other_models({"draft": "d"}) == [] and loaded.other_models({"draft": "e"}) == [
+        "draft d (now e)"
+    ]
     with pytest.raises(ConfigError, match="bad settings in transcript"):
         Knobs.from_dict({"reward": "x", "mode": "warp"})
 
 
+def test_knobs_round_trip() -> None:
+    knobs = Knobs(reward="judge", mode=Mode.DRAFT_ONLY, weighting="logistic", delta=0.6, style=Style.CHAT)
+    assert Knobs.from_dict(json.loads(json.dumps(knobs.to_dict()))) == knobs
+    for bad in ({"reward": 3}, {"reward": "x", "delta": "high"}, {"reward": "x", "weighting": "nope"}):
+        with pytest.raises(ConfigError, match="bad settings in transcript"):
+            Knobs.from_dict(bad)
+
+
+def test_saved_decisions_are_read_back() -> None:
+    decision = Decision(0.4, 0.12, accepted=False, weighting=Logistic(10.0, 0.65), u=0.3)
+    assert decision_of({"decision": decision.to_dict()}) == decision
+    assert decision_of({"decision": None}) is None and decision_of({}) is None
+    assert decision_of({"decision": {"reward": 0.4}}) is None  # incomplete: shown without a score
+    assert decision_of({"decision": {**decision.to_dict(), "weighting": {"name": "nope"}}}) is None
+    invalid = decision_of({"decision": {**decision.to_dict(), "reward": None, "invalid": True}})
+    assert invalid is not None and invalid.invalid and math.isnan(invalid.reward)
+
+
 def test_markdown_export() -> None:
+    rejected = Decision(0.2, 0.0, accepted=False, weighting=BinaryStep(0.7))
     records: list[dict[str, Any]] = [
         {"type": "session", "started": "now", "models": {"draft": "d", "target": "t"}},
         {"type": "user", "turn": 1, "content": "What is 2+2?"},
-        {
-            "type": "step",
-            "index": 0,
-            "author": "draft",
-            "text": "wrong\n\n",
-            "reward": 0.2,
-            "omega": 0.0,
-            "accepted": False,
-            "weighting": "binary δ=0.7",
-        },
+        {"type": "step", "index": 0, "author": "draft", "text": "wrong\n\n", "accepted": False},
         {"type": "step", "index": 0, "author": "target", "text": "\\boxed{4}", "accepted": True},
         {
             "type": "answer",
@@ -224,6 +285,7 @@ def test_markdown_export() -> None:
             "accepted_drafts": 0,
         },
     ]
+    records[2]["decision"] = rejected.to_dict()
     markdown = to_markdown(records)
     assert "draft **d** · target **t**" in markdown
     assert "<details><summary>✗ step 1 · draft · r 0.2 · ω 0 · rejected · binary δ=0.7</summary>" in markdown
@@ -231,11 +293,12 @@ def test_markdown_export() -> None:
     assert "**Answer: 4**" in markdown and "*ended: answer · 0/1 drafts accepted*" in markdown
 
 
-def test_saved_scores_are_redrawn() -> None:
-    scored = scored_from_record(
-        {"reward": 0.4, "omega": 0.0, "accepted": False, "weighting": "logistic α=10 δ=0.65"}
-    )
-    assert scored is not None and scored.delta == 0.65 and not scored.accepted and scored.bounded
-    assert scored_from_record({"reward": None}) is None
-    nan = scored_from_record({"reward": "nan", "reward_invalid": True, "reward_kind": "outcome"})
-    assert nan is not None and nan.invalid and not nan.bounded
+def test_the_help_lists_every_command_and_key() -> None:
+    console = Console(width=200, record=True)
+    console.print(help_table())
+    text = console.export_text()
+    for spec in COMMANDS.values():
+        assert spec.usage in text and spec.help in text
+    for key, what in KEYS:
+        assert key in text and what in text
+    assert "binary [δ] · constant [p] · clip · sigmoidal · logistic [α δ]" in text  # not markup

@@ -21,6 +21,7 @@ from rsdchat.weighting import (
     Signals,
     Weighting,
     make_weighting,
+    weighting_from_dict,
 )
 
 LOGISTIC_HALF = 1 / (1 + math.exp(-10 * 0.5))  # α = 10, r − δ = 0.5
@@ -57,7 +58,6 @@ LOGISTIC_HALF = 1 / (1 + math.exp(-10 * 0.5))  # α = 10, r − δ = 0.5
         (Logistic(10.0, 0.7), Signals(0.7), 0.5),
         (Logistic(10.0, 0.7), Signals(1.2), LOGISTIC_HALF),
         (Logistic(10.0, 0.7), Signals(0.2), 1 - LOGISTIC_HALF),
-        (Logistic(0.0, 0.7), Signals(-100.0), 0.5),
         # Likelihood ratio min(1, α·P_M/P_m) on per-token probabilities.
         (LikelihoodRatio(1.0), Signals(0.0, -1.0, -1.0), 1.0),
         (LikelihoodRatio(1.0), Signals(0.0, -1.0, -2.0), math.exp(-1.0)),
@@ -92,9 +92,12 @@ def test_likelihood_weightings_need_both_logprobs(weighting: Weighting, signals:
         weighting(signals)
 
 
+PARAMS = {"delta": 0.5, "alpha": 10.0, "p": 0.5, "beta": 1.0}
+
+
 @pytest.mark.parametrize("name", ["binary", "constant", "clip", "sigmoidal", "logistic"])
 def test_reward_weightings_need_no_logprobs(name: str) -> None:
-    weighting = make_weighting(name, delta=0.5)
+    weighting = make_weighting(name, **PARAMS)
     assert not weighting.needs_logprobs
     assert 0.0 <= weighting(Signals(0.6)) <= 1.0  # callable without logprobs
 
@@ -145,10 +148,15 @@ def test_sigmoidal_monotone_at_one_ulp() -> None:
     assert Sigmoidal()(Signals(low)) <= Sigmoidal()(Signals(high))
 
 
-@pytest.mark.parametrize(("name", "kwargs"), [("logistic", {"alpha": -5.0}), ("hybrid", {"beta": -1.0})])
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("logistic", {"alpha": -5.0}), ("logistic", {"alpha": 0.0}), ("hybrid", {"beta": -1.0})],
+)
 def test_negative_slope_rejected(name: str, kwargs: dict[str, float]) -> None:
-    with pytest.raises(ConfigError):
-        make_weighting(name, delta=0.5, **kwargs)
+    with pytest.raises(ConfigError, match="must be positive"):
+        make_weighting(name, **{**PARAMS, **kwargs})
+    with pytest.raises(ConfigError, match="must be positive"):  # the class itself checks
+        WEIGHTINGS[name](**{k: v for k, v in {**PARAMS, **kwargs}.items() if k in WEIGHTINGS[name].params()})
 
 
 @pytest.mark.parametrize(
@@ -178,12 +186,39 @@ def test_make_weighting_passes_parameters() -> None:
     assert make_weighting("likelihood-ratio", delta=0.6, alpha=4.0) == LikelihoodRatio(4.0)
     assert make_weighting("hybrid", delta=0.6, beta=2.0) == Hybrid(2.0)
     assert make_weighting("binary", delta=0.6).describe() == "binary δ=0.6"
+    assert make_weighting("logistic", alpha=4.0, delta=0.6).describe() == "logistic α=4 δ=0.6"
+    assert make_weighting("clip").describe() == "clip"
 
 
-def test_every_listed_weighting_can_be_built() -> None:
-    assert len(WEIGHTINGS) == 7
+def test_a_missing_parameter_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"the logistic weighting needs α \(alpha\)"):
+        make_weighting("logistic", delta=0.5)
+
+
+def test_the_registry_derives_from_each_class() -> None:
+    assert list(WEIGHTINGS) == [
+        "binary",
+        "constant",
+        "clip",
+        "sigmoidal",
+        "logistic",
+        "likelihood-ratio",
+        "hybrid",
+    ]
+    assert {name: cls.params() for name, cls in WEIGHTINGS.items()} == {
+        "binary": ("delta",),
+        "constant": ("p",),
+        "clip": (),
+        "sigmoidal": (),
+        "logistic": ("alpha", "delta"),
+        "likelihood-ratio": ("alpha",),
+        "hybrid": ("beta",),
+    }
     for name in WEIGHTINGS:
-        assert make_weighting(name, delta=0.5).name == name
+        weighting = make_weighting(name, **PARAMS)
+        assert weighting.name == name
+        assert weighting_from_dict(weighting.to_dict()) == weighting
+        assert weighting.threshold == (0.5 if "delta" in weighting.params() else None)
 
 
 @pytest.mark.parametrize("name", ["step", "Binary", "", "logistic "])
@@ -197,19 +232,20 @@ def test_unknown_name_lists_valid_ones(name: str) -> None:
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-@pytest.mark.parametrize("label", ["delta", "alpha", "p", "beta"])
-def test_non_finite_parameters_are_config_errors(label: str, value: float) -> None:
-    kwargs = {"delta": 0.5, label: value}
+@pytest.mark.parametrize(
+    ("label", "name"), [("delta", "binary"), ("alpha", "logistic"), ("p", "constant"), ("beta", "hybrid")]
+)
+def test_non_finite_parameters_are_config_errors(label: str, name: str, value: float) -> None:
     with pytest.raises(ConfigError, match=label):
-        make_weighting("binary", **kwargs)
+        make_weighting(name, **{**PARAMS, label: value})
 
 
 @pytest.mark.parametrize("p", [-0.01, 1.01, -1.0, 2.0])
 def test_constant_p_outside_unit_interval(p: float) -> None:
     with pytest.raises(ConfigError, match=r"p must be in \[0, 1\]"):
-        make_weighting("constant", delta=0.5, p=p)
+        make_weighting("constant", p=p)
 
 
 @pytest.mark.parametrize("p", [0.0, 1.0])
 def test_constant_p_bounds_allowed(p: float) -> None:
-    assert make_weighting("constant", delta=0.5, p=p)(Signals(0.1)) == p
+    assert make_weighting("constant", p=p)(Signals(0.1)) == p

@@ -9,20 +9,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from rsdchat.evaluation.grading import extract_answer, is_correct
+from rsdchat.evaluation.grading import is_correct
 from rsdchat.events import Event, StepDone, StepScored, StepStarted, TokenText
 from rsdchat.trace import Trace
 from rsdchat.types import Role
+from rsdchat.units import si
 
 STYLE = {Role.DRAFT: "cyan", Role.TARGET: "magenta"}
 LABEL = {Role.DRAFT: "draft ", Role.TARGET: "target"}
-
-
-def format_flops(flops: float) -> str:
-    for unit, size in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
-        if flops >= size:
-            return f"{flops / size:.2f} {unit}FLOP"
-    return f"{flops:.0f} FLOP"
 
 
 def format_reward(value: float | None) -> str:
@@ -85,23 +79,20 @@ class LivePrinter:
 
 def print_summary(console: Console, trace: Trace, described: dict[str, str]) -> None:
     """The answer, why it ended, and the measured cost per role."""
-    answer = extract_answer(trace.text)
+    answer = trace.final_answer
     console.print()
     if trace.error:
         console.print(Text(f"error: {trace.error}", style="bold red"))
     console.print(
         Text.assemble(
             ("answer: ", "bold"),
-            (answer or "(none found)", "bold green" if answer else "yellow"),
+            (answer or "(no final answer)", "bold green" if answer else "yellow"),
             (f"   finished: {trace.finish_reason}", "dim"),
         )
     )
-    rate = trace.acceptance_rate
-    if rate is not None:
-        console.print(
-            f"draft steps accepted: {trace.accepted_drafts}/{trace.drafts} ({rate:.0%})"
-            + (f", {trace.invalid_rewards} invalid rewards" if trace.invalid_rewards else "")
-        )
+    acceptance = trace.acceptance.describe()
+    if acceptance:
+        console.print(acceptance)
     table = Table(title=None, show_edge=False, header_style="bold")
     for column in ("role", "model", "prefill tok", "generated tok", "FLOPs", "seconds"):
         table.add_column(column, justify="left" if column in ("role", "model") else "right")
@@ -114,10 +105,10 @@ def print_summary(console: Console, trace: Trace, described: dict[str, str]) -> 
             described.get(role.value, ""),
             str(cost.prefill_tokens),
             str(cost.generated_tokens),
-            format_flops(cost.flops),
+            si(cost.flops, "FLOP"),
             f"{cost.seconds:.2f}",
         )
-    table.add_row("total", "", "", "", format_flops(trace.ledger.flops), f"{trace.seconds:.2f}")
+    table.add_row("total", "", "", "", si(trace.ledger.flops, "FLOP"), f"{trace.seconds:.2f}")
     console.print(table)
 
 
@@ -125,23 +116,15 @@ def record(
     trace: Trace, *, question_id: str, reference: str | None, settings: dict[str, Any]
 ) -> dict[str, Any]:
     """The --json object for one question."""
-    text = trace.text
     result: dict[str, Any] = {
         "id": question_id,
-        "question": trace.question,
-        "answer": extract_answer(text),
-        "text": text,
+        "answer": trace.final_answer,
         "status": "error" if trace.finish_reason == "error" else "ok",
-        "error": trace.error,
-        "finish_reason": trace.finish_reason,
-        "acceptance_rate": trace.acceptance_rate,
-        "invalid_rewards": trace.invalid_rewards,
-        "seconds": round(trace.seconds, 4),
-        "steps": [step.to_dict() for step in trace.steps],
-        "cost": trace.ledger.to_dict(),
+        **trace.to_dict(),
         "settings": settings,
     }
+    del result["final_answer"]
     if reference:
         result["reference"] = reference
-        result["correct"] = is_correct(text, reference)
+        result["correct"] = is_correct(trace.text, reference)
     return result

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,10 +15,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rsdchat.cli.render import LivePrinter, print_summary, record
 from rsdchat.evaluation.data import Problem
 from rsdchat.events import Event, ignore
+from rsdchat.policy import Policy
+from rsdchat.prompts import build_messages
 from rsdchat.runtime import Runtime, open_runtime
-from rsdchat.settings import Settings
 from rsdchat.trace import Trace
-from rsdchat.types import Message
+
+if TYPE_CHECKING:
+    from rsdchat.settings import Settings
 
 
 @dataclass
@@ -49,11 +52,6 @@ class OrderedWriter:
             self._next += 1
 
 
-def messages_for(settings: Settings, question: str) -> list[Message]:
-    system = [Message("system", settings.system_prompt)] if settings.system_prompt else []
-    return [*system, Message("user", question)]
-
-
 async def run_solve(
     settings: Settings,
     problems: Sequence[Problem],
@@ -75,8 +73,9 @@ async def _solve_all(
     runtime: Runtime, problems: Sequence[Problem], *, as_json: bool, out: TextIO, err: Console
 ) -> Outcome:
     settings, outcome = runtime.settings, Outcome()
+    policy = runtime.policy()
     described = runtime.describe()
-    shown_settings = {**described, **_policy_settings(settings)}
+    shown_settings = {**described, **_policy_settings(settings, policy)}
     live = not as_json and settings.concurrency == 1
     console = Console(file=out, highlight=False)
 
@@ -97,8 +96,10 @@ async def _solve_all(
                 console.rule(f"[bold]{problem.id}[/bold]")
                 console.print(problem.question)
             emit: Callable[[Event], None] = LivePrinter(console) if live else ignore
-            messages = messages_for(settings, problem.question)
-            trace = await runtime.engine.solve(messages, request_id=problem.id, seed=settings.seed, emit=emit)
+            messages = build_messages(settings.system_prompt, problem.question)
+            trace = await runtime.engine.solve(
+                messages, policy, request_id=problem.id, seed=settings.seed, emit=emit
+            )
         outcome.traces[index] = trace
         if as_json:
             writer.add(index, trace)
@@ -127,14 +128,17 @@ async def _solve_all(
     return outcome
 
 
-def _policy_settings(settings: Settings) -> dict[str, Any]:
-    keys: tuple[str, ...] = ("delta", "weighting", "alpha", "p", "beta", "max_steps", "max_step_tokens")
-    keys += ("max_tokens", "temperature", "top_p", "seed", "step_delimiter", "concurrency")
-    return {key: getattr(settings, key) for key in keys}
+def _policy_settings(settings: Settings, policy: Policy) -> dict[str, Any]:
+    """The settings an answer was written with, δ as in force (the reward's default if unset)."""
+    keys = ("max_steps", "max_step_tokens", "max_tokens", "temperature", "top_p", "seed", "step_delimiter")
+    shown: dict[str, Any] = {key: getattr(settings, key) for key in (*keys, "concurrency")}
+    shown["weighting"] = policy.weighting.to_dict()
+    shown["delta"] = policy.weighting.threshold
+    return shown
 
 
 def _print_header(console: Console, described: dict[str, str], runtime: Runtime) -> None:
-    reward = runtime.engine.reward
+    reward = runtime.reward
     parts = [f"{role} [bold]{described[role]}[/bold]" for role in ("draft", "target") if role in described]
     line = " → ".join(parts)
     if "reward" in described and reward is not None:

@@ -22,16 +22,14 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
+from rsdchat.answers import last_boxed
+
 REL_TOL = 1e-4
 TIMEOUT_S = 5
-MAX_BOXED = 8  # boxed answers tried, from the last
 MAX_VERIFY_CHARS = 2000  # math-verify is quadratic on some long inputs
 MAX_PHRASE_CHARS = 120  # longest answer taken after "the answer is"
 SHORT = 200  # a prediction this short may be a bare answer such as "\\pi"
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)\b\s*")
-_BRACE = re.compile(r"[{}]")
-_BARE = re.compile(r"[^\s${}.,]+")
 _PHRASE = re.compile(r"the\s+(?:final\s+)?answer\s+is\b|\banswer\s*[:：]|####", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
 _NUM = r"[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
@@ -49,7 +47,7 @@ def extract_answer(text: str) -> str | None:
     (to the end of its sentence, at most `MAX_PHRASE_CHARS`, a plain number reduced to
     the number); else the last number in the text. Thousands separators are removed from plain numbers.
     """
-    boxed = _last_boxed(text)
+    boxed = last_boxed(text)
     if boxed is not None:
         return _tidy_number(boxed)
     phrase = _after_phrase(text)
@@ -57,6 +55,46 @@ def extract_answer(text: str) -> str | None:
         return phrase
     numbers = _NUMBER.findall(text)
     return _tidy_number(numbers[-1]) if numbers else None
+
+
+_CHOICE = re.compile(r"^\(?([A-J])(?:\)|\.|:|\s|$)")
+_CHOICE_ANYWHERE = re.compile(r"\(([A-J])\)|\b([A-J])\)")
+
+
+def extract_choice(text: str, n_choices: int) -> str | None:
+    """The letter a multiple-choice reply picks (A … the n-th letter), or None.
+
+    In order: a letter boxed (``\\boxed{B}``, ``\\boxed{(B)}``, ``\\boxed{B) 42}``); a letter after
+    "the answer is" or "answer:"; else the last "(B)" or "B)" in the text.
+    """
+    valid = "ABCDEFGHIJ"[:n_choices]
+
+    def letter(candidate: str | None) -> str | None:
+        if candidate is None:
+            return None
+        found = _CHOICE.match(candidate.strip().strip("$").replace("\\text{", "").strip("{} "))
+        return found.group(1) if found and found.group(1) in valid else None
+
+    for candidate in (last_boxed(text), _after_phrase(text)):
+        chosen = letter(candidate)
+        if chosen is not None:
+            return chosen
+    picked = [a or b for a, b in _CHOICE_ANYWHERE.findall(text)]
+    picked = [x for x in picked if x in valid]
+    return picked[-1] if picked else None
+
+
+def answer_key(answer: str) -> str:
+    """What two answers must share to count as the same vote: the number, else the tidied text."""
+    number = _as_number(answer)
+    return repr(round(number, 6)) if number is not None else _normalise(answer)
+
+
+def grade(prediction_text: str, reference: str, choices: int = 0) -> bool:
+    """`is_correct`, or for a multiple-choice problem with `choices` options, the letter picked."""
+    if choices:
+        return extract_choice(prediction_text, choices) == reference.strip().upper()
+    return is_correct(prediction_text, reference)
 
 
 def is_correct(prediction_text: str, reference: str) -> bool:
@@ -120,29 +158,6 @@ def _parse_gold(reference: str, timeout: int | None) -> list[Any] | None:
     text = reference if "\\boxed" in reference else f"\\boxed{{{reference}}}"
     parsed: list[Any] = math_verify.parse(text, parsing_timeout=timeout)
     return parsed or None
-
-
-def _last_boxed(text: str) -> str | None:
-    """Content of the last complete, non-empty ``\\boxed``/``\\fbox`` in `text`.
-
-    Looks at the last `MAX_BOXED` occurrences only, so runaway output stays cheap.
-    """
-    for match in list(_BOXED.finditer(text))[-MAX_BOXED:][::-1]:
-        start = match.end()
-        if not text.startswith("{", start):
-            bare = _BARE.match(text, start)
-            if bare:
-                return bare.group()
-            continue
-        depth = 0
-        for brace in _BRACE.finditer(text, start):
-            depth += 1 if brace.group() == "{" else -1
-            if depth == 0:
-                content = text[start + 1 : brace.start()].strip()
-                if content:
-                    return content
-                break
-    return None
 
 
 def _after_phrase(text: str) -> str | None:

@@ -1,92 +1,82 @@
-"""Reward sources by name. `make_reward("arithmetic*draft-confidence", ...)` multiplies sources."""
+"""Reward sources by name: `make_reward("arithmetic*draft-confidence", ctx)` multiplies sources.
+
+Every source, built in or from a plugin, is a `RewardPlugin` in the entry-point group
+`rsdchat.rewards` (rsdchat's own are declared in its pyproject.toml).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from importlib.metadata import EntryPoint, entry_points
-from types import MappingProxyType
-from typing import TYPE_CHECKING
+import math
+from dataclasses import dataclass, field
+from typing import Literal
 
 from rsdchat.errors import ConfigError
-from rsdchat.protocols import RewardSource, StepGenerator
-
-if TYPE_CHECKING:
-    from rsdchat.settings import Settings
-
-from rsdchat.rewards.sources import Arithmetic, DraftConfidence, Judge, Product, TargetLogprob
-
-RewardFactory = Callable[[StepGenerator | None, StepGenerator | None], RewardSource]
+from rsdchat.plugins import RewardContext, reward_plugin, reward_plugins
+from rsdchat.protocols import RewardSource, Score
+from rsdchat.types import Context, Generation, Usage
 
 
-def _need(model: StepGenerator | None, who: str, name: str) -> StepGenerator:
-    if model is None:
-        raise ConfigError(f"reward {name} needs a {who} model")
-    return model
+def split_spec(spec: str) -> list[str]:
+    """'arithmetic * draft-confidence' -> ['arithmetic', 'draft-confidence']."""
+    return [part.strip() for part in spec.split("*")]
 
 
-_FACTORIES: dict[str, tuple[str, RewardFactory]] = {
-    "target-logprob": (
-        "the target's per-token probability of the draft step (reads the step, writes nothing)",
-        lambda draft, target: TargetLogprob(_need(target, "target", "target-logprob")),
-    ),
-    "draft-confidence": (
-        "the draft's own per-token probability of its step (free)",
-        lambda draft, target: DraftConfidence(),
-    ),
-    "judge": (
-        "the target asked 'is this step correct?', P(Yes)",
-        lambda draft, target: Judge(_need(target, "target", "judge")),
-    ),
-    "arithmetic": (
-        "share of the equations in the step that check out (free, deterministic)",
-        lambda draft, target: Arithmetic(),
-    ),
-}
-
-REWARDS = MappingProxyType({name: description for name, (description, _) in _FACTORIES.items()})
+def check_reward_spec(spec: str) -> str:
+    """The spec, tidied, if every name in it is a known reward source; else a ValueError."""
+    names = split_spec(spec)
+    known = reward_plugins()
+    for name in names:
+        if name not in known:
+            choices = ", ".join(known) or "none installed"
+            raise ValueError(f"unknown reward {name!r}; choose one of: {choices} (or several joined by '*')")
+    return "*".join(names)
 
 
-PLUGIN_GROUP = "rsdchat.rewards"  # entry points: name -> factory (settings, draft, target) -> RewardSource
-
-
-def plugin_rewards() -> dict[str, EntryPoint]:
-    """Reward sources provided by installed plugins (e.g. rsdchat-openai's qwen-prm, orm)."""
-    return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name not in _FACTORIES}
-
-
-def make_reward(
-    spec: str, *, draft: StepGenerator | None, target: StepGenerator | None, settings: Settings | None = None
-) -> RewardSource:
-    """Build the reward source named `spec` (names joined by `*` are multiplied).
-
-    Plugin sources get `settings` (where their server is); it may be omitted for built-ins.
-    """
-    names = [part.strip() for part in spec.split("*")]
-    plugins = plugin_rewards()
-    unknown = [name for name in names if name not in _FACTORIES and name not in plugins]
-    if unknown or not spec.strip():
-        known = ", ".join([*REWARDS, *sorted(plugins)])
-        raise ConfigError(
-            f"unknown reward {unknown[0] if unknown else spec!r}; choose one of: {known}"
-            " (or several joined by '*')"
-        )
-    parts = tuple(
-        _FACTORIES[name][1](draft, target)
-        if name in _FACTORIES
-        else _plugin(plugins[name], settings, draft, target)
-        for name in names
-    )
+def make_reward(spec: str, context: RewardContext) -> RewardSource:
+    """Build the reward source named `spec` (names joined by `*` are multiplied)."""
+    parts = tuple(reward_plugin(name).create(context) for name in split_spec(spec) if name)
+    if not parts:
+        raise ConfigError(f"no reward source named in {spec!r}")
     return parts[0] if len(parts) == 1 else Product(parts)
 
 
-def _plugin(
-    ep: EntryPoint, settings: Settings | None, draft: StepGenerator | None, target: StepGenerator | None
-) -> RewardSource:
-    if settings is None:
-        raise ConfigError(f"reward {ep.name} needs the settings (its server's address)")
-    try:
-        factory = ep.load()
-    except ImportError as exc:
-        raise ConfigError(f"reward {ep.name!r} is installed but cannot be imported: {exc}") from None
-    source: RewardSource = factory(settings, draft, target)
-    return source
+def _product_bounds(parts: tuple[RewardSource, ...]) -> tuple[float, float] | None:
+    bounds = [part.bounds for part in parts]
+    if any(b is None or b[0] < 0 for b in bounds):
+        return None
+    return math.prod(b[0] for b in bounds if b), math.prod(b[1] for b in bounds if b)
+
+
+@dataclass
+class Product:
+    """r = r_1 · r_2 · …: e.g. arithmetic*draft-confidence vetoes a confident step with wrong sums."""
+
+    parts: tuple[RewardSource, ...]
+    kind: Literal["process", "outcome"] = "process"
+    name: str = field(init=False)
+    default_delta: float = field(init=False)
+    bounds: tuple[float, float] | None = field(init=False)
+    n_params: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = "*".join(part.name for part in self.parts)
+        self.default_delta = math.prod(part.default_delta for part in self.parts)
+        self.bounds = _product_bounds(self.parts)
+        self.n_params = max(part.n_params for part in self.parts)
+
+    async def score(self, context: Context, step: Generation) -> Score:
+        reward, usage, target_logprob, details = 1.0, Usage(), None, []
+        for part in self.parts:
+            score = await part.score(context, step)
+            reward *= score.reward
+            usage += score.usage
+            target_logprob = score.target_logprob if score.target_logprob is not None else target_logprob
+            details += [score.detail] if score.detail else []
+        return Score(reward, usage, target_logprob, "; ".join(details))
+
+    async def aclose(self) -> None:
+        for part in self.parts:
+            await part.aclose()
+
+
+__all__ = ["Product", "RewardContext", "check_reward_spec", "make_reward", "split_spec"]

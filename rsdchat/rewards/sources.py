@@ -1,9 +1,10 @@
-"""Reward sources that need no reward-model weights.
+"""Reward sources that need no reward-model weights, each registered as a `RewardPlugin`.
 
 No process or outcome reward model can be installed on a machine without a model
 hub, so the embedded default scores steps with signals it can compute itself:
 the target's or the draft's own log-probabilities, the target asked as a judge, and
-a check of the arithmetic written in the step. Each maps to [0, 1] like a PRM.
+a check of the arithmetic written in the step. Each maps to [0, 1] like a PRM. They
+are entry points of rsdchat itself (group `rsdchat.rewards`), like any plugin's.
 """
 
 from __future__ import annotations
@@ -14,19 +15,30 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rsdchat.errors import ConfigError
-from rsdchat.protocols import LogprobModel, RewardSource, Score, StepGenerator
+from rsdchat.plugins import RewardPlugin
+from rsdchat.protocols import LogprobModel, Score, StepGenerator
 from rsdchat.rewards.arithmetic import check_arithmetic
 from rsdchat.types import Context, Generation, Message, Usage
 
+Kind = Literal["process", "outcome"]
+UNIT = (0.0, 1.0)
 
-def _logprob_model(model: StepGenerator | None, who: str, reward: str) -> LogprobModel:
-    if model is None or not isinstance(model, LogprobModel):
+
+def _logprob_model(model: StepGenerator, who: str, reward: str) -> LogprobModel:
+    if not isinstance(model, LogprobModel):
         raise ConfigError(f"reward {reward} needs a {who} backend that gives log-probabilities")
     return model
 
 
+class _Local:
+    """What the sources computed in process share: nothing to close."""
+
+    async def aclose(self) -> None:
+        return None
+
+
 @dataclass
-class TargetLogprob:
+class TargetLogprob(_Local):
     """r = P_M(step)^(1/n): how likely the target finds the draft's step, per token.
 
     Cheap where the target's cache already holds the context: only the step's tokens
@@ -35,8 +47,9 @@ class TargetLogprob:
 
     target: StepGenerator
     name: str = "target-logprob"
-    kind: Literal["process", "outcome"] = "process"
+    kind: Kind = "process"
     default_delta: float = 0.75  # rejects ~1/3 of 0.5B drafts on GSM8K (docs/rewards.md)
+    bounds: tuple[float, float] | None = UNIT
     n_params: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -49,12 +62,13 @@ class TargetLogprob:
 
 
 @dataclass
-class DraftConfidence:
+class DraftConfidence(_Local):
     """r = P_m(step)^(1/n): the draft's own confidence in what it wrote. Free."""
 
     name: str = "draft-confidence"
-    kind: Literal["process", "outcome"] = "process"
+    kind: Kind = "process"
     default_delta: float = 0.88  # rejects ~1/3 of 0.5B drafts on GSM8K (docs/rewards.md)
+    bounds: tuple[float, float] | None = UNIT
     n_params: int = 0
 
     async def score(self, context: Context, step: Generation) -> Score:
@@ -74,13 +88,14 @@ JUDGE_QUESTION = (
 
 
 @dataclass
-class Judge:
+class Judge(_Local):
     """r = P(Yes) / (P(Yes) + P(No)) when the target is asked whether the step is correct."""
 
     target: StepGenerator
     name: str = "judge"
-    kind: Literal["process", "outcome"] = "process"
+    kind: Kind = "process"
     default_delta: float = 0.5
+    bounds: tuple[float, float] | None = UNIT
     n_params: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -104,12 +119,13 @@ class Judge:
 
 
 @dataclass
-class Arithmetic:
+class Arithmetic(_Local):
     """r = share of the equations written in the step that are right (1 if none). Free."""
 
     name: str = "arithmetic"
-    kind: Literal["process", "outcome"] = "process"
+    kind: Kind = "process"
     default_delta: float = 1.0
+    bounds: tuple[float, float] | None = UNIT
     n_params: int = 0
 
     async def score(self, context: Context, step: Generation) -> Score:
@@ -119,34 +135,23 @@ class Arithmetic:
         return Score(report.reward, Usage(seconds=time.perf_counter() - started), detail=detail)
 
 
-@dataclass
-class Product:
-    """r = r_1 · r_2 · …: e.g. arithmetic*draft-confidence vetoes a confident step with wrong sums."""
-
-    parts: tuple[RewardSource, ...]
-    kind: Literal["process", "outcome"] = "process"
-    name: str = field(init=False)
-    default_delta: float = field(init=False)
-    n_params: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.name = "*".join(part.name for part in self.parts)
-        self.default_delta = math.prod(part.default_delta for part in self.parts)
-        self.n_params = max(part.n_params for part in self.parts)
-
-    async def score(self, context: Context, step: Generation) -> Score:
-        reward, usage, target_logprob, details = 1.0, Usage(), None, []
-        for part in self.parts:
-            score = await part.score(context, step)
-            reward *= score.reward
-            usage += score.usage
-            target_logprob = score.target_logprob if score.target_logprob is not None else target_logprob
-            details += [score.detail] if score.detail else []
-        return Score(reward, usage, target_logprob, "; ".join(details))
-
-    async def aclose(self) -> None:
-        """Close the parts that hold connections (reward models over HTTP)."""
-        for part in self.parts:
-            close = getattr(part, "aclose", None)
-            if close is not None:
-                await close()
+TARGET_LOGPROB = RewardPlugin(
+    "target-logprob",
+    "the target's per-token probability of the draft step (reads the step, writes nothing)",
+    lambda ctx: TargetLogprob(ctx.need("target", "target-logprob")),
+    cost="target",
+)
+DRAFT_CONFIDENCE = RewardPlugin(
+    "draft-confidence", "the draft's own per-token probability of its step", lambda ctx: DraftConfidence()
+)
+JUDGE = RewardPlugin(
+    "judge",
+    "the target asked 'is this step correct?', P(Yes)",
+    lambda ctx: Judge(ctx.need("target", "judge")),
+    cost="target",
+)
+ARITHMETIC = RewardPlugin(
+    "arithmetic",
+    "share of the equations in the step that check out (deterministic)",
+    lambda ctx: Arithmetic(),
+)

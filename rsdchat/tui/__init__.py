@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rsdchat.chat.transcript import Transcript, TranscriptError
 from rsdchat.settings import Settings
 from rsdchat.tui.app import RsdChatApp
-from rsdchat.tui.transcript import Transcript, TranscriptError
 
 __all__ = ["RsdChatApp", "Transcript", "TranscriptError", "run"]
 

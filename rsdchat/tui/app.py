@@ -1,47 +1,64 @@
 """rsdchat's chat app: watch Reward-Guided Speculative Decoding write each answer, step by step.
 
-The app holds the chat's state and routes input; `Answering` runs the engine and draws
-its events, `Controls` puts setting changes in force, `SlashHandler` runs /commands.
+The app is a view of a `ChatSession` (rsdchat.chat), which holds the state and runs the
+engine: key presses and typed lines become session calls, and the session's events come
+back as one Textual message each, drawn by the widgets.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.notifications import SeverityLevel
+from textual.message import Message
 from textual.widgets import Collapsible, Footer, Header, Input
-from textual.worker import Worker
 
-from rsdchat.engine import Engine
-from rsdchat.errors import ConfigError
-from rsdchat.protocols import RewardSource
-from rsdchat.rewards import make_reward
-from rsdchat.runtime import Runtime, open_runtime
-from rsdchat.settings import Settings
-from rsdchat.tui.answer import Answering, EngineEvent
-from rsdchat.tui.commands import ChatCommands, PaletteEntry, help_text
-from rsdchat.tui.controls import ChangesApplied, Controls
-from rsdchat.tui.session import (
-    CostMeter,
-    Knobs,
-    nudge_delta,
-    uses_delta,
+from rsdchat.chat.commands import parse_command
+from rsdchat.chat.events import (
+    ChatEvent,
+    Cleared,
+    EngineUpdate,
+    Loading,
+    NoteRemoved,
+    NoteShown,
+    Notice,
+    Replayed,
+    StateChanged,
+    TurnFinished,
+    TurnStarted,
 )
-from rsdchat.tui.slash import SlashHandler
-from rsdchat.tui.status import status_rows
+from rsdchat.chat.knobs import Style
+from rsdchat.chat.session import ChatSession
+from rsdchat.chat.transcript import Transcript
+from rsdchat.errors import ConfigError
+from rsdchat.events import StepDone, StepScored, StepStarted, TokenText
+from rsdchat.plugins import reward_plugins
+from rsdchat.policy import Mode
+from rsdchat.runtime import Runtime
+from rsdchat.settings import Settings
+from rsdchat.tui.palette import ChatCommands, PaletteEntry
+from rsdchat.tui.screens.help import HelpScreen
 from rsdchat.tui.styles import CSS
-from rsdchat.tui.transcript import Transcript
-from rsdchat.tui.view import TranscriptView
-from rsdchat.tui.widgets import StatusPanel
+from rsdchat.tui.widgets.status import StatusPanel
+from rsdchat.tui.widgets.transcript import TranscriptView
+from rsdchat.weighting import WEIGHTINGS
 
 NARROW = 100  # columns below which the side panel starts hidden
+
+
+class SessionEvent(Message):
+    """One event of the chat session, delivered in order."""
+
+    def __init__(self, event: ChatEvent) -> None:
+        super().__init__()
+        self.event = event
 
 
 class RsdChatApp(App[None]):
@@ -60,48 +77,14 @@ class RsdChatApp(App[None]):
 
     def __init__(self, source: Runtime | Settings, *, resume: Path | Transcript | None = None) -> None:
         super().__init__()
-        self.runtime: Runtime | None = source if isinstance(source, Runtime) else None
-        self.settings: Settings = source.settings if isinstance(source, Runtime) else source
-        self._owns_runtime = self.runtime is None
-        self.knobs = Knobs.from_settings(self.settings)
-        self.transcript = Transcript.start(self.settings, self.knobs, {})
+        settings = source.settings if isinstance(source, Runtime) else source
+        runtime = source if isinstance(source, Runtime) else None
+        self.session = ChatSession(settings, runtime=runtime, listener=self._deliver)
         self._resume = resume
-        self.turn = 0
-        self.generating = False
-        self.load_error: str | None = None
-        self.done_cost, self.live_cost = CostMeter(), CostMeter()
-        self.drafts_scored = self.drafts_accepted = 0
-        self.slash = SlashHandler(self)
-        self.controls = Controls(self)
-        self.answering = Answering(self)
         self._quit_asked = False
-        self.notices: list[tuple[str, str]] = []  # (severity, text) of every notification shown
 
-    # -- state ------------------------------------------------------------------------
-
-    def notify(
-        self,
-        message: str,
-        *,
-        title: str = "",
-        severity: SeverityLevel = "information",
-        timeout: float | None = None,
-        markup: bool = False,
-    ) -> None:
-        """Show a notification (plain text by default: messages quote what the user typed)."""
-        self.notices.append((severity, f"{title}: {message}" if title else message))
-        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
-
-    @property
-    def engine(self) -> Engine | None:
-        return self.runtime.engine if self.runtime is not None else None
-
-    @property
-    def reward(self) -> RewardSource | None:
-        """The reward source for the next step (a staged one included)."""
-        if self.controls.staged is not None:
-            return self.controls.staged.reward
-        return self.engine.reward if self.engine is not None else None
+    def _deliver(self, event: ChatEvent) -> None:
+        self.post_message(SessionEvent(event))
 
     @property
     def view(self) -> TranscriptView:
@@ -118,144 +101,140 @@ class RsdChatApp(App[None]):
     async def on_mount(self) -> None:
         self.query_one(Input).focus()
         self.query_one("#main").set_class(self.size.width < NARROW, "-narrow")
-        if isinstance(self._resume, Path):
-            await self.load_transcript(self._resume)
-        elif isinstance(self._resume, Transcript):
-            await self.show_transcript(self._resume)
-        if self.runtime is None:
-            await self.view.show_message(
-                f"loading models: draft {self.settings.draft}, target {self.settings.target}…", "info loading"
-            )
-            self.run_worker(self._open_runtime(), group="load", exit_on_error=False)
-        else:
-            await self._models_ready()
         self.refresh_status()
+        resume = self._resume
+        if isinstance(resume, Path):
+            try:
+                resume = Transcript.load(resume)
+            except ConfigError as exc:  # shown; the chat starts empty
+                self.notify(str(exc), title="could not resume", severity="error", timeout=15, markup=False)
+                resume = None
+        if resume is not None:
+            await self.session.show(resume)
+        self.run_worker(self.session.open(), group="load", exit_on_error=False)
 
     async def on_unmount(self) -> None:
-        if self._owns_runtime and self.runtime is not None:
-            await self.runtime.aclose()
+        await self.session.aclose()
 
-    async def _open_runtime(self) -> None:
-        try:
-            runtime = await open_runtime(self.settings)
-        except Exception as exc:  # any failure is shown; the app stays open
-            self.load_error = str(exc) or type(exc).__name__
-            self.notify(self.load_error, title="could not load the models", severity="error", timeout=30)
-            self.view.loaded(f"could not load the models: {self.load_error}", failed=True)
+    # -- drawing the session's events -------------------------------------------------
+
+    async def on_session_event(self, message: SessionEvent) -> None:
+        event, view = message.event, self.view
+        if isinstance(event, EngineUpdate):
+            await self._engine_update(event)
+        elif isinstance(event, TurnStarted):
+            await view.add_question(event.question, event.turn)
+        elif isinstance(event, TurnFinished):
+            await view.finish_turn(event.record)
+        elif isinstance(event, NoteShown):
+            await view.show_note(event.note, event.text, event.in_turn)
+        elif isinstance(event, NoteRemoved):
+            await view.remove_note(event.note)
+        elif isinstance(event, Notice):
+            timeout = 15 if event.severity == "error" else None
+            self.notify(event.text, title=event.title, severity=event.severity, timeout=timeout, markup=False)
+        elif isinstance(event, Loading):
+            if event.state == "loading":
+                await view.show_message(event.text, "info loading")
+            else:
+                view.loaded(event.text, failed=event.state == "failed")
+        elif isinstance(event, Cleared):
+            await view.clear()
+            await view.show_message("new chat")
+        elif isinstance(event, Replayed):
+            await view.replay(event.records)
+        elif isinstance(event, StateChanged):
             self.refresh_status()
+
+    async def _engine_update(self, update: EngineUpdate) -> None:
+        event, view = update.event, self.view
+        if update.turn != self.session.turn:
             return
-        self.runtime = runtime
-        await self._models_ready()
-        self.view.loaded(f"models ready: draft {self.settings.draft}, target {self.settings.target}")
-
-    async def _models_ready(self) -> None:
-        engine = self.engine
-        assert engine is not None and self.runtime is not None
-        if engine.reward is None:  # a runtime opened without one (target-only, draft-only)
-            with contextlib.suppress(ConfigError):
-                engine.reward = make_reward(
-                    self.knobs.reward, draft=engine.draft, target=engine.target, settings=self.settings
-                )
-        models = {k: v for k, v in self.runtime.describe().items() if k in ("backend", "draft", "target")}
-        if not self.transcript.records[0].get("models"):
-            self.transcript.records[0]["models"] = models
-        knobs, self.controls.pending = self.controls.pending or self.knobs, None
-        try:
-            await self.change(knobs, record=False)
-        except ConfigError as exc:
-            self.notify(f"settings not applied: {exc}", severity="warning")
-        self.refresh_status()
-
-    async def load_transcript(self, path: Path) -> None:
-        try:
-            transcript = Transcript.load(path)
-        except ConfigError as exc:
-            self.notify(str(exc), title="cannot load the transcript", severity="error", timeout=15)
-            return
-        await self.slash.show(transcript)
-
-    async def show_transcript(self, transcript: Transcript) -> None:
-        await self.slash.show(transcript)
+        if isinstance(event, StepStarted):
+            await view.start_step(event.index, event.author.value)
+        elif isinstance(event, TokenText):
+            view.add_text(event.index, event.author.value, event.text)
+        elif isinstance(event, StepScored):
+            reward = update.policy.reward
+            view.show_decision(event.decision, reward is not None and reward.bounds is not None)
+        elif isinstance(event, StepDone):
+            step = event.step
+            score = step.score if step.decision is None else None
+            await view.step_done(step.index, step.author.value, step.text, step.tokens, step.accepted, score)
 
     def refresh_status(self) -> None:
         if not self.query(StatusPanel):
             return
-        rows, state, subtitle = status_rows(self)
-        self.query_one(StatusPanel).show(rows, self.done_cost.plus(self.live_cost), state)
-        self.sub_title = subtitle
+        status = self.session.status()
+        self.query_one(StatusPanel).show(status)
+        self.sub_title = status.subtitle
 
-    # -- changing settings ------------------------------------------------------------
-
-    async def change(self, new: Knobs, *, record: bool = True) -> None:
-        """Put `new` in force from the next step; ConfigError (nothing changed) if it cannot be."""
-        await self.controls.change(new, record=record)
-
-    async def on_changes_applied(self, message: ChangesApplied) -> None:
-        await self.controls.applied(message)
-
-    async def action_delta(self, direction: int) -> None:
-        if self.engine is None:
-            self.notify("the models are still loading; try again in a moment", severity="warning")
-        elif not uses_delta(self.knobs):
-            self.notify(
-                f"the {self.knobs.weighting} weighting has no δ; try /weighting binary", severity="warning"
-            )
-        else:
-            await self.try_change(nudge_delta(self.knobs, self.reward, direction))
-
-    async def action_quit(self) -> None:
-        """Quit; a chat with unsaved turns asks once (press again to quit, or /save)."""
-        if self.transcript.unsaved and not self._quit_asked:
-            self._quit_asked = True
-            self.set_timer(5, lambda: setattr(self, "_quit_asked", False))
-            self.notify("this chat is not saved: /save it, or press ctrl+q again to quit", severity="warning")
-            return
-        self.exit()
-
-    async def try_change(self, knobs: Knobs) -> None:
-        try:
-            await self.change(knobs)
-        except ConfigError as exc:
-            self.notify(str(exc), severity="error")
-
-    def palette_entries(self) -> Iterable[PaletteEntry]:
-        return self.slash.palette_entries()
-
-    # -- asking -----------------------------------------------------------------------
+    # -- input ------------------------------------------------------------------------
 
     async def on_input_submitted(self, event: Input.Submitted) -> None:
         text = event.value.strip()
         if not text:
             return
         if text.startswith("/"):
-            if await self.slash.run(text):
+            if await self._command(text):
                 event.input.value = ""
             return
-        if self.engine is None:
-            why = f"the models could not be loaded: {self.load_error}" if self.load_error else None
-            self.notify(why or "the models are still loading; your question is kept", severity="warning")
-            return
-        if self.generating:
-            self.notify("still answering; press Esc to stop it (your question is kept)", severity="warning")
+        why_not = self.session.why_not_ask()
+        if why_not:  # the question stays in the input
+            self.notify(why_not, severity="warning", markup=False)
             return
         event.input.value = ""
-        await self.ask(text)
+        self._run(self.session.ask(text))
 
-    async def ask(self, question: str) -> None:
-        await self.answering.ask(question)
+    def _run(self, work: Coroutine[Any, Any, object]) -> None:
+        """Run `work` in the background; its ConfigError becomes a notification."""
 
-    async def on_engine_event(self, message: EngineEvent) -> None:
-        await self.answering.show(message)
+        async def run() -> None:
+            try:
+                await work
+            except ConfigError as exc:
+                self.notify(str(exc), severity="error", markup=False)
 
-    async def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        await self.answering.worker_changed(event)
+        self.run_worker(run(), group="session", exit_on_error=False)
+
+    async def _command(self, line: str) -> bool:
+        """Run a /command; True if it worked (the input is then cleared)."""
+        try:
+            name, _ = parse_command(line)
+            if name == "help":
+                await self.action_help()
+            elif name == "quit":
+                self.exit()
+            else:
+                await self.session.command(line)
+        except ConfigError as exc:
+            self.notify(str(exc), title=line.split()[0], severity="error", timeout=8, markup=False)
+            return False
+        return True
 
     def on_collapsible_toggled(self, event: Collapsible.Toggled) -> None:
         """After opening or closing a rejected draft, typing goes to the input again."""
         self.query_one(Input).focus()
 
+    # -- actions ----------------------------------------------------------------------
+
     def action_stop(self) -> None:
-        self.answering.stop()
+        self.session.stop()
+
+    async def action_delta(self, direction: int) -> None:
+        try:
+            await self.session.nudge_delta(direction)
+        except ConfigError as exc:
+            self.notify(str(exc), severity="warning", markup=False)
+
+    async def action_quit(self) -> None:
+        """Quit; a chat with unsaved turns asks once (press again to quit, or /save)."""
+        if self.session.transcript.unsaved and not self._quit_asked:
+            self._quit_asked = True
+            self.set_timer(5, lambda: setattr(self, "_quit_asked", False))
+            self.notify("this chat is not saved: /save it, or press ctrl+q again to quit", severity="warning")
+            return
+        self.exit()
 
     def on_resize(self, event: events.Resize) -> None:
         """Below 100 columns the side panel hides (F4 shows it); the header keeps the essentials."""
@@ -266,4 +245,47 @@ class RsdChatApp(App[None]):
         self.query_one(StatusPanel).toggle_class("-shown" if narrow else "-hidden")
 
     async def action_help(self) -> None:
-        await self.view.show_help(help_text())
+        await self.push_screen(HelpScreen())
+
+    # -- the command palette ----------------------------------------------------------
+
+    def _prefill(self, text: str) -> None:
+        prompt = self.query_one(Input)
+        prompt.value = text
+        prompt.cursor_position = len(text)
+        prompt.focus()
+
+    def palette_entries(self) -> Iterable[PaletteEntry]:
+        session = self.session
+
+        def command(line: str) -> None:
+            self.run_worker(self._command(line), group="palette")
+
+        def knob_weighting(name: str) -> None:
+            self._run(session.change(replace(session.knobs, weighting=name)))
+
+        yield ("Raise δ", "raise the threshold δ one step", partial(self.run_action, "delta(1)"))
+        yield ("Lower δ", "lower the threshold δ one step", partial(self.run_action, "delta(-1)"))
+        yield ("Set δ…", "type a value for δ", partial(self._prefill, "/delta "))
+        yield ("Stop the answer", "cancel the generation in progress (Esc)", self.action_stop)
+        for name, cls in WEIGHTINGS.items():
+            shown = " ".join(cls.params()) or "no parameters"
+            yield (f"Weighting: {name}", f"ω = {name} ({shown})", partial(knob_weighting, name))
+        for name, plugin in reward_plugins().items():
+            yield (f"Reward: {name}", plugin.description, partial(command, f"/reward {name}"))
+        for mode in Mode:
+            yield (f"Mode: {mode.value}", "who writes the steps", partial(command, f"/mode {mode.value}"))
+        for style in Style:
+            yield (f"Style: {style.value}", "conversation style", partial(command, f"/mode {style.value}"))
+        yield (
+            "Style: follow the reward source",
+            "math for process rewards, chat for outcome",
+            partial(command, "/mode auto"),
+        )
+        yield ("System prompt…", "type a new system prompt", partial(self._prefill, "/system "))
+        yield ("New chat", "start over (the settings stay)", partial(command, "/new"))
+        yield ("Save transcript", "save as JSONL", partial(command, "/save"))
+        yield ("Load transcript…", "type the path of a saved transcript", partial(self._prefill, "/load "))
+        yield ("Export Markdown", "write the transcript as Markdown", partial(command, "/export"))
+        yield ("Side panel", "show or hide the status panel (F4)", self.action_toggle_panel)
+        yield ("Help", "slash commands and keys", self.action_help)

@@ -45,7 +45,16 @@ AnswerBox {
 }
 .finish { padding: 0 1; }
 .note { padding: 0 1; color: $warning; }
-.help { margin: 1 0; padding: 0 1; border: round $primary; height: auto; }
+HelpScreen { align: center middle; }
+#help {
+    width: 100;
+    max-width: 95%;
+    height: auto;
+    max-height: 90%;
+    padding: 0 1;
+    border: round $primary;
+    background: $surface;
+}
 .info { padding: 0 1; color: $text-muted; }
 .failure { padding: 0 1; color: $error; }
 """

@@ -1,8 +1,8 @@
-"""Where each role's server lives, read from rsdchat's settings.
+"""The openai backend's settings (`OpenAIConfig`), and each role's servers as the client uses them.
 
-The backend reads these settings by name (`SETTINGS` lists them, with their
-defaults), so it also works with a settings object that predates them: a missing
-URL then gets a one-line ConfigError naming the setting to set.
+`OpenAIConfig` is the one declaration of this plugin's settings (rsdchat turns it into
+the `[backends.openai]` TOML table, environment variables and flags); `BackendConfig`
+is what the client reads from it: one `RoleEndpoint` per role that has a URL.
 """
 
 from __future__ import annotations
@@ -10,51 +10,75 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rsdchat.errors import ConfigError
+from rsdchat.plugins import RUNTIME_ONLY, PluginConfig
 from rsdchat.types import Role
 
 
-class OpenAISettings(Protocol):
-    """The settings the openai backend and its reward sources read."""
+class OpenAIConfig(PluginConfig):
+    """Models on OpenAI-compatible servers: `[backends.openai]`, `RSDCHAT_<FIELD>`, `--<field>`."""
 
-    draft: str
-    target: str
-    step_delimiter: str
-    draft_url: str | None
-    target_url: str | None
-    reward_url: str | None
-    reward_model: str | None
-    draft_api_key_env: str | None
-    target_api_key_env: str | None
-    reward_api_key_env: str | None
-    http_connect_timeout: float
-    http_read_timeout: float
-    http_retries: int
-    chat_template: str | None
-    draft_logprobs: bool
+    draft_url: str | None = Field(
+        None, description="draft server URL(s), comma-separated", json_schema_extra=RUNTIME_ONLY
+    )
+    target_url: str | None = Field(
+        None, description="target server URL(s), comma-separated", json_schema_extra=RUNTIME_ONLY
+    )
+    reward_url: str | None = Field(
+        None, description="reward-model server URL(s), comma-separated", json_schema_extra=RUNTIME_ONLY
+    )
+    reward_model: str | None = Field(
+        None, description="served reward model (default: the only one the reward server serves)"
+    )
+    draft_api_key_env: str | None = Field(
+        None,
+        description="environment variable holding the draft server's API key",
+        json_schema_extra=RUNTIME_ONLY,
+    )
+    target_api_key_env: str | None = Field(
+        None,
+        description="environment variable holding the target server's API key",
+        json_schema_extra=RUNTIME_ONLY,
+    )
+    reward_api_key_env: str | None = Field(
+        None,
+        description="environment variable holding the reward server's API key",
+        json_schema_extra=RUNTIME_ONLY,
+    )
+    http_connect_timeout: float = Field(
+        5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds to connect to a model server",
+        json_schema_extra=RUNTIME_ONLY,
+    )
+    http_read_timeout: float = Field(
+        300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="longest silence allowed from a model server",
+        json_schema_extra=RUNTIME_ONLY,
+    )
+    http_retries: int = Field(
+        2,
+        ge=0,
+        description="retries after a timeout, a 5xx answer or a lost connection",
+        json_schema_extra=RUNTIME_ONLY,
+    )
+    chat_template: str | None = Field(
+        None, description="for servers that cannot render one: 'chatml', a Jinja file, or the template text"
+    )
+    draft_logprobs: bool = Field(True, description="ask the draft server for token log-probabilities")
 
-
-# name -> default, for settings objects that do not have the field (yet).
-SETTINGS: dict[str, Any] = {
-    "draft_url": None,
-    "target_url": None,
-    "reward_url": None,
-    "reward_model": None,
-    "draft_api_key_env": None,
-    "target_api_key_env": None,
-    "reward_api_key_env": None,
-    "http_connect_timeout": 5.0,
-    "http_read_timeout": 300.0,
-    "http_retries": 2,
-    "chat_template": None,
-    "draft_logprobs": True,
-    "step_delimiter": "\n\n",
-}
+    @field_validator("draft_url", "target_url", "reward_url")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        parse_urls(value)  # raises ValueError naming the bad URL
+        return value
 
 
 def parse_urls(value: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -85,10 +109,10 @@ class RoleEndpoint(BaseModel):
 
     role: Role
     urls: tuple[str, ...] = Field(min_length=1)
-    api_key_env: str | None = None  # the variable's name; its value is read once and never shown
-    connect_timeout: float = Field(default=5.0, gt=0, allow_inf_nan=False)
-    read_timeout: float = Field(default=300.0, gt=0, allow_inf_nan=False)
-    retries: int = Field(default=2, ge=0)
+    api_key_env: str | None  # the variable's name; its value is read once and never shown
+    connect_timeout: float
+    read_timeout: float
+    retries: int
 
     @field_validator("urls", mode="before")
     @classmethod
@@ -122,24 +146,22 @@ class BackendConfig(BaseModel):
     reward_model: str | None = None
     chat_template: str | None = None
     draft_logprobs: bool = True
-    step_delimiter: str = "\n\n"
 
     @classmethod
-    def from_settings(cls, settings: object) -> BackendConfig:
-        """Read the settings by name; a bad value gets a ConfigError naming the setting."""
-        value = {name: getattr(settings, name, default) for name, default in SETTINGS.items()}
+    def of(cls, config: OpenAIConfig) -> BackendConfig:
+        """The endpoints `config` describes; a bad URL gets a ConfigError naming the setting."""
         roles: dict[str, RoleEndpoint | None] = {}
         for role in Role:
-            urls = value[f"{role.value}_url"]
+            urls = getattr(config, f"{role.value}_url")
             try:
                 roles[role.value] = (
                     RoleEndpoint(
                         role=role,
                         urls=urls,
-                        api_key_env=value[f"{role.value}_api_key_env"],
-                        connect_timeout=value["http_connect_timeout"],
-                        read_timeout=value["http_read_timeout"],
-                        retries=value["http_retries"],
+                        api_key_env=getattr(config, f"{role.value}_api_key_env"),
+                        connect_timeout=config.http_connect_timeout,
+                        read_timeout=config.http_read_timeout,
+                        retries=config.http_retries,
                     )
                     if parse_urls(urls)
                     else None
@@ -150,10 +172,9 @@ class BackendConfig(BaseModel):
             draft=roles["draft"],
             target=roles["target"],
             reward=roles["reward"],
-            reward_model=value["reward_model"] or None,
-            chat_template=value["chat_template"] or None,
-            draft_logprobs=bool(value["draft_logprobs"]),
-            step_delimiter=value["step_delimiter"],
+            reward_model=config.reward_model or None,
+            chat_template=config.chat_template or None,
+            draft_logprobs=config.draft_logprobs,
         )
 
     def endpoint(self, role: Role) -> RoleEndpoint:

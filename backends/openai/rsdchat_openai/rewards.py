@@ -1,7 +1,7 @@
 """Reward models served over HTTP (vLLM), as rsdchat reward sources.
 
-Registered in the entry-point group `rsdchat.rewards` as factories
-`(settings, draft, target) -> RewardSource`:
+Registered in the entry-point group `rsdchat.rewards` as `RewardPlugin`s (the reward
+server's address and model come from this plugin's settings, `[backends.openai]`):
 
 - `qwen-prm`: Qwen2.5-Math-PRM-7B/72B on vLLM's pooling API. The assistant turn holds
   the steps joined by `<extra_0>` with one after the last; the reward is the
@@ -27,9 +27,10 @@ from typing import Any, Literal
 
 from rsdchat.doctor import RoleCheck
 from rsdchat.errors import BackendError, RsdchatError
-from rsdchat.protocols import RewardSource, Score, StepGenerator
+from rsdchat.plugins import RewardContext, RewardPlugin
+from rsdchat.protocols import Score
 from rsdchat.types import Context, Generation, Message, Role, Usage
-from rsdchat_openai.config import BackendConfig
+from rsdchat_openai.config import BackendConfig, OpenAIConfig
 from rsdchat_openai.generator import prefill
 from rsdchat_openai.http import NotFound, Pool
 from rsdchat_openai.server import guess_params, probe, token_ids
@@ -50,14 +51,15 @@ class HttpReward:
     name = "http-reward"
     kind: Literal["process", "outcome"] = "process"
     default_delta = 0.7
+    bounds: tuple[float, float] | None = (0.0, 1.0)
     HOW = "serve the reward model with vLLM"  # how to fix a server that lacks the API
 
-    def __init__(self, settings: object) -> None:
-        config = BackendConfig.from_settings(settings)
+    def __init__(self, context: RewardContext) -> None:
+        config = BackendConfig.of(context.config("openai", OpenAIConfig))
         self.pool = Pool(config.endpoint(Role.REWARD))
         self.server, self.model = probe(self.pool, config.reward_model)
         self.n_params = guess_params(self.model)
-        self.delimiter = config.step_delimiter
+        self.delimiter = context.step_delimiter
 
     async def aclose(self) -> None:
         await self.pool.aclose()
@@ -106,8 +108,8 @@ class QwenPRM(HttpReward):
     name = "qwen-prm"
     HOW = "serve the PRM with `vllm serve Qwen/Qwen2.5-Math-PRM-7B --runner pooling`"
 
-    def __init__(self, settings: object) -> None:
-        super().__init__(settings)
+    def __init__(self, context: RewardContext) -> None:
+        super().__init__(context)
         self._task: str | None = "token_classify"  # dropped for a vLLM that predates pooling tasks
         self._tag_id: int | None = None
 
@@ -174,8 +176,8 @@ class SkyworkPRM(HttpReward):
     name = "skywork-prm"
     HOW = "serve Skywork-o1-Open-PRM with vLLM and the skywork-o1-prm-inference plugin"
 
-    def __init__(self, settings: object, *, bos: str = SKYWORK_BOS) -> None:
-        super().__init__(settings)
+    def __init__(self, context: RewardContext, *, bos: str = SKYWORK_BOS) -> None:
+        super().__init__(context)
         self.bos = bos
         self._ids: OrderedDict[str, list[int]] = OrderedDict()  # text -> token ids, recent first out
 
@@ -214,6 +216,7 @@ class OutcomeRM(HttpReward):
     name = "orm"
     kind: Literal["process", "outcome"] = "outcome"
     default_delta = 0.0  # the paper's ORM setting
+    bounds: tuple[float, float] | None = None  # unbounded scores
     HOW = "serve the reward model with `vllm serve MODEL --runner pooling` (a sequence-classification model)"
 
     async def score(self, context: Context, step: Generation) -> Score:
@@ -274,17 +277,21 @@ def _sigmoid(x: float) -> float:
 
 # -- the entry points ----------------------------------------------------------------------
 
-
-def qwen_prm(settings: object, draft: StepGenerator | None, target: StepGenerator | None) -> RewardSource:
-    """Qwen2.5-Math-PRM served by vLLM (pooling API): P(step correct) in [0, 1]."""
-    return QwenPRM(settings)
-
-
-def skywork_prm(settings: object, draft: StepGenerator | None, target: StepGenerator | None) -> RewardSource:
-    """Skywork-o1-Open-PRM served by vLLM with its plugin (embeddings API): value in [0, 1]."""
-    return SkyworkPRM(settings)
-
-
-def outcome_rm(settings: object, draft: StepGenerator | None, target: StepGenerator | None) -> RewardSource:
-    """An outcome reward model served by vLLM (/classify): one unbounded score per reply so far."""
-    return OutcomeRM(settings)
+QWEN_PRM = RewardPlugin(
+    "qwen-prm",
+    "Qwen2.5-Math-PRM served by vLLM (pooling API): P(step correct) in [0, 1]",
+    QwenPRM,
+    cost="reward model",
+)
+SKYWORK_PRM = RewardPlugin(
+    "skywork-prm",
+    "Skywork-o1-Open-PRM served by vLLM with its plugin (embeddings API): value in [0, 1]",
+    SkyworkPRM,
+    cost="reward model",
+)
+ORM = RewardPlugin(
+    "orm",
+    "an outcome reward model served by vLLM (/classify): one unbounded score per reply so far",
+    OutcomeRM,
+    cost="reward model",
+)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from openai_stubs import API_KEY, API_KEY_ENV, StubSettings
+from openai_stubs import API_KEY, API_KEY_ENV, config
 
+from rsdchat_openai import OpenAIConfig
 from rsdchat_openai.testing import LlamaServer, server_available, smollm2_path
 
 
@@ -23,10 +24,10 @@ def smollm2_server() -> Iterator[LlamaServer]:
 
 
 @pytest.fixture
-def live_settings(smollm2_server: LlamaServer, monkeypatch: pytest.MonkeyPatch) -> StubSettings:
+def live_settings(smollm2_server: LlamaServer, monkeypatch: pytest.MonkeyPatch) -> OpenAIConfig:
     """Draft and target on the shared test server, with its API key in the environment."""
     monkeypatch.setenv(API_KEY_ENV, API_KEY)
-    return StubSettings(
+    return config(
         draft_url=smollm2_server.url,
         target_url=smollm2_server.url,
         draft_api_key_env=API_KEY_ENV,

@@ -1,34 +1,23 @@
-"""Settings stubs and constants shared by the openai backend's tests."""
+"""Settings and constants shared by the openai backend's tests."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
-from rsdchat.engine import Mode
+from rsdchat.settings import Settings
+from rsdchat_openai import OpenAIConfig
 
 API_KEY_ENV = "RSDCHAT_TEST_SERVER_KEY"
 API_KEY = "loopback-test-key-4711"  # a throwaway key for the test server, never a real secret
+MODEL = "smollm2"  # the alias the test server serves
 
 
-@dataclass
-class StubSettings:
-    """The fields the openai backend, its rewards and the doctor read (see OpenAISettings)."""
+def config(**fields: Any) -> OpenAIConfig:
+    """The openai plugin's settings, with timeouts that suit a loopback test server."""
+    return OpenAIConfig(**{"http_connect_timeout": 2.0, "http_read_timeout": 120.0, **fields})
 
-    draft: str = "smollm2"
-    target: str = "smollm2"
-    reward: str = "arithmetic"
-    backend: str = "openai"
-    mode: Mode = Mode.RSD
-    step_delimiter: str = "\n\n"
-    draft_url: str | None = None
-    target_url: str | None = None
-    reward_url: str | None = None
-    reward_model: str | None = None
-    draft_api_key_env: str | None = None
-    target_api_key_env: str | None = None
-    reward_api_key_env: str | None = None
-    http_connect_timeout: float = 2.0
-    http_read_timeout: float = 120.0
-    http_retries: int = 2
-    chat_template: str | None = None
-    draft_logprobs: bool = True
+
+def full_settings(backend: OpenAIConfig, **fields: Any) -> Settings:
+    """rsdchat's settings with draft and target on the test server(s) of `backend`."""
+    core = {"backend": "openai", "draft": MODEL, "target": MODEL, "reward": "arithmetic", **fields}
+    return Settings(**core).with_backends({"openai": backend})

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from openai_stubs import StubSettings
+from openai_stubs import config
 from pytest_httpx import HTTPXMock
 
 from rsdchat.errors import BackendError, ConfigError
@@ -36,7 +36,15 @@ def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def pool(*urls: str, retries: int = 2, role: Role = Role.TARGET, key_env: str | None = None) -> Pool:
-    return Pool(RoleEndpoint(role=role, urls=urls or (A,), retries=retries, api_key_env=key_env))
+    endpoint = RoleEndpoint(
+        role=role,
+        urls=urls or (A,),
+        retries=retries,
+        api_key_env=key_env,
+        connect_timeout=5.0,
+        read_timeout=300.0,
+    )
+    return Pool(endpoint)
 
 
 def sse(*events: dict[str, Any] | str) -> bytes:
@@ -62,35 +70,48 @@ CONTEXT = Context((Message("user", "2+2?"),), "Step 1.\n\n")
 
 
 def test_urls_are_normalised_and_several_share_a_role() -> None:
-    config = BackendConfig.from_settings(StubSettings(draft_url=f"{A}/v1/, {B}\n{A}", target_url=None))
-    assert config.endpoint(Role.DRAFT).urls == (A, B)
+    endpoints = BackendConfig.of(config(draft_url=f"{A}/v1/, {B}\n{A}", target_url=None))
+    assert endpoints.endpoint(Role.DRAFT).urls == (A, B)
     with pytest.raises(ConfigError, match=r"setting target_url: .* \(--target-url"):
-        config.endpoint(Role.TARGET)
+        endpoints.endpoint(Role.TARGET)
 
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("draft_url", "gpu-box:8000", "setting draft_url: 'gpu-box:8000' is not an http"),
-        ("http_connect_timeout", -1.0, "setting http_connect_timeout: Input should be greater than 0"),
-        ("http_retries", -2, "setting http_retries"),
+        (
+            "draft_url",
+            "gpu-box:8000",
+            "setting [backends.openai] draft_url (flag): 'gpu-box:8000' is not an http",
+        ),
+        (
+            "http_connect_timeout",
+            -1.0,
+            "setting [backends.openai] http_connect_timeout (flag): Input should be greater than 0",
+        ),
+        ("http_retries", -2, "setting [backends.openai] http_retries (flag)"),
     ],
 )
 def test_bad_settings_name_the_setting(field: str, value: object, message: str) -> None:
-    settings = StubSettings(draft_url=A)
-    setattr(settings, field, value)
-    with pytest.raises(ConfigError, match=message):
-        BackendConfig.from_settings(settings)
+    from rsdchat.settings import load_settings
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, **{field: value})
+    assert str(caught.value).startswith(message)
 
 
-def test_a_settings_object_without_the_new_fields_still_works() -> None:
-    class Old:
-        draft = target = "m"
+def test_defaults_are_declared_once() -> None:
+    from rsdchat_openai import OpenAIConfig
 
-    config = BackendConfig.from_settings(Old())
-    assert config.draft is None and config.draft_logprobs is True
-    with pytest.raises(ConfigError, match="setting draft_url"):
-        config.endpoint(Role.DRAFT)
+    endpoints = BackendConfig.of(OpenAIConfig(draft_url=A))
+    draft = endpoints.endpoint(Role.DRAFT)
+    defaults = OpenAIConfig()
+    assert (draft.connect_timeout, draft.read_timeout, draft.retries) == (
+        defaults.http_connect_timeout,
+        defaults.http_read_timeout,
+        defaults.http_retries,
+    )
+    assert endpoints.draft_logprobs is True and endpoints.target is None
 
 
 # -- retries, errors, load sharing -------------------------------------------------------

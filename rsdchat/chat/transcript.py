@@ -4,8 +4,9 @@ One JSON object per line, in the order things happened:
 
 - ``session``: first line; the settings, the models and the knobs in force at the start;
 - ``user``: a question (``turn`` counts from 1) and the system prompt it was sent with;
-- ``step``: a step as the engine recorded it (author, text, reward, ω, accepted, the
-  weighting in force), the reward source and the mode; rejected drafts included;
+- ``step``: a step as the engine recorded it (author, text, mode, accepted, and for a
+  judged draft its decision: reward, ω, u and the weighting with its parameters), the
+  reward's bounds; rejected drafts included;
 - ``change``: a setting changed, placed where it took effect, with the knobs after it;
 - ``answer``: the end of a turn: the answer text, why it ended, the error if any, the
   final answer, acceptance counts and the cost per role.
@@ -14,19 +15,19 @@ One JSON object per line, in the order things happened:
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rsdchat.chat.knobs import Knobs
+from rsdchat.decision import Decision
 from rsdchat.errors import ConfigError
-from rsdchat.protocols import RewardSource
+from rsdchat.prompts import Turn
 from rsdchat.settings import Settings
-from rsdchat.trace import Step, Trace
-from rsdchat.tui.session import Knobs, Turn
+from rsdchat.trace import Acceptance, Ledger, Step, Trace
 
-VERSION = 1
+VERSION = 2
 KINDS = ("session", "user", "step", "change", "answer")
 Record = dict[str, Any]
 
@@ -39,25 +40,44 @@ def now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def _json_safe(value: float | None) -> float | str | None:
-    """NaN and ±inf are not JSON: they are kept as strings ("nan", "inf")."""
-    if value is None or math.isfinite(value):
-        return value
-    return str(value)
+def default_path(suffix: str) -> Path:
+    """Where /save and /export write without a path: rsdchat-DATE-TIME.jsonl (or .md)."""
+    return Path(f"rsdchat-{datetime.now():%Y%m%d-%H%M%S}{suffix}")
 
 
-def step_record(turn: int, step: Step, reward: RewardSource | None, mode: str) -> Record:
+def user_record(turn: int, question: str, system: str, in_force: Record) -> Record:
+    """A question, with the system prompt it was sent with and what was in force."""
+    return {
+        "type": "user",
+        "turn": turn,
+        "content": question,
+        "system": system,
+        "in_force": in_force,
+        "at": now(),
+    }
+
+
+def step_record(turn: int, step: Step, bounds: tuple[float, float] | None) -> Record:
+    """A step as the engine recorded it, with the scale of the reward that judged it."""
     record: Record = {"type": "step", "turn": turn, **step.to_dict()}
-    record["reward"], record["omega"] = _json_safe(step.reward), _json_safe(step.omega)
-    scored = step.reward is not None
-    record["reward_source"] = reward.name if reward is not None and scored else None
-    record["reward_kind"] = reward.kind if reward is not None and scored else None
-    record["mode"] = mode
+    record["reward_bounds"] = list(bounds) if bounds is not None and step.reward is not None else None
     record["cost"] = {role.value: asdict(usage) for role, usage in step.ledger.usage.items()}
     return record
 
 
-def answer_record(turn: int, trace: Trace, final_answer: str | None) -> Record:
+def decision_of(record: Record) -> Decision | None:
+    """The decision saved with a step record (None if it was not judged or cannot be read)."""
+    saved = record.get("decision")
+    if not isinstance(saved, dict):
+        return None
+    try:
+        return Decision.from_dict(saved)
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return None
+
+
+def answer_record(turn: int, trace: Trace) -> Record:
+    acceptance = trace.acceptance
     return {
         "type": "answer",
         "turn": turn,
@@ -65,9 +85,9 @@ def answer_record(turn: int, trace: Trace, final_answer: str | None) -> Record:
         "finish_reason": trace.finish_reason,
         "steps": len(trace.answer_steps),
         "error": trace.error,
-        "final_answer": final_answer,
-        "drafts": trace.drafts,
-        "accepted_drafts": trace.accepted_drafts,
+        "final_answer": trace.final_answer,
+        "drafts": acceptance.judged,
+        "accepted_drafts": acceptance.accepted,
         "seconds": round(trace.seconds, 4),
         "cost": trace.ledger.to_dict(),
     }
@@ -114,6 +134,26 @@ class Transcript:
                 turns.append(Turn(questions.pop(record["turn"]), record["content"]))
         return turns
 
+    def totals(self) -> tuple[Ledger, Acceptance]:
+        """What the saved answers cost, and how many of the saved drafts were kept."""
+        spent, acceptance = Ledger(), Acceptance()
+        for record in self.records:
+            if record["type"] == "answer" and isinstance(record.get("cost"), dict):
+                spent.merge(Ledger.from_dict(record["cost"]))
+            decision = decision_of(record) if record["type"] == "step" else None
+            if decision is not None:
+                acceptance += Acceptance(1, int(decision.accepted), int(decision.invalid))
+        return spent, acceptance
+
+    def other_models(self, current: dict[str, str]) -> list[str]:
+        """'draft X (now Y)' for each role whose model differs from `current` (role → name)."""
+        models = self.records[0].get("models") or {}
+        return [
+            f"{role} {models[role]} (now {current[role]})"
+            for role in ("draft", "target")
+            if models.get(role) and current.get(role) and models[role] != current[role]
+        ]
+
     def knobs(self) -> Record | None:
         """The knobs in force at the end of the transcript."""
         for record in reversed(self.records):
@@ -158,9 +198,10 @@ class Transcript:
             records.append(record)
         if not records or records[0]["type"] != "session":
             raise TranscriptError(f"{path} is not an rsdchat transcript (no session line first)")
-        if not isinstance(records[0].get("version"), int) or records[0]["version"] > VERSION:
+        if records[0].get("version") != VERSION:
             raise TranscriptError(
                 f"{path}: transcript version {records[0].get('version')!r} is not supported"
+                f" (this rsdchat reads version {VERSION})"
             )
         return cls(records, path, len(records))
 
@@ -191,19 +232,15 @@ def _problem(record: object) -> str:
 
 def _step_caption(record: Record) -> str:
     parts = [f"step {record['index'] + 1}", str(record["author"])]
-    if record.get("reward") is not None:
-        parts.append(f"r {_num(record['reward'])}")
-    if record.get("omega") is not None:
-        parts.append(f"ω {_num(record['omega'])}")
-    if record.get("reward") is not None:
-        parts.append("accepted" if record.get("accepted", True) else "rejected")
-    if record.get("weighting"):
-        parts.append(str(record["weighting"]))
+    decision = decision_of(record)
+    if decision is not None:
+        parts.append("reward not a number" if decision.invalid else f"r {decision.reward:.3g}")
+        parts.append(f"ω {decision.omega:.3g}")
+        parts.append("accepted" if decision.accepted else "rejected")
+        parts.append(decision.weighting.describe())
+    elif isinstance(record.get("score"), int | float):
+        parts.append(f"r {record['score']:.3g}")
     return " · ".join(parts)
-
-
-def _num(value: object) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def to_markdown(records: list[Record]) -> str:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from openai_stubs import StubSettings
 from rich.console import Console
 
 from rsdchat import doctor
-from rsdchat.engine import Mode
 from rsdchat.errors import ConfigError
+from rsdchat.policy import Mode
 from rsdchat.protocols import Backend
-from rsdchat.rewards.sources import Arithmetic, Product
+from rsdchat.rewards import Product
+from rsdchat.rewards.sources import Arithmetic
+from rsdchat.settings import Settings
 from rsdchat.testing import ScriptedModel
 from rsdchat.types import Role
+
+
+def settings(**fields: Any) -> Settings:
+    return Settings(
+        **{"backend": "scripted", "draft": "small", "target": "small", "reward": "arithmetic", **fields}
+    )
 
 
 class ScriptedBackend:
@@ -34,7 +43,7 @@ class ScriptedBackend:
 def scripted(monkeypatch: pytest.MonkeyPatch) -> ScriptedBackend:
     backend = ScriptedBackend()
 
-    def load(name: str, settings: object) -> Backend:
+    def load(name: str, configs: object) -> Backend:
         return backend
 
     monkeypatch.setattr("rsdchat.plugins.load_backend", load)
@@ -42,7 +51,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> ScriptedBackend:
 
 
 async def test_a_backend_without_diagnose_is_checked_by_writing_a_token(scripted: ScriptedBackend) -> None:
-    checks = await doctor.diagnose(StubSettings(backend="scripted", draft="small", target="missing"))  # type: ignore[arg-type]
+    checks = await doctor.diagnose(settings(target="missing"))
     draft, target, reward = checks
     assert draft.ok and draft.model_served and draft.streaming and draft.logprobs is True
     assert draft.reachable is None and draft.latency_ms is not None
@@ -52,15 +61,15 @@ async def test_a_backend_without_diagnose_is_checked_by_writing_a_token(scripted
 
 
 async def test_only_the_roles_of_the_mode_are_checked(scripted: ScriptedBackend) -> None:
-    checks = await doctor.diagnose(StubSettings(backend="scripted", mode=Mode.TARGET_ONLY))  # type: ignore[arg-type]
+    checks = await doctor.diagnose(settings(mode=Mode.TARGET_ONLY))
     assert [c.role for c in checks] == ["target"]
 
 
-async def test_an_unknown_reward_or_backend_is_a_row_not_a_crash() -> None:
-    checks = await doctor.diagnose(StubSettings(backend="no-such-backend", reward="no-such-reward"))  # type: ignore[arg-type]
+async def test_an_unknown_backend_or_a_reward_that_cannot_be_built_is_a_row_not_a_crash() -> None:
+    checks = await doctor.diagnose(settings(backend="no-such-backend", reward="target-logprob"))
     assert [c.ok for c in checks] == [False, False, False]
     assert "unknown backend 'no-such-backend'" in (checks[0].error or "")
-    assert "unknown reward" in (checks[2].error or "")
+    assert "reward target-logprob needs a target model" in (checks[2].error or "")
     report = doctor.to_json(checks)
     assert report["ok"] is False and report["roles"][2]["error"] == checks[2].error
     console = Console(record=True, width=240)
@@ -74,6 +83,7 @@ class RemoteReward:
     name = "remote-prm"
     kind = "process"
     default_delta = 0.7
+    bounds = (0.0, 1.0)
     n_params = 0
     closed = False
 
@@ -92,11 +102,11 @@ async def test_a_product_reward_is_checked_part_by_part(
 ) -> None:
     remote = RemoteReward()
 
-    def make_reward(spec: str, **models: object) -> Product:
+    def make_reward(spec: str, context: object) -> Product:
         return Product((remote, Arithmetic()))  # type: ignore[arg-type]
 
     monkeypatch.setattr("rsdchat.rewards.make_reward", make_reward)
-    checks = await doctor.diagnose(StubSettings(backend="scripted", reward="remote-prm*arithmetic"))  # type: ignore[arg-type]
+    checks = await doctor.diagnose(settings(reward="draft-confidence*arithmetic"))
     rewards = [c for c in checks if c.role == "reward"]
     assert [(c.backend, c.model) for c in rewards] == [("openai", "remote-prm"), ("local", "arithmetic")]
     assert rewards[0].reward_api and remote.closed

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from rsdchat.errors import BackendError
 from rsdchat.protocols import Logprobs, TokenSink
 from rsdchat.types import Context, FinishReason, Generation, ModelInfo, StepRequest, Usage, step_end
-from rsdchat_llamacpp.models import ModelError
+from rsdchat_llamacpp.embedded import ModelError
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -47,6 +47,16 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 def log_softmax_at(logits: Logits, token: int) -> float:
     top = float(logits.max())
     return float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
+
+
+def logprob_and_entropy(logits: Logits, token: int) -> tuple[float, float]:
+    """log P(token) and the entropy (nats) of the next-token distribution, in one pass."""
+    shifted = logits - logits.max()
+    weights = np.exp(shifted)
+    total = float(weights.sum())
+    log_total = float(np.log(total))
+    entropy = log_total - float(np.dot(weights, shifted)) / total
+    return float(shifted[token]) - log_total, max(0.0, entropy)
 
 
 def sample(logits: Logits, temperature: float, top_p: float, rng: np.random.Generator) -> int:
@@ -200,7 +210,7 @@ class LlamaModel:
         prefilled, logits = self._prefill(prompt)
         rng = np.random.default_rng(request.seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text, logprobs, sampled = "", [], 0
+        text, logprobs, pieces, entropies, sampled = "", [], [], [], 0
         finish: FinishReason = "length"
         budget = min(request.max_tokens, self.n_ctx - len(prompt))
         while sampled < budget:
@@ -211,8 +221,11 @@ class LlamaModel:
             if _is_eog(llm, token):
                 finish = "eos"
                 break
-            logprobs.append(log_softmax_at(logits, token))
+            logprob, entropy = logprob_and_entropy(logits, token)
+            logprobs.append(logprob)
+            entropies.append(entropy)
             piece = decoder.decode(llm.detokenize([token]))
+            pieces.append(piece)
             end = step_end(text, piece, request.stop)
             if end is not None:
                 emit((text + piece)[len(text) : end])
@@ -223,7 +236,7 @@ class LlamaModel:
             if sampled < budget:
                 (logits,) = self._decode([token])
         usage = Usage(prefilled, sampled, time.perf_counter() - started)
-        return Generation(text, finish, usage, tuple(logprobs))
+        return Generation(text, finish, usage, tuple(logprobs), tuple(pieces), tuple(entropies))
 
     def _logprobs(self, context: Context, continuation: str, cancel: threading.Event) -> Logprobs:
         started = time.perf_counter()

@@ -1,12 +1,9 @@
-"""The widgets of the chat: questions, steps as they stream in, rejected drafts, notes, status."""
+"""The widgets of an answer: questions, steps as they stream in, rejected drafts, notes, the answer."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -14,7 +11,7 @@ from textual.markup import escape
 from textual.widget import Widget
 from textual.widgets import Collapsible, Static
 
-from rsdchat.tui.session import CostMeter
+from rsdchat.decision import Decision
 
 AUTHOR_STYLE = {"draft": "bold cyan", "target": "bold magenta"}
 BAR_WIDTH = 10
@@ -48,37 +45,25 @@ def reward_bar(reward: float, delta: float | None, bounded: bool, width: int = B
     return bar
 
 
-@dataclass(frozen=True)
-class Scored:
-    """What the step header shows once a step is scored."""
-
-    reward: float
-    omega: float
-    accepted: bool
-    delta: float | None  # δ of the weighting in force, if it has one
-    bounded: bool  # the reward lives in [0, 1]
-    u: float | None = None
-    invalid: bool = False
-
-
-def score_text(scored: Scored, *, verdict: bool = True) -> Text:
+def score_text(decision: Decision, bounded: bool, *, verdict: bool = True) -> Text:
+    """'r 0.9 ██████┃░░ ≥ δ 0.7 · ω 1 · ✓ accepted' for a judged draft step."""
     text = Text()
-    if scored.invalid:
-        return text.append(f"reward {scored.reward} is not a number · rejected", "bold red")
-    sign = "≥" if scored.delta is not None and scored.reward >= scored.delta else "<"
-    text.append(f"r {scored.reward:.3g} ")
-    text.append_text(reward_bar(scored.reward, scored.delta, scored.bounded))
-    if scored.delta is not None:
-        text.append(f" {sign} δ {scored.delta:g}")
-    text.append(f" · ω {scored.omega:.2g}")
-    if scored.u is not None:
-        text.append(f" (u {scored.u:.2f})", "dim")
+    if decision.invalid:
+        return text.append(f"reward {decision.reward} is not a number · rejected", "bold red")
+    delta = decision.threshold
+    sign = "≥" if delta is not None and decision.reward >= delta else "<"
+    text.append(f"r {decision.reward:.3g} ")
+    text.append_text(reward_bar(decision.reward, delta, bounded))
+    if delta is not None:
+        text.append(f" {sign} δ {delta:g}")
+    text.append(f" · ω {decision.omega:.2g}")
+    if decision.u is not None:
+        text.append(f" (u {decision.u:.2f})", "dim")
     if not verdict:
         return text
     text.append(" · ")
-    text.append(
-        "✓ accepted" if scored.accepted else "✗ rejected", "bold green" if scored.accepted else "bold red"
-    )
+    accepted = decision.accepted
+    text.append("✓ accepted" if accepted else "✗ rejected", "bold green" if accepted else "bold red")
     return text
 
 
@@ -92,9 +77,9 @@ class UserView(Static):
 class NoteLine(Static):
     """A setting changed here (recorded in the transcript at this point)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, note: int = 0) -> None:
         super().__init__(Text.assemble(("⚙ ", "yellow"), text), classes="note")
-        self.text = text
+        self.text, self.note = text, note
 
     def retext(self, text: str) -> None:
         self.text = text
@@ -108,7 +93,9 @@ class StepView(Vertical):
         super().__init__(classes=f"step -{author}")
         self.index, self.author = index, author
         self.text = ""
-        self.scored: Scored | None = None
+        self.decision: Decision | None = None
+        self.score: float | None = None  # a reward shown but not decided on (a target step)
+        self.bounded = True  # the reward that judged it lives in a bounded range
         self.status = "writing…"
         self._header = Static(self._header_text(), classes="step-header")
         self._body = Static("", classes="step-body", markup=False)
@@ -123,18 +110,20 @@ class StepView(Vertical):
         )
         if self.status:
             text.append(f" · {self.status}", "dim")
-        if self.scored is not None:
+        if self.decision is not None:
             text.append(" · ")
-            text.append_text(score_text(self.scored))
+            text.append_text(score_text(self.decision, self.bounded))
+        elif self.score is not None:
+            text.append(f" · r {self.score:.3g} (not judged)", "dim")
         return text
 
     def append(self, piece: str) -> None:
         self.text += piece
         self._body.update(self.text.rstrip("\n") or "…")
 
-    def show_score(self, scored: Scored) -> None:
-        self.scored = scored
-        self.status = "" if scored.accepted else "rewritten by the target ↓"
+    def show_decision(self, decision: Decision, bounded: bool) -> None:
+        self.decision, self.bounded = decision, bounded
+        self.status = "" if decision.accepted else "rewritten by the target ↓"
         self._header.update(self._header_text())
 
     def stop(self) -> None:
@@ -142,21 +131,21 @@ class StepView(Vertical):
         self.status = "stopped"
         self._header.update(self._header_text())
 
-    def finish(self, text: str, tokens: int, accepted: bool) -> None:
-        """The step is final: show the engine's text (authoritative) and its size."""
-        self.text = text
+    def finish(self, text: str, tokens: int, accepted: bool, score: float | None = None) -> None:
+        """The step is final: show the engine's text (authoritative), its size, a score it got."""
+        self.text, self.score = text, score
         self._body.update(text.rstrip("\n") or "(empty step)")
         self.status = f"{tokens} tok"
         self.set_class(accepted, "-accepted")
         self._header.update(self._header_text())
 
 
-def rejected_view(index: int, text: str, scored: Scored | None) -> Collapsible:
+def rejected_view(index: int, text: str, decision: Decision | None, bounded: bool) -> Collapsible:
     """A rejected draft, collapsed (expandable) above the target's replacement."""
     title = Text(f"✗ rejected draft · step {index + 1}")
-    if scored is not None:
+    if decision is not None:
         title.append(" · ")
-        title.append_text(score_text(scored, verdict=False))
+        title.append_text(score_text(decision, bounded, verdict=False))
     body = Static(text.rstrip("\n") or "(empty step)", classes="step-body", markup=False)
     return Collapsible(body, title=escape(title.plain), collapsed=True, classes="rejected")
 
@@ -191,35 +180,3 @@ def finish_line(
         text.append(f" · drafts accepted {accepted}/{drafts}", "dim")
     text.append(f" · {seconds:.1f} s", "dim")
     return text
-
-
-def _si(value: float) -> str:
-    for limit, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= limit:
-            return f"{value / limit:.3g}{suffix}"
-    return f"{value:.3g}"
-
-
-def cost_table(meter: CostMeter) -> Table:
-    table = Table(box=None, padding=(0, 1), show_edge=False, expand=False)
-    for column in ("cost", "tokens", "FLOPs", "s"):
-        table.add_column(column, justify="left" if column == "cost" else "right")
-    for role, totals in meter.roles.items():
-        table.add_row(role.value, _si(totals.tokens), _si(totals.flops), f"{totals.seconds:.1f}")
-    flops = sum(t.flops for t in meter.roles.values())
-    seconds = sum(t.seconds for t in meter.roles.values())
-    table.add_row(Text("total", "bold"), "", _si(flops), f"{seconds:.1f}")
-    return table
-
-
-class StatusPanel(Static):
-    """Who does what, the policy in force, the acceptance rate and the running cost."""
-
-    def show(self, rows: list[tuple[str, str]], meter: CostMeter, state: str) -> None:
-        table = Table(box=None, padding=(0, 1), show_header=False, show_edge=False)
-        table.add_column(style="bold", no_wrap=True)
-        table.add_column(overflow="fold")
-        for key, value in rows:
-            table.add_row(key, Text(value))  # Text: a model named "x[q4]" is not markup
-        parts: list[RenderableType] = [table, Text(""), cost_table(meter), Text(""), Text(state, "italic")]
-        self.update(Group(*parts))

@@ -95,9 +95,7 @@ EMBEDDED_MODELS: Mapping[str, EmbeddedModel] = MappingProxyType(
 
 
 def default_cache_dir() -> Path:
-    """Return $RSDCHAT_CACHE_DIR, else $XDG_CACHE_HOME/rsdchat, else ~/.cache/rsdchat."""
-    if env := os.environ.get("RSDCHAT_CACHE_DIR"):
-        return Path(env).expanduser()
+    """$XDG_CACHE_HOME/rsdchat, else ~/.cache/rsdchat (the setting `cache_dir` overrides it)."""
     if xdg := os.environ.get("XDG_CACHE_HOME"):
         return Path(xdg).expanduser() / "rsdchat"
     return Path.home() / ".cache" / "rsdchat"
@@ -221,7 +219,7 @@ def ensure_model(
     except OSError as exc:
         raise ModelError(
             f"cannot assemble model {model.key!r} in {target.parent}: {exc};"
-            " free disk space or set RSDCHAT_CACHE_DIR to a writable folder"
+            " free disk space or set cache_dir (RSDCHAT_CACHE_DIR) to a writable folder"
         ) from exc
     return target
 

@@ -1,4 +1,4 @@
-"""Tests for rsdchat_llamacpp.models, using real files and real (throwaway) distributions."""
+"""Tests for rsdchat_llamacpp.embedded, using real files and real (throwaway) distributions."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from types import MappingProxyType
 
 import pytest
 
-from rsdchat_llamacpp import models
-from rsdchat_llamacpp.models import (
+from rsdchat_llamacpp import embedded as models
+from rsdchat_llamacpp.embedded import (
     EMBEDDED_MODELS,
     EmbeddedModel,
     ModelError,
@@ -215,8 +215,8 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert default_cache_dir() == tmp_path / ".cache" / "rsdchat"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "rsdchat"
-    monkeypatch.setenv("RSDCHAT_CACHE_DIR", "~/rc")
-    assert default_cache_dir() == tmp_path / "rc"
+    monkeypatch.setenv("RSDCHAT_CACHE_DIR", "~/rc")  # the cache_dir setting, read by the settings only
+    assert default_cache_dir() == tmp_path / "xdg" / "rsdchat"
 
 
 def test_registry_is_immutable_and_pinned() -> None:

@@ -6,44 +6,21 @@ transcript (`replay`), with the same widgets, so a reloaded chat looks as it did
 
 from __future__ import annotations
 
-import re
-
-from rich.table import Table
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Static
 
-from rsdchat.tui.transcript import Record
-from rsdchat.tui.widgets import (
+from rsdchat.chat.transcript import Record, decision_of
+from rsdchat.decision import Decision
+from rsdchat.tui.widgets.steps import (
     AnswerBox,
     NoteLine,
-    Scored,
     StepView,
     TurnView,
     UserView,
     finish_line,
     rejected_view,
 )
-
-_DELTA = re.compile(r"δ=(-?[\d.]+(?:e[-+]?\d+)?)")
-
-
-def scored_from_record(record: Record) -> Scored | None:
-    """The score shown for a saved step (None if it was not scored)."""
-    reward = record.get("reward")
-    if reward is None:
-        return None
-    reward = float(reward)
-    match = _DELTA.search(str(record.get("weighting", "")))
-    omega = record.get("omega")
-    return Scored(
-        reward=reward,
-        omega=float(omega) if omega is not None else 0.0,
-        accepted=bool(record.get("accepted", True)),
-        delta=float(match.group(1)) if match else None,
-        bounded=record.get("reward_kind", "process") == "process",
-        invalid=bool(record.get("reward_invalid", False)),
-    )
 
 
 class TranscriptView(VerticalScroll):
@@ -94,28 +71,38 @@ class TranscriptView(VerticalScroll):
             view.append(text)
             self.follow()
 
-    def show_score(self, scored: Scored) -> None:
+    def show_decision(self, decision: Decision, bounded: bool) -> None:
         if self.current is not None:
-            self.current.show_score(scored)
+            self.current.show_decision(decision, bounded)
 
-    async def step_done(self, index: int, author: str, text: str, tokens: int, accepted: bool) -> None:
+    async def step_done(
+        self, index: int, author: str, text: str, tokens: int, accepted: bool, score: float | None = None
+    ) -> None:
         view = self.current
         if self.turn_view is None or view is None or (view.index, view.author) != (index, author):
             return
         self.turn_view.current = None
         if accepted:
-            view.finish(text, tokens, accepted=True)
+            view.finish(text, tokens, accepted=True, score=score)
         else:
-            await self.turn_view.mount(rejected_view(index, text, view.scored), before=view)
+            await self.turn_view.mount(rejected_view(index, text, view.decision, view.bounded), before=view)
             await view.remove()
 
-    async def add_note(self, text: str) -> NoteLine:
-        note = NoteLine(text)
-        await (self.turn_view or self).mount(note)
+    async def show_note(self, note: int, text: str, in_turn: bool) -> None:
+        """Add note `note`, or give it new text."""
+        for line in self.query(NoteLine).results():
+            if line.note == note:
+                line.retext(text)
+                return
+        await (self.turn_view if in_turn and self.turn_view is not None else self).mount(NoteLine(text, note))
         self.follow()
-        return note
 
-    async def finish_turn(self, line: Record, partial: str = "") -> None:
+    async def remove_note(self, note: int) -> None:
+        for line in self.query(NoteLine).results():
+            if line.note == note:
+                await line.remove()
+
+    async def finish_turn(self, line: Record) -> None:
         """Close the answer: keep a stopped step's text, highlight the final answer, sum up."""
         turn_view = self.turn_view
         if turn_view is None:
@@ -145,10 +132,6 @@ class TranscriptView(VerticalScroll):
         )
         widgets.append(Static(line, classes="finish"))
         return widgets
-
-    async def show_help(self, help: Table) -> None:
-        await self.mount(Static(help, classes="help"))
-        self.follow()
 
     def loaded(self, text: str, *, failed: bool = False) -> None:
         """Replace the "loading models…" line."""
@@ -198,12 +181,14 @@ class TranscriptView(VerticalScroll):
 
     @staticmethod
     def _saved_step(record: Record) -> Widget:
-        scored = scored_from_record(record)
+        decision = decision_of(record)
+        bounded = record.get("reward_bounds") is not None
         index, author, text = int(record["index"]), str(record["author"]), str(record["text"])
         if not record.get("accepted", True):
-            return rejected_view(index, text, scored)
+            return rejected_view(index, text, decision, bounded)
         view = StepView(index, author)
-        if scored is not None:
-            view.show_score(scored)
-        view.finish(text, int(record.get("tokens") or 0), accepted=True)
+        if decision is not None:
+            view.show_decision(decision, bounded)
+        score = record.get("score")
+        view.finish(text, int(record.get("tokens") or 0), True, float(score) if score is not None else None)
         return view

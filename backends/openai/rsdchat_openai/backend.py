@@ -1,0 +1,80 @@
+"""The openai backend: one generator per (role, served model), and `rsdchat doctor`'s checks."""
+
+from __future__ import annotations
+
+import time
+
+from rsdchat.doctor import RoleCheck, time_tiny_step
+from rsdchat.errors import RsdchatError
+from rsdchat.types import Role
+from rsdchat_openai.config import BackendConfig, OpenAIConfig
+from rsdchat_openai.generator import HttpGenerator, HttpLogprobGenerator
+from rsdchat_openai.http import Pool
+from rsdchat_openai.server import Headers, ServerInfo, choose_model, make_renderer, parse_models, probe
+
+
+class OpenAIBackend:
+    """Hands out one generator per (role, served model); checks the server when it does."""
+
+    def __init__(self, config: OpenAIConfig) -> None:
+        self._config = BackendConfig.of(config)
+        self._generators: dict[tuple[Role, str], HttpGenerator] = {}
+
+    def generator(self, role: Role, model: str) -> HttpGenerator:
+        """Blocking (asks the servers what they serve): call it off the event loop."""
+        if (role, model) not in self._generators:
+            pool = Pool(self._config.endpoint(role))
+            server, served = probe(pool, model)
+            self._generators[role, model] = self._make(role, pool, server, served)
+        return self._generators[role, model]
+
+    def _make(self, role: Role, pool: Pool, server: ServerInfo, model: str) -> HttpGenerator:
+        headers = Headers(make_renderer(server, pool, model, self._config.chat_template))
+        kind = HttpLogprobGenerator if server.dialect.prompt_logprobs else HttpGenerator
+        return kind(pool, server, model, headers, logprobs=role is Role.DRAFT and self._config.draft_logprobs)
+
+    async def aclose(self) -> None:
+        for generator in self._generators.values():
+            await generator.pool.aclose()
+        self._generators.clear()
+
+    async def diagnose(self, role: Role, model: str) -> RoleCheck:
+        """Reachable? Model served? One streamed step: streaming, capabilities, latency."""
+        check = RoleCheck(role.value, "openai", model)
+        try:
+            pool = Pool(self._config.endpoint(role))
+        except RsdchatError as exc:
+            return check.replace(error=str(exc))
+        check = check.replace(location=", ".join(r.url for r in pool.replicas))
+        try:
+            return await self._diagnose(check, role, pool, model)
+        finally:
+            await pool.aclose()
+
+    async def _diagnose(self, check: RoleCheck, role: Role, pool: Pool, model: str) -> RoleCheck:
+        latencies = []
+        for replica in pool.replicas:
+            started = time.perf_counter()
+            try:
+                body = await pool.get("/v1/models", url=replica.url)
+            except RsdchatError as exc:
+                return check.replace(reachable=False, error=str(exc))
+            latencies.append((time.perf_counter() - started) * 1000)
+            try:
+                server = parse_models(body, pool, replica.url)
+                model = choose_model(server, model, pool, replica.url)
+            except RsdchatError as exc:
+                return check.replace(reachable=True, model_served=False, error=str(exc))
+        check = check.replace(
+            reachable=True,
+            model_served=True,
+            logprobs=server.dialect.prompt_logprobs,
+            latency_ms=max(latencies),
+            notes=(f"{server.dialect.name} server",),
+        )
+        generator = self._make(role, pool, server, model)
+        try:
+            streamed, first_step = await time_tiny_step(generator, max_tokens=4)
+        except RsdchatError as exc:
+            return check.replace(streaming=False, error=str(exc))
+        return check.replace(streaming=streamed, notes=(*check.notes, f"4-token step {first_step:.0f} ms"))

@@ -1,0 +1,201 @@
+"""Slash commands typed in the chat, parsed without any UI, and what is in force in words.
+
+Parsing is pure: `parse_command` splits a line, `change_knobs` turns a settings command
+into new `Knobs` (raising ConfigError with a one-line message on a bad value), and
+`describe_change` says what changed between two `InForce`s, for the transcript.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass, replace
+from typing import Any
+
+from rsdchat.chat.knobs import Knobs, Style
+from rsdchat.errors import ConfigError
+from rsdchat.plugins import reward_plugins
+from rsdchat.policy import Mode
+from rsdchat.protocols import RewardSource
+from rsdchat.settings import Settings
+from rsdchat.weighting import SYMBOLS, WEIGHTINGS, Weighting, make_weighting
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    usage: str
+    help: str
+
+
+def _weighting_usage() -> str:
+    def one(name: str) -> str:
+        params = " ".join(SYMBOLS.get(p, p) for p in WEIGHTINGS[name].params())
+        return f"{name} [{params}]" if params else name
+
+    return " · ".join(one(name) for name in WEIGHTINGS)
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    "delta": CommandSpec(
+        "/delta VALUE", "set the threshold δ (from the next step); /delta default resets it"
+    ),
+    "weighting": CommandSpec("/weighting NAME [PARAMS]", _weighting_usage()),
+    "reward": CommandSpec("/reward NAME", "the reward source (`rsdchat rewards` lists them; join with '*')"),
+    "mode": CommandSpec(
+        "/mode MODE", "rsd · target-only · draft-only, or the conversation style: math · chat · auto"
+    ),
+    "system": CommandSpec("/system PROMPT", "system prompt from the next question; /system default resets"),
+    "new": CommandSpec("/new", "start a new chat"),
+    "save": CommandSpec("/save [PATH]", "save the transcript as JSONL (steps, rewards, settings)"),
+    "load": CommandSpec("/load PATH", "load a saved transcript and continue it"),
+    "export": CommandSpec("/export [PATH.md]", "export the transcript as Markdown"),
+    "help": CommandSpec("/help", "show the commands and keys"),
+    "quit": CommandSpec("/quit", "leave rsdchat (without asking about an unsaved chat)"),
+}
+SETTINGS_COMMANDS = ("delta", "weighting", "reward", "mode", "system")
+MODE_WORDS = tuple(m.value for m in Mode) + tuple(s.value for s in Style) + ("auto",)
+
+
+def parse_command(line: str) -> tuple[str, str]:
+    """'/delta 0.8' -> ('delta', '0.8'); an unknown command raises ConfigError."""
+    head, _, rest = line.strip().removeprefix("/").partition(" ")
+    name = head.lower()
+    if name not in COMMANDS:
+        raise ConfigError(f"unknown command /{head}; type /help for the list")
+    return name, rest.strip()
+
+
+def parse_number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{what} must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{what} must be a finite number, got {text!r}")
+    return value
+
+
+def change_knobs(name: str, rest: str, knobs: Knobs) -> Knobs:
+    """The knobs after the settings command `/name rest`; ConfigError on a bad value."""
+    usage = COMMANDS[name].usage
+    if name == "delta":
+        if not rest:
+            raise ConfigError(f"usage: {usage}")
+        if rest.lower() == "default":
+            return replace(knobs, delta=None)
+        return replace(knobs, delta=parse_number(rest, "δ"))
+    if name == "weighting":
+        return _weighting(rest, knobs, usage)
+    if name == "reward":
+        if not rest:
+            raise ConfigError(f"usage: {usage}; choose one of: {', '.join(reward_plugins())}")
+        # a new source has its own scale: δ and the style go back to the source's defaults
+        spec = "*".join(part.strip() for part in rest.split("*"))
+        return replace(knobs, reward=spec, delta=None, style=None)
+    if name == "mode":
+        word = rest.lower()
+        if word in (m.value for m in Mode):
+            return replace(knobs, mode=Mode(word))
+        if word in (s.value for s in Style):
+            return replace(knobs, style=Style(word))
+        if word == "auto":
+            return replace(knobs, style=None)
+        raise ConfigError(f"unknown mode {rest!r}; choose one of: {', '.join(MODE_WORDS)}")
+    if name == "system":
+        if not rest:
+            raise ConfigError(f"usage: {usage}")
+        return replace(knobs, system=None if rest.lower() == "default" else rest)
+    raise ConfigError(f"/{name} does not change a setting")
+
+
+def _weighting(rest: str, knobs: Knobs, usage: str) -> Knobs:
+    words = rest.split()
+    if not words:
+        raise ConfigError(f"usage: {usage}")
+    name, values = words[0].lower(), words[1:]
+    if name not in WEIGHTINGS:
+        raise ConfigError(f"unknown weighting {name!r}; choose one of: {', '.join(WEIGHTINGS)}")
+    params = WEIGHTINGS[name].params()
+    if len(values) > len(params):
+        shown = " ".join(SYMBOLS.get(p, p) for p in params) or "no parameters"
+        raise ConfigError(f"weighting {name} takes {shown}, got {' '.join(values)!r}")
+    changed = {p: parse_number(v, SYMBOLS.get(p, p)) for p, v in zip(params, values, strict=False)}
+    return replace(knobs, weighting=name, **changed)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class InForce:
+    """What a chat's next step is written with, as the user sees it."""
+
+    mode: Mode
+    style: Style
+    reward: str
+    weighting: Weighting
+    system: str
+    custom_system: bool  # the user set the system prompt (else it follows the style)
+
+    @classmethod
+    def of(cls, knobs: Knobs, reward: RewardSource | None, settings: Settings) -> InForce:
+        """What `knobs` put in force with `reward` (ConfigError if the weighting is invalid)."""
+        delta = knobs.effective_delta(reward)
+        weighting = make_weighting(
+            knobs.weighting, delta=delta, alpha=knobs.alpha, p=knobs.p, beta=knobs.beta
+        )
+        return cls(
+            mode=knobs.mode,
+            style=knobs.style_of(reward),
+            reward=reward.name if reward is not None else knobs.reward,
+            weighting=weighting,
+            system=knobs.system_prompt(reward, settings),
+            custom_system=knobs.system is not None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode.value,
+            "style": self.style.value,
+            "reward": self.reward,
+            "weighting": self.weighting.to_dict(),
+            "system": self.system,
+        }
+
+
+def describe_change(before: InForce, after: InForce) -> str:
+    """'δ 0.7 → 0.8', 'reward arithmetic → judge; style math → chat', … ('' if nothing changed)."""
+    parts = []
+    for key in ("mode", "style", "reward"):
+        old, new = getattr(before, key), getattr(after, key)
+        if old != new:
+            parts.append(f"{key} {getattr(old, 'value', old)} → {getattr(new, 'value', new)}")
+    old_w, new_w = before.weighting, after.weighting
+    if old_w != new_w:
+        only_delta = type(old_w) is type(new_w) and {
+            k: v for k, v in old_w.values().items() if k != "delta"
+        } == {k: v for k, v in new_w.values().items() if k != "delta"}
+        if only_delta and old_w.threshold is not None and new_w.threshold is not None:
+            parts.append(f"δ {old_w.threshold:g} → {new_w.threshold:g}")
+        else:
+            parts.append(f"weighting {old_w.describe()} → {new_w.describe()}")
+    if before.system != after.system:
+        if after.custom_system:
+            parts.append(f"system prompt → {_short(after.system)!r}")
+        elif before.custom_system:
+            parts.append("system prompt → the default")
+        # else: the default prompt follows the style, whose change is already said
+    return "; ".join(parts)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def split_path(rest: str) -> str:
+    """A path argument, with shell-style quotes allowed around names with spaces."""
+    try:
+        words = shlex.split(rest)
+    except ValueError as exc:
+        raise ConfigError(f"bad path {rest!r}: {exc}") from None
+    if len(words) > 1:
+        raise ConfigError(f"one path please, got {len(words)} (quote names with spaces)")
+    return words[0] if words else ""
