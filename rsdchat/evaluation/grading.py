@@ -72,7 +72,7 @@ def extract_choice(text: str, n_choices: int) -> str | None:
     def letter(candidate: str | None) -> str | None:
         if candidate is None:
             return None
-        found = _CHOICE.match(candidate.strip().strip("$").replace("\\text{", "").strip("{} "))
+        found = _CHOICE.match(candidate.strip().strip("$").replace("\\text{", "").strip("{} ").upper())
         return found.group(1) if found and found.group(1) in valid else None
 
     for candidate in (last_boxed(text), _after_phrase(text)):

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rsdchat.errors import BackendError
-from rsdchat.protocols import Logprobs, TokenSink
+from rsdchat.protocols import Logprobs, StepGenerator, TokenSink
 from rsdchat.types import Context, FinishReason, Generation, ModelInfo, StepRequest, Usage, step_end
 from rsdchat_llamacpp.embedded import ModelError
 
@@ -108,7 +108,8 @@ class LlamaModel:
         self._bos_text = bos
         self._format = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self._vocab = llm.n_vocab()
-        self._lock = threading.Lock()  # one request at a time per model (loop-agnostic)
+        self.lock = threading.Lock()  # one request at a time per model (loop-agnostic)
+        self.llm = llm
         self.info = ModelInfo(name=name, n_params=int(llm._model.n_params()), backend="llamacpp")
         self.n_ctx = n_ctx
 
@@ -138,30 +139,50 @@ class LlamaModel:
             cancel.set()
             raise
 
+    def speculative(self, draft: StepGenerator, lookahead: int) -> StepGenerator:
+        """This model's greedy steps written faster with `draft`'s proposals (token-level SD)."""
+        from rsdchat_llamacpp.speculative import speculative
+
+        return speculative(self, draft, lookahead)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab
+
+    @property
+    def cached(self) -> int:
+        """Tokens in the KV cache."""
+        return int(self.llm.n_tokens)
+
+    def truncate(self, keep: int) -> None:
+        """Drop the cache after its first `keep` tokens."""
+        self.llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+        self.llm.n_tokens = keep
+
     def count_tokens(self, context: Context) -> int:
         """Tokens of `context` as this model reads it (chat template included)."""
-        return len(self._tokens(context))
+        return len(self.tokens(context))
 
     def close(self) -> None:
-        with self._lock:
+        with self.lock:
             self._llm.close()
 
-    # -- work in the worker thread --------------------------------------------------
+    # -- work in the worker thread (also used by the speculative decoder) --------------
 
     def _locked(self, work: Any, *args: Any) -> Any:
-        with self._lock:
+        with self.lock:
             try:
                 return work(*args)
             except RuntimeError as exc:  # llama_decode failures
                 raise BackendError(f"llama.cpp failed on {self.info.name}: {exc}") from None
 
-    def _tokens(self, context: Context) -> list[int]:
+    def tokens(self, context: Context) -> list[int]:
         messages = [{"role": m.role, "content": m.content} for m in context.messages]
         prompt = self._format(messages=messages).prompt + context.response  # type: ignore[arg-type]
         add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
         return list(self._llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
 
-    def _decode(self, tokens: list[int], *, all_logits: bool = False) -> list[Logits]:
+    def decode(self, tokens: list[int], *, all_logits: bool = False) -> list[Logits]:
         """Read `tokens` after the cached ones; return logits (every row, or only the last)."""
         llm = self._llm
         if llm.n_tokens + len(tokens) > self.n_ctx:
@@ -187,14 +208,13 @@ class LlamaModel:
             rows.append(np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(self._vocab,)).copy())
         return rows
 
-    def _prefill(self, tokens: list[int]) -> tuple[int, Logits]:
+    def prefill(self, tokens: list[int]) -> tuple[int, Logits]:
         """Make the cache hold exactly `tokens`; return how many were read and the next-token logits."""
         llm = self._llm
         keep = common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens)
         keep = min(keep, len(tokens) - 1)  # re-read the last token to get fresh logits
-        llm._ctx.kv_cache_seq_rm(-1, keep, -1)
-        llm.n_tokens = keep
-        (logits,) = self._decode(tokens[keep:])
+        self.truncate(keep)
+        (logits,) = self.decode(tokens[keep:])
         return len(tokens) - keep, logits
 
     def _generate(
@@ -202,12 +222,12 @@ class LlamaModel:
     ) -> Generation:
         started = time.perf_counter()
         llm = self._llm
-        prompt = self._tokens(context)
+        prompt = self.tokens(context)
         if len(prompt) >= self.n_ctx:
             raise BackendError(
                 f"{self.info.name}: the conversation ({len(prompt)} tokens) exceeds n_ctx={self.n_ctx}"
             )
-        prefilled, logits = self._prefill(prompt)
+        prefilled, logits = self.prefill(prompt)
         rng = np.random.default_rng(request.seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text, logprobs, pieces, entropies, sampled = "", [], [], [], 0
@@ -218,7 +238,7 @@ class LlamaModel:
                 raise Cancelled
             token = sample(logits, request.temperature, request.top_p, rng)
             sampled += 1
-            if _is_eog(llm, token):
+            if is_eog(llm, token):
                 finish = "eos"
                 break
             logprob, entropy = logprob_and_entropy(logits, token)
@@ -234,27 +254,27 @@ class LlamaModel:
             text += piece
             emit(piece)
             if sampled < budget:
-                (logits,) = self._decode([token])
+                (logits,) = self.decode([token])
         usage = Usage(prefilled, sampled, time.perf_counter() - started)
         return Generation(text, finish, usage, tuple(logprobs), tuple(pieces), tuple(entropies))
 
     def _logprobs(self, context: Context, continuation: str, cancel: threading.Event) -> Logprobs:
         started = time.perf_counter()
-        before = self._tokens(context)
-        full = self._tokens(context.extend(continuation))
+        before = self.tokens(context)
+        full = self.tokens(context.extend(continuation))
         start = max(1, common_prefix(before, full))
         if start >= len(full):
             return Logprobs((), Usage(seconds=time.perf_counter() - started))
-        prefilled, first = self._prefill(full[:start])
+        prefilled, first = self.prefill(full[:start])
         if cancel.is_set():
             raise Cancelled
-        rows = [first, *self._decode(full[start:], all_logits=True)]
+        rows = [first, *self.decode(full[start:], all_logits=True)]
         scores = tuple(log_softmax_at(rows[i], token) for i, token in enumerate(full[start:]))
         usage = Usage(prefilled + len(full) - start, 0, time.perf_counter() - started)
         return Logprobs(scores, usage)
 
 
-def _is_eog(llm: Llama, token: int) -> bool:
+def is_eog(llm: Llama, token: int) -> bool:
     import llama_cpp
 
     return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))

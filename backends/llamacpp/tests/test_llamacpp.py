@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from rsdchat.engine import Engine
-from rsdchat.errors import BackendError
+from rsdchat.errors import BackendError, ConfigError
 from rsdchat.plugins import RewardContext
 from rsdchat.policy import Mode, Policy
 from rsdchat.rewards import make_reward
 from rsdchat.testing import installed
-from rsdchat.types import Context, Message, Role, StepRequest
+from rsdchat.types import Context, Generation, Message, Role, StepRequest
 from rsdchat.weighting import BinaryStep
 from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig, LlamaModel
 
@@ -169,3 +169,41 @@ def test_missing_model_file_is_named(tmp_path: Path) -> None:
     backend = LlamaCppBackend(LlamaCppConfig())
     with pytest.raises(ModelError, match="not found"):
         backend.generator(Role.DRAFT, str(tmp_path / "absent.gguf"))
+
+
+def test_speculative_decoding_writes_the_targets_own_greedy_text(tmp_path: Path) -> None:
+    """Token-level SD with a second copy of the model as the draft: every proposal is the target's own
+    choice, so the text is target-only's, unless batch and single-token numerics split a near-tie."""
+    from rsdchat_llamacpp.embedded import resolve_model
+
+    path = resolve_model("smollm2-135m")
+    target = LlamaModel(path, name="target", n_ctx=1024, threads=2)
+    draft = LlamaModel(path, name="draft", n_ctx=1024, threads=2)
+    request = StepRequest(max_tokens=48, stop=("@@@",))
+
+    async def run() -> tuple[Generation, Generation]:
+        alone = await target.generate(CONTEXT, request)
+        speculative = target.speculative(draft, 4)
+        return alone, await speculative.generate(CONTEXT, request)
+
+    try:
+        alone, fast = asyncio.run(run())
+        assert fast.usage.generated_tokens == alone.usage.generated_tokens == 48
+        (helper,) = fast.assists
+        assert helper.role is Role.DRAFT and helper.n_params == draft.info.n_params
+        assert helper.usage.generated_tokens >= 40  # the draft proposed (almost) every token
+        assert fast.usage.prefill_tokens <= helper.usage.generated_tokens  # few proposals were refused
+        if fast.text != alone.text:  # only where the target itself hesitates between two tokens
+            pieces = zip(alone.token_texts or (), fast.token_texts or (), strict=False)
+            split = next(i for i, (a, b) in enumerate(pieces) if a != b)
+            margin = abs((alone.token_logprobs or ())[split] - (fast.token_logprobs or ())[split])
+            assert margin < 0.3, (split, margin, alone.text, fast.text)
+        with pytest.raises(ConfigError, match="greedy only"):
+            asyncio.run(
+                target.speculative(draft, 4).generate(CONTEXT, StepRequest(max_tokens=4, temperature=1.0))
+            )
+        with pytest.raises(ConfigError, match="needs two models"):
+            target.speculative(target, 4)
+    finally:
+        target.close()
+        draft.close()

@@ -1,0 +1,265 @@
+"""`rsdchat eval`: methods side by side on the same questions, resumable, with a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from rsdchat.cli.options import Given, with_settings
+from rsdchat.engine import Engine
+from rsdchat.errors import ConfigError, RsdchatError
+from rsdchat.evaluation.data import Problem, load_problems, load_questions
+from rsdchat.evaluation.methods import MethodSpec, parse_method, parse_methods
+from rsdchat.evaluation.results import Record, ResultsFile, read_results
+from rsdchat.evaluation.runner import RunTools, fingerprint, needed_mode, run_methods
+from rsdchat.evaluation.summary import cost_line, markdown_table, rich_table, summarise
+from rsdchat.runtime import Runtime
+from rsdchat.settings import RSD, Settings, setting_fields
+
+DEFAULT_METHODS = "target-only,draft-only,rsd"
+
+
+def expand_sweeps(specs: Sequence[MethodSpec], sweeps: dict[str, list[float]]) -> list[MethodSpec]:
+    """Each method once per combination of the swept settings that matter to it.
+
+    The RSD settings (reward, ω, δ, …) are swept in the rsd methods only; the others in
+    every method. A method that sets a swept setting itself keeps its own value.
+    """
+    rsd_only = {f.name for f in setting_fields() if (f.info.json_schema_extra or {}).get("panel") == RSD}  # type: ignore[union-attr]
+    expanded: list[MethodSpec] = []
+    for spec in specs:
+        keys = [k for k in sweeps if k not in spec.settings and (spec.name == "rsd" or k not in rsd_only)]
+        for values in itertools.product(*(sweeps[k] for k in keys)):
+            extra = ":".join(f"{k}={v:g}" for k, v in zip(keys, values, strict=True))
+            expanded.append(parse_method(f"{spec.text}:{extra}") if extra else spec)
+    return expanded
+
+
+def _problems(
+    dataset: str,
+    file: Path | None,
+    offset: int,
+    limit: int,
+    ids: str | None,
+    skip_bad: bool,
+    fields: tuple[str | None, str | None],
+    err: Console,
+) -> tuple[str, list[Problem]]:
+    if file is not None:
+        problems, skipped = load_questions(
+            file, question_field=fields[0], answer_field=fields[1], skip_bad=skip_bad
+        )
+        for line in skipped:
+            err.print(f"[yellow]skipped[/yellow] {line}", highlight=False)
+        name = str(file)
+    else:
+        problems, name = load_problems(dataset), dataset
+    if ids:
+        wanted = [part.strip() for part in ids.split(",") if part.strip()]
+        known = {p.id: p for p in problems}
+        missing = [i for i in wanted if i not in known]
+        if missing:
+            raise ConfigError(f"--ids: {name} has no question {missing[0]!r}")
+        return name, [known[i] for i in wanted]
+    if offset < 0 or offset >= len(problems):
+        raise ConfigError(f"--offset {offset} is out of range: {name} has {len(problems)} questions")
+    chosen = problems[offset : offset + limit] if limit else problems[offset:]
+    unanswerable = [p.id for p in chosen if not p.reference]
+    if unanswerable:
+        raise ConfigError(f'question {unanswerable[0]} has no answer to grade against (an "answer" field)')
+    return name, chosen
+
+
+class Shown:
+    """A progress bar per method, with ETA and running accuracy."""
+
+    def __init__(self, console: Console) -> None:
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[accuracy]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {}
+        self.right: dict[str, list[int]] = {}
+
+    def __call__(self, method: str, record: Record | None, done: int, total: int) -> None:
+        if method not in self.tasks:
+            self.right[method] = [0, 0]
+            self.tasks[method] = self.bar.add_task(method, total=total, completed=done, accuracy="")
+        if record is not None:
+            tally = self.right[method]
+            tally[0] += bool(record.get("correct"))
+            tally[1] += 1
+            self.bar.update(self.tasks[method], completed=done, accuracy=f"{tally[0]}/{tally[1]} right")
+
+
+async def evaluate(
+    settings: Settings,
+    name: str,
+    problems: list[Problem],
+    specs: list[MethodSpec],
+    output: Path,
+    cache: bool,
+    err: Console,
+) -> list[Record]:
+    """Run what `output` does not hold yet (loading the models only then); every record in it."""
+    results = ResultsFile(output, fingerprint(settings, name))
+    done = results.done()
+    if all((p.id, s.text) in done for p in problems for s in specs):
+        results.close()
+        return results.records
+    runtime = Runtime(settings, Engine(draft=None, target=None))
+    shown = Shown(err)
+    try:
+        with err.status("loading models…", spinner="dots"):
+            await runtime.load_models(needed_mode(specs))
+        tools = RunTools(runtime, cache=cache)
+        try:
+            with shown.bar:
+                await run_methods(tools, settings, problems, specs, results, shown)
+        finally:
+            hits, lookups = tools.cache_hits()
+            if cache and lookups:
+                err.print(f"step cache: {hits} of {lookups} steps and rewards came from memory", style="dim")
+            await tools.aclose()
+    finally:
+        await runtime.aclose()
+        results.close()
+    return results.records
+
+
+def report(
+    records: list[Record], order: list[str], *, as_json: bool, markdown: Path | None, out: Console
+) -> None:
+    summaries = summarise(records, order)
+    if markdown is not None:
+        try:
+            markdown.write_text(markdown_table(summaries), encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {markdown}: {exc.strerror or exc}") from None
+    if as_json:
+        print(json.dumps({"methods": [s.to_dict() for s in summaries]}, allow_nan=False))
+        return
+    out.print(rich_table(summaries, "ratios against target-only on the same questions"))
+    for summary in summaries:
+        out.print(f"[bold]{summary.method}[/bold]: {cost_line(summary)}", highlight=False)
+        if summary.levels:
+            levels = ", ".join(f"{lv} {c}/{n}" for lv, (c, n) in sorted(summary.levels.items()))
+            out.print(f"  by level: {levels}", highlight=False)
+
+
+def eval_command(
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="A packaged benchmark (see --help of --file).")
+    ] = "gsm8k",
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", "-f", help="Your own questions: JSONL or CSV with question and answer columns."
+        ),
+    ] = None,
+    offset: Annotated[int, typer.Option(help="First question (0-based).")] = 0,
+    limit: Annotated[int, typer.Option(help="How many questions (0: all to the end).")] = 20,
+    ids: Annotated[str | None, typer.Option(help="Only these question ids, comma-separated.")] = None,
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods",
+            "-m",
+            help=(
+                "Comma-separated: target-only, draft-only, rsd, random, sd, maj, bon, pbon, beam; "
+                "options after ':' (bon:n=4, rsd:delta=0.8)."
+            ),
+        ),
+    ] = DEFAULT_METHODS,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The results file (JSONL; rerun to resume). Default: rsdchat-eval-<dataset>.jsonl",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The summary as one JSON object on stdout.")
+    ] = False,
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="Also write the summary table as Markdown.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Save PNG plots in this folder (needs matplotlib).")
+    ] = None,
+    report_only: Annotated[
+        bool, typer.Option("--report", help="Only summarise the results file; run nothing.")
+    ] = False,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Skip malformed lines of --file instead of stopping.")
+    ] = False,
+    question_field: Annotated[
+        str | None, typer.Option(help="The question's field in --file (default question or problem).")
+    ] = None,
+    answer_field: Annotated[
+        str | None, typer.Option(help="The answer's field in --file (default answer).")
+    ] = None,
+    *,
+    _settings_given: Given,
+) -> None:
+    """Compare methods on the same questions: accuracy, cost, and RSD against target-only.
+
+    Results are written as they finish; rerunning the same command resumes. A setting given
+    several values (--delta 0.5:0.95:0.05) runs once per value, sharing the steps they have in
+    common.
+
+    [dim]Examples:[/dim]
+
+      rsdchat eval -d gsm8k --limit 50 -m target-only,draft-only,rsd,random,bon:n=4 -o gsm8k.jsonl
+
+      rsdchat eval --limit 30 --methods target-only,rsd --delta 0.7:0.95:0.05 --plot plots/
+    """
+    err, out = Console(stderr=True), Console(width=None if sys.stdout.isatty() else 160)
+    given = _settings_given
+    specs = parse_methods(methods)
+    settings = given.settings()
+    specs = expand_sweeps(specs, given.sweeps)
+    path = output or Path(f"rsdchat-eval-{(file.stem if file else dataset)}.jsonl")
+    if report_only:
+        _, records = read_results(path)
+        report(records, [s.text for s in specs], as_json=as_json, markdown=markdown, out=out)
+        return
+    name, problems = _problems(
+        dataset, file, offset, limit, ids, skip_bad, (question_field, answer_field), err
+    )
+    err.print(f"{len(problems)} questions from {name} × {len(specs)} methods → {path}", highlight=False)
+    try:
+        records = asyncio.run(evaluate(settings, name, problems, specs, path, bool(given.sweeps), err))
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted[/yellow]: the results so far are in {path}; the same command resumes")
+        raise typer.Exit(130) from None
+    except RsdchatError as exc:
+        err.print(f"[bold red]rsdchat:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    wanted = {p.id for p in problems}
+    records = [r for r in records if r["id"] in wanted and r["method"] in {s.text for s in specs}]
+    report(records, [s.text for s in specs], as_json=as_json, markdown=markdown, out=out)
+    if plot is not None:
+        from rsdchat.evaluation.plots import save_plots
+
+        for saved in save_plots(records, [s.text for s in specs], plot):
+            err.print(f"saved {saved}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(with_settings(sweeps=True)(eval_command))

