@@ -73,7 +73,7 @@ async def lockstep(engine: Engine, policy: Policy, chats: list[tuple[Message, ..
     one = replace(policy, max_steps=1)
     texts, traces = ["" for _ in chats], [Trace(str(i), "") for i in range(len(chats))]
     active = list(range(len(chats)))
-    for index in range(policy.max_steps):
+    for _ in range(policy.max_steps):
         steps = await asyncio.gather(
             *(
                 engine.solve(chats[i], replace(one, max_tokens=policy.max_tokens - _written(traces[i])),

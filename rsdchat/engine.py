@@ -123,7 +123,10 @@ class Engine:
                     decision = await self._judge(context, step, policy, run)  # r_i, A_ω(r_i)
                     if not decision.accepted:
                         run.emit(StepDone(trace.request_id, step))  # the rejected draft, for the record
-                        step = await self._write(Role.TARGET, context, index, budget, policy, run)  # y_i ~ M
+                        proposal = step.text if policy.reuse_draft else None  # checked, never trusted
+                        step = await self._write(
+                            Role.TARGET, context, index, budget, policy, run, proposal
+                        )  # y_i ~ M
 
             if policy.score_target_steps and policy.reward is not None and step.author is Role.TARGET:
                 await self._score_only(context, step, policy.reward, run.trace)
@@ -138,14 +141,20 @@ class Engine:
                 return
 
     async def _write(
-        self, role: Role, context: Context, index: int, budget: int, policy: Policy, run: _Run
+        self,
+        role: Role,
+        context: Context,
+        index: int,
+        budget: int,
+        policy: Policy,
+        run: _Run,
+        proposal: str | None = None,
     ) -> Step:
         model = self.draft if role is Role.DRAFT else self.target
         assert model is not None  # checked by check()
         trace = run.trace
-        request = StepRequest(
-            budget, policy.stop, policy.temperature, policy.top_p, step_seed(run.seed, index, role)
-        )
+        seed = step_seed(run.seed, index, role)
+        request = StepRequest(budget, policy.stop, policy.temperature, policy.top_p, seed, proposal)
         run.emit(StepStarted(trace.request_id, index, role))
 
         def on_token(text: str) -> None:

@@ -88,6 +88,9 @@ class Settings(BaseModel):
     p: float = setting(0.5, "p of the constant weighting", RSD, ge=0, le=1)
     beta: float = setting(1.0, "β of the hybrid weighting", RSD, gt=0)
     score_target_steps: bool = setting(False, "also score the target's steps (shown, never decided on)", RSD)
+    reuse_draft: bool = setting(
+        False, "the target checks a rejected draft step in batches and keeps the tokens it agrees with", RSD
+    )
     max_steps: int = setting(32, "most steps in an answer", BUDGETS, ge=1)
     max_step_tokens: int = setting(256, "most tokens in one step", BUDGETS, ge=1)
     max_tokens: int = setting(1024, "most tokens in an answer", BUDGETS, ge=1)
@@ -177,6 +180,7 @@ class Settings(BaseModel):
             top_p=self.top_p,
             stop_at_answer=self.stop_at_answer,
             score_target_steps=self.score_target_steps,
+            reuse_draft=self.reuse_draft,
         )
 
 

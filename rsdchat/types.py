@@ -62,6 +62,8 @@ class StepRequest:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int | None = None  # per-step seed derived from the request seed
+    proposal: str | None = None  # text the model is likely to write first (a rejected draft step):
+    # a backend that can check it in one batch keeps the part it would write itself (greedy only)
 
 
 def step_end(text: str, piece: str, stops: tuple[str, ...]) -> int | None:

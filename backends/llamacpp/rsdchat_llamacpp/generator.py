@@ -22,13 +22,14 @@ import numpy.typing as npt
 
 from rsdchat.errors import BackendError
 from rsdchat.protocols import Logprobs, StepGenerator, TokenSink
-from rsdchat.types import Context, FinishReason, Generation, ModelInfo, StepRequest, Usage, step_end
+from rsdchat.types import Assist, Context, FinishReason, Generation, ModelInfo, StepRequest, Usage, step_end
 from rsdchat_llamacpp.embedded import ModelError
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
 Logits = npt.NDArray[np.float32]
+VERIFY_CHUNK = 8  # proposed tokens checked per batch: at most this many are read in vain
 
 
 class Cancelled(Exception):
@@ -71,6 +72,54 @@ def sample(logits: Logits, temperature: float, top_p: float, rng: np.random.Gene
         keep = order[: int(np.searchsorted(np.cumsum(probs[order]), top_p)) + 1]
         return int(rng.choice(keep, p=probs[keep] / probs[keep].sum()))
     return int(rng.choice(len(probs), p=probs))
+
+
+class StepWriter:
+    """Turns the tokens chosen one by one into a step: text, streamed pieces, log-probabilities.
+
+    `add` returns True once the step is complete: a stop string was written (the text is
+    cut just after it) or the model ended its reply.
+    """
+
+    def __init__(self, llm: Llama, stops: tuple[str, ...], emit: TokenSink) -> None:
+        self.llm, self.stops, self.emit = llm, stops, emit
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text = ""
+        self.tokens = 0  # chosen so far, an end-of-reply token included
+        self.finish: FinishReason = "length"
+        self.logprobs: list[float] = []
+        self.pieces: list[str] = []
+        self.entropies: list[float] = []
+
+    def add(self, token: int, logits: Logits) -> bool:
+        self.tokens += 1
+        if is_eog(self.llm, token):
+            self.finish = "eos"
+            return True
+        logprob, entropy = logprob_and_entropy(logits, token)
+        piece = self.decoder.decode(self.llm.detokenize([token]))
+        self.logprobs.append(logprob)
+        self.entropies.append(entropy)
+        self.pieces.append(piece)
+        end = step_end(self.text, piece, self.stops)
+        if end is not None:
+            self.emit((self.text + piece)[len(self.text) : end])
+            self.text, self.finish = (self.text + piece)[:end], "step"
+            return True
+        self.text += piece
+        self.emit(piece)
+        return False
+
+    def generation(self, usage: Usage, assists: tuple[Assist, ...] = ()) -> Generation:
+        return Generation(
+            self.text,
+            self.finish,
+            usage,
+            tuple(self.logprobs),
+            tuple(self.pieces),
+            tuple(self.entropies),
+            assists,
+        )
 
 
 class LlamaModel:
@@ -221,42 +270,51 @@ class LlamaModel:
         self, context: Context, request: StepRequest, emit: TokenSink, cancel: threading.Event
     ) -> Generation:
         started = time.perf_counter()
-        llm = self._llm
         prompt = self.tokens(context)
         if len(prompt) >= self.n_ctx:
             raise BackendError(
                 f"{self.info.name}: the conversation ({len(prompt)} tokens) exceeds n_ctx={self.n_ctx}"
             )
-        prefilled, logits = self.prefill(prompt)
+        read, logits = self.prefill(prompt)
         rng = np.random.default_rng(request.seed)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text, logprobs, pieces, entropies, sampled = "", [], [], [], 0
-        finish: FinishReason = "length"
+        writer = StepWriter(self.llm, request.stop, emit)
         budget = min(request.max_tokens, self.n_ctx - len(prompt))
-        while sampled < budget:
+        done = False
+        if request.proposal and request.temperature == 0:
+            done, logits, refused = self._verify(request.proposal, logits, writer, budget)
+            read += refused
+        while not done and writer.tokens < budget:
             if cancel.is_set():
                 raise Cancelled
             token = sample(logits, request.temperature, request.top_p, rng)
-            sampled += 1
-            if is_eog(llm, token):
-                finish = "eos"
-                break
-            logprob, entropy = logprob_and_entropy(logits, token)
-            logprobs.append(logprob)
-            entropies.append(entropy)
-            piece = decoder.decode(llm.detokenize([token]))
-            pieces.append(piece)
-            end = step_end(text, piece, request.stop)
-            if end is not None:
-                emit((text + piece)[len(text) : end])
-                text, finish = (text + piece)[:end], "step"
-                break
-            text += piece
-            emit(piece)
-            if sampled < budget:
+            done = writer.add(token, logits)
+            if not done and writer.tokens < budget:
                 (logits,) = self.decode([token])
-        usage = Usage(prefilled, sampled, time.perf_counter() - started)
-        return Generation(text, finish, usage, tuple(logprobs), tuple(pieces), tuple(entropies))
+        return writer.generation(Usage(read, writer.tokens, time.perf_counter() - started))
+
+    def _verify(
+        self, proposal: str, logits: Logits, writer: StepWriter, budget: int
+    ) -> tuple[bool, Logits, int]:
+        """Check `proposal` in batches of `VERIFY_CHUNK` tokens and keep the tokens this model would
+        have chosen greedily, up to the first it would not.
+
+        Returns whether the step is complete, the logits after the kept tokens, and how many
+        proposed tokens were read but refused (they count as prefill).
+        """
+        ids = list(self.llm.tokenize(proposal.encode("utf-8"), add_bos=False, special=False))[:budget]
+        for start in range(0, len(ids), VERIFY_CHUNK):
+            chunk = ids[start : start + VERIFY_CHUNK]
+            base = self.cached
+            predictions = [logits, *self.decode(chunk, all_logits=True)]
+            for position, token in enumerate(chunk):
+                if int(predictions[position].argmax()) != token:  # this model writes something else here
+                    self.truncate(base + position)
+                    return False, predictions[position], len(chunk) - position
+                if writer.add(token, predictions[position]):
+                    self.truncate(base + position + 1)
+                    return True, predictions[position + 1], len(chunk) - position - 1
+            logits = predictions[len(chunk)]
+        return False, logits, 0
 
     def _logprobs(self, context: Context, continuation: str, cancel: threading.Event) -> Logprobs:
         started = time.perf_counter()

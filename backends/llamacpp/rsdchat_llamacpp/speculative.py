@@ -12,14 +12,13 @@ The draft and the target must share a vocabulary (the embedded Qwen pair does).
 from __future__ import annotations
 
 import asyncio
-import codecs
 import threading
 import time
 
 from rsdchat.errors import BackendError, ConfigError
 from rsdchat.protocols import StepGenerator, TokenSink
-from rsdchat.types import Assist, Context, FinishReason, Generation, Role, StepRequest, Usage, step_end
-from rsdchat_llamacpp.generator import Cancelled, LlamaModel, Logits, is_eog, logprob_and_entropy
+from rsdchat.types import Assist, Context, Generation, Role, StepRequest, Usage
+from rsdchat_llamacpp.generator import Cancelled, LlamaModel, Logits, StepWriter, is_eog
 
 
 class SpeculativeModel:
@@ -76,16 +75,15 @@ class SpeculativeModel:
             raise BackendError(f"{target.info.name}: the conversation ({len(prompt)} tokens) fills n_ctx")
         target_read, logits = target.prefill(prompt)
         draft_read, draft_seconds, proposed = 0, 0.0, 0
-        pending: list[int] = []  # the target's own tokens it has not read yet (at most one)
+        pending: list[int] = []  # the target's own token it has not read yet (at most one)
         out: list[int] = []
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text, logprobs, pieces, entropies = "", [], [], []
-        finish: FinishReason = "length"
-        while len(out) < budget and finish == "length":
+        writer = StepWriter(target.llm, request.stop, emit)
+        done = False
+        while not done and writer.tokens < budget:
             if cancel.is_set():
                 raise Cancelled
             tic = time.perf_counter()
-            read, proposal = self._propose(prompt + out, min(self.lookahead, budget - len(out)))
+            read, proposal = self._propose(prompt + out, min(self.lookahead, budget - writer.tokens))
             draft_read += read
             proposed += len(proposal)
             draft_seconds += time.perf_counter() - tic
@@ -105,29 +103,17 @@ class SpeculativeModel:
             target.truncate(base + len(pending) + accepted)
             pending = [own] if own is not None else []
             for position, token in enumerate(written):
-                if len(out) >= budget:
+                if writer.tokens >= budget:
                     break
                 out.append(token)
-                if is_eog(target.llm, token):
-                    finish = "eos"
+                done = writer.add(token, predictions[position])
+                if done:
                     break
-                logprob, entropy = logprob_and_entropy(predictions[position], token)
-                piece = decoder.decode(target.llm.detokenize([token]))
-                logprobs.append(logprob)
-                entropies.append(entropy)
-                pieces.append(piece)
-                end = step_end(text, piece, request.stop)
-                if end is not None:
-                    emit((text + piece)[len(text) : end])
-                    text, finish = (text + piece)[:end], "step"
-                    break
-                text += piece
-                emit(piece)
         seconds = time.perf_counter() - started
-        generated = len(out)
+        generated = writer.tokens
         usage = Usage(max(0, target_read - generated), generated, seconds - draft_seconds)
         helper = Assist(Role.DRAFT, Usage(draft_read, proposed, draft_seconds), draft.info.n_params)
-        return Generation(text, finish, usage, tuple(logprobs), tuple(pieces), tuple(entropies), (helper,))
+        return writer.generation(usage, (helper,))
 
     def _propose(self, sequence: list[int], count: int) -> tuple[int, list[int]]:
         """The draft's next `count` greedy tokens after `sequence` (and how many tokens it read)."""
