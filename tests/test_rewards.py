@@ -16,7 +16,7 @@ from rsdchat.rewards.sources import Arithmetic, DraftConfidence, Judge, TargetLo
 from rsdchat.testing import ScriptedModel
 from rsdchat.types import Context, Generation, Message, ModelInfo, StepRequest, Usage
 
-BUILT_IN = ("arithmetic", "draft-confidence", "judge", "target-logprob")
+BUILT_IN = ("arithmetic", "draft-confidence", "draft-scorer", "judge", "target-logprob")
 
 
 def models(draft: StepGenerator | None = None, target: StepGenerator | None = None) -> RewardContext:
@@ -113,11 +113,12 @@ def test_unknown_reward_lists_valid_names(spec: str, bad: str) -> None:
 
 def test_built_in_sources_are_entry_points_like_any_plugin() -> None:
     found = reward_plugins()
-    assert list(found)[:4] == list(BUILT_IN)  # rsdchat's own first, a plugin cannot replace them
+    assert list(found)[: len(BUILT_IN)] == list(BUILT_IN)  # rsdchat's own first, no plugin replaces them
     assert all(found[name].description for name in BUILT_IN)
     assert {name: found[name].cost for name in BUILT_IN} == {
         "arithmetic": "free",
         "draft-confidence": "free",
+        "draft-scorer": "free",
         "judge": "target",
         "target-logprob": "target",
     }
