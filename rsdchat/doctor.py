@@ -10,6 +10,7 @@ the model and writing one token. Reward sources may implement `DiagnosableReward
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from rsdchat.errors import RsdchatError
 from rsdchat.protocols import Backend, LogprobModel, RewardSource, StepGenerator
+from rsdchat.threads import in_thread
 from rsdchat.types import Context, Message, Role, StepRequest
 
 if TYPE_CHECKING:
@@ -76,26 +78,30 @@ async def diagnose(settings: Settings) -> list[RoleCheck]:
     from rsdchat.plugins import RewardContext, load_backend
     from rsdchat.rewards import make_reward
 
-    checks: list[RoleCheck] = []
     backends: dict[str, Backend] = {}
-    generators: dict[Role, StepGenerator] = {}
+    models = [role for role in settings.mode.roles if role is not Role.REWARD]
     try:
-        for role in settings.mode.roles:
-            if role is Role.REWARD:
-                continue
+        for role in models:  # create the backends first (no model is loaded yet)
+            name = settings.backend_for(role)
+            if name not in backends:
+                with contextlib.suppress(RsdchatError):
+                    backends[name] = load_backend(name, settings.backends)
+
+        async def one(role: Role) -> tuple[RoleCheck, StepGenerator | None]:
             name = settings.backend_for(role)
             model = settings.draft if role is Role.DRAFT else settings.target
-            try:
-                if name not in backends:
-                    backends[name] = load_backend(name, settings.backends)
-                backend = backends[name]
-            except RsdchatError as exc:
-                checks.append(RoleCheck(role.value, name, model, error=str(exc)))
-                continue
-            check, generator = await _check_model(backend, name, role, model)
-            checks.append(check)
-            if generator is not None:
-                generators[role] = generator
+            if name not in backends:
+                try:
+                    load_backend(name, settings.backends)
+                except RsdchatError as exc:
+                    return RoleCheck(role.value, name, model, error=str(exc)), None
+            return await _check_model(backends[name], name, role, model)
+
+        found = await asyncio.gather(*(one(role) for role in models))  # every role at once
+        checks = [check for check, _ in found]
+        generators: dict[Role, StepGenerator] = {
+            role: gen for role, (_, gen) in zip(models, found, strict=True) if gen is not None
+        }
         if Role.REWARD in settings.mode.roles:
             context = RewardContext(
                 generators.get(Role.DRAFT),
@@ -104,11 +110,11 @@ async def diagnose(settings: Settings) -> list[RoleCheck]:
                 settings.step_delimiter,
             )
             try:
-                reward = await asyncio.to_thread(make_reward, settings.reward, context)
+                reward = await in_thread(make_reward, settings.reward, context)
             except RsdchatError as exc:
                 checks.append(RoleCheck(Role.REWARD.value, "-", settings.reward, error=str(exc)))
             else:
-                checks += await _check_reward(reward)
+                checks += await _check_reward(reward, settings, generators)
     finally:
         for backend in backends.values():
             await backend.aclose()
@@ -124,7 +130,7 @@ async def _check_model(
         if not check.ok:
             return check, None
     try:
-        generator = await asyncio.to_thread(backend.generator, role, model)
+        generator = await in_thread(backend.generator, role, model)
     except RsdchatError as exc:
         return RoleCheck(role.value, name, model, error=str(exc)), None
     if isinstance(backend, Diagnosable):
@@ -154,13 +160,24 @@ async def time_tiny_step(generator: StepGenerator, *, max_tokens: int) -> tuple[
     return bool(pieces), (time.perf_counter() - started) * 1000
 
 
-async def _check_reward(reward: RewardSource) -> list[RoleCheck]:
-    """One row per reward model on a server; one row for the parts computed in process."""
+async def _check_reward(
+    reward: RewardSource, settings: Settings, generators: dict[Role, StepGenerator]
+) -> list[RoleCheck]:
+    """One row per reward model on a server; one row for the parts computed in process; and
+    whether what `solve` will ask of the models (the weighting's log-probabilities, a δ within
+    the reward's range) can be done."""
+    from rsdchat.engine import Engine
     from rsdchat.rewards import Product
 
     parts = reward.parts if isinstance(reward, Product) else (reward,)  # checked part by part
     checks = []
     try:
+        engine = Engine(draft=generators.get(Role.DRAFT), target=generators.get(Role.TARGET))
+        if engine.draft is not None and engine.target is not None:
+            try:
+                engine.check(settings.policy(reward))
+            except RsdchatError as exc:
+                checks.append(RoleCheck("policy", "-", settings.policy(reward).describe(), error=str(exc)))
         for part in parts:
             if isinstance(part, DiagnosableReward):
                 checks.append(await part.diagnose())

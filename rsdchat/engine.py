@@ -27,6 +27,17 @@ from rsdchat.types import Context, Message, Role, StepRequest, Usage
 from rsdchat.weighting import Signals
 
 
+def _check_text(context: Context) -> None:
+    """A conversation no model can read (a lone surrogate, bytes that were not UTF-8) ends at once."""
+    for text in (*(m.content for m in context.messages), context.response):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BackendError(
+                f"the text is not valid Unicode at character {exc.start} (bytes that are not UTF-8?)"
+            ) from None
+
+
 def step_seed(seed: int, index: int, role: Role) -> int:
     """A sampling seed per (request seed, step, role): same seed ⇒ same transcript."""
     return (seed * 1_000_003 + index * 7 + (role is Role.TARGET)) % (2**31)
@@ -57,6 +68,15 @@ class Engine:
             raise ConfigError(f"mode {policy.mode.value} needs a draft model")
         if policy.mode is Mode.RSD and policy.reward is None:
             raise ConfigError("mode rsd needs a reward source")
+        delta, reward = policy.weighting.threshold, policy.reward
+        if policy.mode is Mode.RSD and delta is not None and reward is not None and reward.bounds is not None:
+            low, high = reward.bounds
+            if not low <= delta <= high:
+                every = "rejected" if delta > high else "accepted"
+                raise ConfigError(
+                    f"setting delta: {delta:g} is outside the range of reward {reward.name}, "
+                    f"[{low:g}, {high:g}]: every draft step would be {every}"
+                )
         logprobs = policy.mode is Mode.RSD and policy.weighting.needs_logprobs
         if logprobs and not isinstance(self.target, LogprobModel):
             name = policy.weighting.name
@@ -86,6 +106,7 @@ class Engine:
         run = _Run(trace, seed, random.Random(f"accept:{seed}"), emit)  # u apart from samplers' seeds
         started = time.perf_counter()
         try:
+            _check_text(context)
             await self._loop(context, source, run)
         except asyncio.CancelledError:
             trace.finish_reason = "cancelled"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from rsdchat.engine import Engine
@@ -11,6 +10,7 @@ from rsdchat.policy import Mode, Policy
 from rsdchat.protocols import Backend, RewardSource, StepGenerator
 from rsdchat.rewards import make_reward
 from rsdchat.settings import Settings
+from rsdchat.threads import in_thread
 from rsdchat.types import Role
 
 
@@ -34,13 +34,13 @@ class Runtime:
 
     async def make_reward(self, spec: str) -> RewardSource:
         """A reward source for these models (off the event loop: it may ask a server)."""
-        return await asyncio.to_thread(make_reward, spec, self.reward_context())
+        return await in_thread(make_reward, spec, self.reward_context())
 
     async def load_models(self, mode: Mode) -> None:
         """Load the models `mode` needs that are not loaded yet (off the event loop)."""
         for role in (Role.DRAFT, Role.TARGET):
             if role in mode.roles and getattr(self.engine, role.value) is None:
-                model = await asyncio.to_thread(self._load, role)
+                model = await in_thread(self._load, role)
                 setattr(self.engine, role.value, model)
 
     def _load(self, role: Role) -> StepGenerator:

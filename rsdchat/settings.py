@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic.fields import FieldInfo
 from pydantic_settings import EnvSettingsSource
 
-from rsdchat.errors import ConfigError
+from rsdchat.errors import ConfigError, looks_secret
 from rsdchat.plugins import RUNTIME_ONLY, PluginConfig, backend_plugins
 from rsdchat.policy import Mode, Policy
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
@@ -233,6 +233,9 @@ def describe_error(error: ValidationError, origins: Mapping[str, str]) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "settings"
     given = first.get("input")
     shown = f" (got {given!r})" if isinstance(given, str | int | float) and first["type"] != "missing" else ""
+    name = str(first["loc"][0]) if first["loc"] else ""
+    if "key" in name or (isinstance(given, str) and looks_secret(given)):
+        shown = ""  # never echo what may be a secret
     message = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "is not a setting"

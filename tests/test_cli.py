@@ -173,8 +173,10 @@ def test_json_output_has_the_documented_fields() -> None:
 def test_question_from_stdin_and_human_output() -> None:
     result = run("solve", *SMALL, "--max-steps", "2", "--max-step-tokens", "24", stdin="What is 2 + 2?\n")
     assert result.returncode == 0, result.stderr
-    assert "reward draft-confidence" in result.stdout  # the output names its reward source
-    assert "draft" in result.stdout and "answer:" in result.stdout
+    # stdout is a pipe here: it gets the reply alone; the live view goes to stderr
+    assert "reward draft-confidence" in result.stderr  # the output names its reward source
+    assert "draft" in result.stderr and "answer:" in result.stderr
+    assert result.stdout.strip() and "answer:" not in result.stdout and "│" not in result.stdout
 
 
 @needs_model

@@ -51,7 +51,7 @@ class Bound:
 def make(draft: Any = D, target: Any = T, table: dict[str, float] | None = None, **policy: Any):
     d = ScriptedModel(draft, name="draft", n_params=1_000)
     t = ScriptedModel(target, name="target", n_params=7_000)
-    r = ScriptedReward(lambda ctx, g: (table or {}).get(g.text, 0.0), n_params=500)
+    r = ScriptedReward(lambda ctx, g: (table or {}).get(g.text, 0.0), n_params=500, bounds=None)  # any δ
     policy.setdefault("weighting", BinaryStep(0.5))
     return Bound(Engine(draft=d, target=t), Policy(reward=r, **policy)), d, t, r
 
@@ -293,6 +293,20 @@ async def test_concurrent_requests_are_independent_and_reproducible() -> None:
     letters = [{text[-3] for who, text, _ in steps if who is DRAFT and text} for steps in first.values()]
     assert max(map(len, letters)) > 1  # and so does the step: each step gets its own seed
     assert all(text.startswith(f"q{s} ") for s, steps in first.items() for _, text, _ in steps if text)
+
+
+async def test_a_delta_outside_the_rewards_range_is_refused_with_the_range() -> None:
+    engine = Engine(draft=ScriptedModel(D), target=ScriptedModel(T))
+    unit = ScriptedReward(lambda ctx, g: 0.5, name="unit")  # rewards in [0, 1]
+    for delta, every in ((5.0, "rejected"), (-1.0, "accepted")):
+        with pytest.raises(
+            ConfigError, match=rf"delta: {delta:g} is outside the range of reward unit, \[0, 1\]"
+        ):
+            engine.check(Policy(reward=unit, weighting=BinaryStep(delta)))
+        with pytest.raises(ConfigError, match=f"every draft step would be {every}"):
+            await engine.solve(Q, Policy(reward=unit, weighting=BinaryStep(delta)))
+    engine.check(Policy(reward=unit, weighting=BinaryStep(1.0)))  # the edges are fine
+    engine.check(Policy(reward=ScriptedReward(lambda c, g: 0.0, bounds=None), weighting=BinaryStep(5.0)))
 
 
 async def test_cost_ledger_adds_up() -> None:

@@ -167,7 +167,7 @@ async def test_a_file_from_other_settings_is_refused_with_the_setting(tmp_path: 
 
 def test_one_results_file_one_writer(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
-    with ResultsFile(path, {"x": 1}), pytest.raises(ConfigError, match="in use by another rsdchat eval"):
+    with ResultsFile(path, {"x": 1}), pytest.raises(ConfigError, match="in use by another rsdchat"):
         ResultsFile(path, {"x": 1})
     path.write_text('{"not": "an eval file"}\n')
     with pytest.raises(ConfigError, match="is not an rsdchat eval results file"):

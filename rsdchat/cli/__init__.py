@@ -6,18 +6,18 @@ options given before the subcommand apply to it too.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from rsdchat.cli import calibrate, evaluate
+from rsdchat.cli import calibrate, evaluate, running
 from rsdchat.cli.info import info_commands
 from rsdchat.cli.options import Given, with_settings
-from rsdchat.errors import ConfigError, RsdchatError
+from rsdchat.errors import ConfigError, RsdchatError, redact
 from rsdchat.evaluation.data import Problem, load_jsonl_questions
 
 app = typer.Typer(
@@ -59,19 +59,37 @@ def chat(
 @with_settings
 def solve(
     question: Annotated[
-        str | None, typer.Argument(help="The question. Omit it (or give '-') to read it from stdin.")
+        str | None,
+        typer.Argument(
+            help="The question. Omit it (or give '-') to read it from stdin; with both, stdin comes first."
+        ),
     ] = None,
     file: Annotated[
         Path | None,
         typer.Option(
-            "--file", "-f", help='JSONL file: one question per line ({"question": …, "id"?, "answer"?}).'
+            "--file",
+            "-f",
+            help='JSONL file, one question per line ({"question": …, "id"?, "answer"?}); - for stdin.',
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per question on stdout.")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Append the JSON objects to FILE as they finish; a rerun skips what it answers.",
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only the answer: no live steps, no cost table.")
+    ] = False,
     *,
     _settings_given: Given,
 ) -> None:
     """Answer questions with RSD and show which model wrote each step.
+
+    With stdout a file or a pipe, stdout gets the reply alone (the live view goes to stderr).
 
     [dim]Examples:[/dim]
 
@@ -79,33 +97,43 @@ def solve(
 
       echo "If 3 pens cost $4.50, what do 7 cost?" | rsdchat solve --json
 
-      rsdchat solve --file questions.jsonl --json --delta 0.8 > answers.jsonl
+      rsdchat solve --file questions.jsonl --json --output answers.jsonl --concurrency 4
     """
+    from rsdchat.cli.solve import quiet_stdout, run_solve, write_failure
+
     settings = _settings_given.settings()
     problems = _problems(question, file)
-    from rsdchat.cli.solve import run_solve
-
     err = Console(stderr=True)
+    work = run_solve(settings, problems, as_json=as_json, out=sys.stdout, err=err, output=output, quiet=quiet)
     try:
-        outcome = asyncio.run(run_solve(settings, problems, as_json=as_json, out=sys.stdout, err=err))
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/yellow]")
-        raise typer.Exit(130) from None
+        outcome = running.run(work)
+    except OSError as exc:  # stdout is full, or closed by its reader
+        failure = write_failure(exc)
+        quiet_stdout()
+        if failure is None:
+            raise typer.Exit(0) from None
+        raise failure from None
     if outcome.errors:
         raise typer.Exit(1)
 
 
 def _problems(question: str | None, file: Path | None) -> list[Problem]:
+    from rsdchat.cli.solve import stdin_text
+
     if file is not None and question is not None:
         raise ConfigError("give a question or --file, not both")
     if file is not None:
-        return load_jsonl_questions(file)
+        problems = load_jsonl_questions(file)
+        if not problems:
+            raise ConfigError(f"no questions in {'stdin' if str(file) == '-' else file}")
+        return problems
+    piped = stdin_text() if question is None or question == "-" or not sys.stdin.isatty() else None
     if question is None or question == "-":
-        from rsdchat.cli.solve import stdin_question
-
-        question = stdin_question()
-        if question is None:
+        if piped is None:
             raise ConfigError("no question: pass it as an argument, on stdin, or with --file")
+        question = piped
+    elif piped and piped.strip():
+        question = f"{piped.strip()}\n\n{question}"  # cat notes.txt | rsdchat solve "summarise"
     if not question.strip():
         raise ConfigError("the question is empty")
     return [Problem(id="q1", question=question.strip(), reference="")]
@@ -116,5 +144,8 @@ def main() -> None:
     try:
         app()
     except RsdchatError as exc:
-        Console(stderr=True).print(f"[bold red]rsdchat:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        message = escape(redact(str(exc)))  # a key never reaches the terminal
+        Console(stderr=True).print(
+            f"[bold red]rsdchat:[/bold red] {message}", highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)

@@ -8,7 +8,6 @@ it on a held-out slice against target-only, and can write it to the config file.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +15,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from rsdchat.cli.evaluate import evaluate, report
+from rsdchat.cli import running
+from rsdchat.cli.evaluate import evaluate, report, resume_hint
 from rsdchat.cli.options import Given, parse_values, with_settings
 from rsdchat.errors import ConfigError, RsdchatError
 from rsdchat.evaluation.data import load_problems
@@ -94,7 +94,9 @@ def calibrate_command(
     path = output or Path(f"rsdchat-calibrate-{dataset}.jsonl")
     sweep = [parse_method(f"rsd:delta={delta:g}") for delta in grid]
     try:
-        records = asyncio.run(evaluate(settings, dataset, calibration, sweep, path, True, err))
+        records = running.run(
+            evaluate(settings, dataset, calibration, sweep, path, True, err), interrupted=resume_hint(path)
+        )
         shares = {delta: target_share(records, spec.text) for delta, spec in zip(grid, sweep, strict=True)}
         for delta, share in shares.items():
             err.print(
@@ -113,7 +115,9 @@ def calibrate_command(
         )
         if held_out:
             checks = [parse_method("target-only"), parse_method(f"rsd:delta={chosen:g}")]
-            kept = asyncio.run(evaluate(settings, dataset, held_out, checks, path, False, err))
+            kept = running.run(
+                evaluate(settings, dataset, held_out, checks, path, False, err), interrupted=resume_hint(path)
+            )
             ids = {p.id for p in held_out}
             report(
                 [r for r in kept if r["id"] in ids],
@@ -122,9 +126,6 @@ def calibrate_command(
                 markdown=None,
                 out=out,
             )
-    except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted[/yellow]: the results so far are in {path}; the same command resumes")
-        raise typer.Exit(130) from None
     except RsdchatError as exc:
         err.print(f"[bold red]rsdchat:[/bold red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from rsdchat.cli import running
 from rsdchat.cli.options import Given, with_settings
 from rsdchat.engine import Engine
 from rsdchat.errors import ConfigError, RsdchatError
@@ -22,10 +21,15 @@ from rsdchat.evaluation.methods import MethodSpec, parse_method, parse_methods
 from rsdchat.evaluation.results import Record, ResultsFile, read_results
 from rsdchat.evaluation.runner import RunTools, fingerprint, needed_mode, run_methods
 from rsdchat.evaluation.summary import cost_line, markdown_table, rich_table, summarise
+from rsdchat.jsonlines import dumps
 from rsdchat.runtime import Runtime
 from rsdchat.settings import RSD, Settings, setting_fields
 
 DEFAULT_METHODS = "target-only,draft-only,rsd"
+
+
+def resume_hint(path: Path) -> str:
+    return f"interrupted: the results so far are in {path}; the same command resumes"
 
 
 def expand_sweeps(specs: Sequence[MethodSpec], sweeps: dict[str, list[float]]) -> list[MethodSpec]:
@@ -151,7 +155,7 @@ def report(
         except OSError as exc:
             raise ConfigError(f"cannot write {markdown}: {exc.strerror or exc}") from None
     if as_json:
-        print(json.dumps({"methods": [s.to_dict() for s in summaries]}, allow_nan=False))
+        print(dumps({"methods": [s.to_dict() for s in summaries]}))
         return
     out.print(rich_table(summaries, "ratios against target-only on the same questions"))
     for summary in summaries:
@@ -244,10 +248,10 @@ def eval_command(
     )
     err.print(f"{len(problems)} questions from {name} × {len(specs)} methods → {path}", highlight=False)
     try:
-        records = asyncio.run(evaluate(settings, name, problems, specs, path, bool(given.sweeps), err))
-    except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted[/yellow]: the results so far are in {path}; the same command resumes")
-        raise typer.Exit(130) from None
+        records = running.run(
+            evaluate(settings, name, problems, specs, path, bool(given.sweeps), err),
+            interrupted=resume_hint(path),
+        )
     except RsdchatError as exc:
         err.print(f"[bold red]rsdchat:[/bold red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None

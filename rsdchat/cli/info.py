@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Annotated, Any
 
@@ -10,7 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rsdchat.cli import running
 from rsdchat.cli.options import Given, with_settings
+from rsdchat.errors import redact
+from rsdchat.jsonlines import dumps
 from rsdchat.plugins import REWARDS, backend_plugins, distribution, reward_plugins
 from rsdchat.settings import dump
 
@@ -24,7 +26,7 @@ def rewards(as_json: JsonOpt = False) -> None:
         for p in reward_plugins().values()
     ]
     if as_json:
-        print(json.dumps(rows))
+        print(dumps(rows))
         return
     table = Table("name", "what it measures", "runs", "from", show_edge=False, header_style="bold")
     for row in rows:
@@ -39,7 +41,7 @@ def backends(as_json: JsonOpt = False) -> None:
     found = backend_plugins()
     rows = [{"name": n, "title": p.title, "from": distribution(n)} for n, p in found.items()]
     if as_json:
-        print(json.dumps(rows))
+        print(dumps(rows))
         return
     if not found:
         Console().print("no backend installed: pip install rsdchat-llamacpp (or rsdchat-openai)")
@@ -53,9 +55,12 @@ def backends(as_json: JsonOpt = False) -> None:
 @with_settings
 def config(as_json: JsonOpt = False, *, _settings_given: Given) -> None:
     """Print the resolved settings (defaults < config file < RSDCHAT_* env < flags) as TOML."""
-    tables = dict(dump(_settings_given.settings()))
+    tables = {
+        name: {k: redact(v) if isinstance(v, str) else v for k, v in values.items()}
+        for name, values in dump(_settings_given.settings())
+    }
     if as_json:
-        print(json.dumps({"settings": tables.pop(""), **tables}))
+        print(dumps({"settings": tables.pop(""), **tables}))
         return
     for table, values in tables.items():
         if table:
@@ -76,9 +81,9 @@ def doctor(as_json: JsonOpt = False, *, _settings_given: Given) -> None:
     """Check each configured role: reachable, model served, streaming, log-probabilities, latency."""
     from rsdchat.doctor import diagnose, render, to_json
 
-    checks = asyncio.run(diagnose(_settings_given.settings()))
+    checks = running.run(diagnose(_settings_given.settings()))
     if as_json:
-        print(json.dumps(to_json(checks)))
+        print(dumps(to_json(checks)))
     else:
         Console().print(render(checks))
     raise typer.Exit(0 if all(check.ok for check in checks) else 1)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from rsdchat.errors import ConfigError
+from rsdchat.jsonlines import dumps
 
 VERSION = 1
 Record = dict[str, Any]
@@ -40,13 +41,15 @@ def first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | No
     return None
 
 
-class ResultsFile:
-    """An open results file: what is already done, and a way to add a result durably."""
+class JsonLines:
+    """A JSONL file that grows one whole, fsynced line at a time; one writer at a time (a lock).
 
-    def __init__(self, path: Path, config: Mapping[str, Any]) -> None:
+    Opening it drops a last line cut short (a kill mid-write) and reads the lines before.
+    """
+
+    def __init__(self, path: Path) -> None:
         self.path = path.expanduser()
-        self.config = dict(config)
-        self.records: list[Record] = []
+        self.lines: list[Record] = []
         self._handle: IO[str] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,10 +57,10 @@ class ResultsFile:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.close()
-            raise ConfigError(f"results file {self.path} is in use by another rsdchat eval") from None
+            raise ConfigError(f"{self.path} is in use by another rsdchat") from None
         except OSError as exc:
             self.close()
-            raise ConfigError(f"cannot open results file {self.path}: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot open {self.path}: {exc.strerror or exc}") from None
         try:
             self._read()
         except BaseException:
@@ -68,66 +71,98 @@ class ResultsFile:
         assert self._handle is not None
         handle = self._handle
         handle.seek(0)
-        text = handle.read()
+        try:
+            text = handle.read()
+        except UnicodeDecodeError:
+            raise ConfigError(f"{self.path} is not a text file") from None
         if text and not text.endswith("\n"):  # the last line was cut short (a kill mid-write)
             keep = text.rfind("\n") + 1
             handle.truncate(keep)
             text = text[:keep]
-        lines = text.splitlines()
-        if not lines:
-            self._write({"type": "eval", "version": VERSION, "config": self.config})
-            return
-        try:
-            header = json.loads(lines[0])
-        except json.JSONDecodeError:
-            header = None
-        if not isinstance(header, dict) or header.get("type") != "eval":
-            raise ConfigError(f"{self.path} is not an rsdchat eval results file (its first line says so)")
-        if header.get("version") != VERSION:
-            raise ConfigError(
-                f"{self.path}: results version {header.get('version')!r} (this rsdchat writes {VERSION})"
-            )
-        differs = first_difference(header.get("config", {}), self.config)
-        if differs:
-            raise ConfigError(
-                f"{self.path} was written with other settings ({differs}); use another --output file"
-            )
-        for number, line in enumerate(lines[1:], 2):
+        for number, line in enumerate(text.splitlines(), 1):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 raise ConfigError(f"{self.path}:{number}: not a JSON line; was the file edited?") from None
-            if isinstance(record, dict) and record.get("type") == "result":
-                self.records.append(record)
-
-    def done(self) -> set[tuple[str, str]]:
-        """(question id, method) pairs already in the file."""
-        return {(str(r.get("id")), str(r.get("method"))) for r in self.records}
+            if not isinstance(record, dict):
+                raise ConfigError(f"{self.path}:{number}: not a JSON object")
+            self.lines.append(record)
 
     def add(self, record: Record) -> None:
-        """Append one result, durably (flushed and fsynced before this returns)."""
-        self._write({"type": "result", **record})
-        self.records.append({"type": "result", **record})
-
-    def _write(self, record: Record) -> None:
+        """Append one line, durably (flushed and fsynced before this returns)."""
         if self._handle is None:
-            raise ConfigError(f"results file {self.path} is closed")
-        line = json.dumps(record, ensure_ascii=False, allow_nan=False)
+            raise ConfigError(f"{self.path} is closed")
+        line = dumps(record)
         self._handle.seek(0, os.SEEK_END)
         self._handle.write(line + "\n")  # one write per line
         self._handle.flush()
         os.fsync(self._handle.fileno())
+        self.lines.append(record)
+
+    def keep_only(self, keep: Callable[[Record], bool]) -> None:
+        """Rewrite the file with the lines `keep` accepts (atomically: all of them, or none changed)."""
+        assert self._handle is not None
+        kept = [line for line in self.lines if keep(line)]
+        if len(kept) == len(self.lines):
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with tmp.open("w", encoding="utf-8") as out:
+            out.writelines(dumps(line) + "\n" for line in kept)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path)  # the lock stays on the old inode: take it on the new file
+        self._handle.close()
+        self._handle = self.path.open("a+", encoding="utf-8")
+        fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.lines = kept
 
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()  # releases the lock
             self._handle = None
 
-    def __enter__(self) -> ResultsFile:
+    def __enter__(self) -> JsonLines:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ResultsFile(JsonLines):
+    """An eval results file: a header line with the run's settings, then one line per result."""
+
+    def __init__(self, path: Path, config: Mapping[str, Any]) -> None:
+        self.config = dict(config)
+        super().__init__(path)
+        if not self.lines:
+            self.add({"type": "eval", "version": VERSION, "config": self.config})
+            return
+        header = self.lines[0]
+        if header.get("type") != "eval":
+            self.close()
+            raise ConfigError(f"{self.path} is not an rsdchat eval results file (its first line says so)")
+        if header.get("version") != VERSION:
+            self.close()
+            raise ConfigError(
+                f"{self.path}: results version {header.get('version')!r} (this rsdchat writes {VERSION})"
+            )
+        differs = first_difference(header.get("config", {}), self.config)
+        if differs:
+            self.close()
+            raise ConfigError(
+                f"{self.path} was written with other settings ({differs}); use another --output file"
+            )
+
+    @property
+    def records(self) -> list[Record]:
+        return [line for line in self.lines if line.get("type") == "result"]
+
+    def done(self) -> set[tuple[str, str]]:
+        """(question id, method) pairs already in the file."""
+        return {(str(r.get("id")), str(r.get("method"))) for r in self.records}
+
+    def add_result(self, record: Record) -> None:
+        self.add({"type": "result", **record})
 
 
 def read_results(path: Path) -> tuple[dict[str, Any], list[Record]]:

@@ -197,7 +197,7 @@ async def _run_one_method(
             failure.append(f"question {problem.id}, method {method.spec.text}: {outcome.error}")
             return
         record = make_record(problem, method.spec, outcome, seconds, tools.cache_hits()[0] > hits_before)
-        results.add(record)
+        results.add_result(record)
         finished += 1
         progress(method.spec.text, record, finished, total)
 

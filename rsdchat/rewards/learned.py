@@ -123,7 +123,8 @@ class LearnedScorer:
                 "reward draft-scorer needs token log-probabilities, which the draft backend did not give"
             )
         values = step_features(context, step)
-        reward = 1.0 - self.model.p_bad(values)
+        valid = all(math.isfinite(v) and v <= 1e-6 for v in step.token_logprobs)
+        reward = 1.0 - self.model.p_bad(values) if valid else math.nan  # a faulty server's values
         return Score(reward, Usage(seconds=time.perf_counter() - started), detail=_why(self.model, values))
 
     async def aclose(self) -> None:

@@ -24,6 +24,15 @@ Kind = Literal["process", "outcome"]
 UNIT = (0.0, 1.0)
 
 
+def per_token_probability(mean_logprob: float) -> float:
+    """exp(mean log P): the geometric-mean token probability; NaN for a value that is no
+    log-probability (NaN, ±inf, or above 0, as a faulty server may send), which the engine
+    rejects as an invalid reward."""
+    if not math.isfinite(mean_logprob) or mean_logprob > 1e-6:
+        return math.nan
+    return math.exp(mean_logprob)
+
+
 def _logprob_model(model: StepGenerator, who: str, reward: str) -> LogprobModel:
     if not isinstance(model, LogprobModel):
         raise ConfigError(f"reward {reward} needs a {who} backend that gives log-probabilities")
@@ -58,7 +67,7 @@ class TargetLogprob(_Local):
 
     async def score(self, context: Context, step: Generation) -> Score:
         scored = await self._model.logprobs(context, step.text)
-        return Score(math.exp(scored.mean), scored.usage, target_logprob=scored.mean)
+        return Score(per_token_probability(scored.mean), scored.usage, target_logprob=scored.mean)
 
 
 @dataclass
@@ -77,7 +86,7 @@ class DraftConfidence(_Local):
             raise ConfigError(
                 "reward draft-confidence needs token log-probabilities, which the draft backend did not give"
             )
-        return Score(math.exp(mean))
+        return Score(per_token_probability(mean))
 
 
 JUDGE_SYSTEM = "You are a careful math teacher who checks solutions step by step."

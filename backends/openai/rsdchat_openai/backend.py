@@ -56,7 +56,7 @@ class OpenAIBackend:
         for replica in pool.replicas:
             started = time.perf_counter()
             try:
-                body = await pool.get("/v1/models", url=replica.url)
+                body = await pool.get("/v1/models", url=replica.url, quick=True)
             except RsdchatError as exc:
                 return check.replace(reachable=False, error=str(exc))
             latencies.append((time.perf_counter() - started) * 1000)

@@ -57,10 +57,10 @@ class OpenAIConfig(PluginConfig):
         json_schema_extra=RUNTIME_ONLY,
     )
     http_read_timeout: float = Field(
-        300.0,
+        60.0,
         gt=0,
         allow_inf_nan=False,
-        description="longest silence allowed from a model server",
+        description="longest silence allowed from a model server (its first token included); not retried",
         json_schema_extra=RUNTIME_ONLY,
     )
     http_retries: int = Field(
@@ -79,6 +79,19 @@ class OpenAIConfig(PluginConfig):
     def _urls(cls, value: str | None) -> str | None:
         parse_urls(value)  # raises ValueError naming the bad URL
         return value
+
+    @field_validator("draft_api_key_env", "target_api_key_env", "reward_api_key_env")
+    @classmethod
+    def _variable_name(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME.fullmatch(value):
+            raise ValueError(
+                "give the name of the environment variable that holds the key (like GPU_BOX_KEY), "
+                "not the key itself (what was given is not shown)"
+            )
+        return value
+
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def parse_urls(value: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -44,9 +44,11 @@ class _StepReader:
         self.finish: str | None = None
         self.stop_reason: object = None
         self.usage: dict[str, Any] | None = None
+        self.events = 0  # stream events seen
 
     def feed(self, event: dict[str, Any]) -> bool:
         """Take one event; True once the step is complete."""
+        self.events += 1
         if isinstance(event.get("usage"), dict):
             self.usage = event["usage"]
         choices = event.get("choices", [])
@@ -120,6 +122,8 @@ class HttpGenerator:
             async for event in events:
                 if reader.feed(event) and not dialect.server_stop:
                     break  # leaving the stream closes the connection: the server stops
+        if reader.finish is None and not reader.stopped and not reader.events:
+            await self._why_silent(prompt, request, where)  # a stream that closed without a word
         finish = reader.finish_reason(
             where, f"; {dialect.truncation_hint}" if dialect.truncation_hint else ""
         )
@@ -131,6 +135,13 @@ class HttpGenerator:
         usage.seconds = time.perf_counter() - started
         logprobs = tuple(reader.logprobs) if self._logprobs and reader.logprobs else None
         return Generation(reader.text, finish, usage, logprobs)
+
+    async def _why_silent(self, prompt: str, request: StepRequest, where: str) -> None:
+        """Ask again without streaming: a server that failed before the first token (llama-cpp-python
+        on a prompt longer than its context, say) answers that with its own error message."""
+        body = {**self._body(prompt, request), "stream": False, "max_tokens": 1}
+        body.pop("stream_options", None)
+        await self.pool.post("/v1/completions", body)  # its error, if any, is the answer
 
     def _body(self, prompt: str, request: StepRequest) -> dict[str, Any]:
         dialect = self.server.dialect

@@ -10,7 +10,10 @@ within the connect timeout, so a server that is down is reported within it.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import random
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -19,10 +22,11 @@ from typing import Any
 
 import httpx
 
-from rsdchat.errors import BackendError, ConfigError
+from rsdchat.errors import BackendError, ConfigError, redact
 from rsdchat_openai.config import RoleEndpoint
 
 BACKOFF = 0.25  # seconds before the first retry; doubles each time
+PROBE_TIMEOUT = 15.0  # seconds a server may take to say what it serves
 
 
 class NotFound(BackendError):
@@ -30,7 +34,30 @@ class NotFound(BackendError):
 
 
 class _Retryable(Exception):
-    """A failure worth another attempt: 5xx or 429."""
+    """A failure worth another attempt: 5xx or 429 (with the wait the server asked for, if any)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+MAX_RETRY_AFTER = 30.0  # seconds: the longest Retry-After honoured
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The Retry-After header in seconds (a number of seconds, or an HTTP date), if any."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 @dataclass
@@ -49,12 +76,22 @@ def first_line(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def _visible_text(html: str) -> str:
+    title = re.search(r"<title[^>]*>(.*?)</title>", html, re.IGNORECASE | re.DOTALL)
+    if title and title.group(1).strip():
+        return title.group(1)
+    return re.sub(r"<[^>]+>", " ", re.sub(r"(?is)<(script|style).*?</\1>", " ", html))
+
+
 def server_message(response: httpx.Response) -> str:
-    """The server's own explanation: vLLM's error.message, FastAPI's detail, or the body."""
+    """The server's own explanation: vLLM's error.message, FastAPI's detail, an HTML page's title."""
     try:
         body = response.json()
     except ValueError:
-        return first_line(response.text) or response.reason_phrase
+        text = response.text
+        if "<html" in text[:500].lower() or "<!doctype" in text[:100].lower():
+            text = _visible_text(text)
+        return first_line(text) or response.reason_phrase
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and error.get("message"):
@@ -75,7 +112,7 @@ def _reason(exc: BaseException, read_timeout: float) -> tuple[str, bool]:
             return "cannot connect (connection refused: is the server running?)", True
         return f"cannot connect ({first_line(str(exc), 120) or type(exc).__name__})", True
     if isinstance(exc, httpx.TimeoutException):
-        return f"no answer within {read_timeout:g} s", False
+        return f"silent for {read_timeout:g} s (http_read_timeout)", False
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
         return "connection lost (did the server stop?)", False
     return first_line(str(exc)) or type(exc).__name__, False
@@ -98,13 +135,19 @@ class _Attempts:
         self.failed.add(replica.url)
         reason, connecting = _reason(exc, pool.read_timeout)
         untried = self.only is None and any(r.url not in self.failed for r in pool.replicas)
-        delay = 0.0 if untried else BACKOFF * 2 ** (self.count - 1)
+        delay = 0.0 if untried else BACKOFF * 2 ** (self.count - 1) * random.uniform(0.75, 1.25)  # jitter
+        asked = exc.retry_after if isinstance(exc, _Retryable) else None
+        if asked is not None and not untried:
+            delay = min(MAX_RETRY_AFTER, asked) * random.uniform(1.0, 1.1)
         elapsed = time.monotonic() - self.started
-        if self.count > pool.retries or (
-            connecting and not untried and elapsed + delay > pool.connect_timeout
+        silent = isinstance(exc, httpx.ReadTimeout)  # a server silent that long is not retried
+        if (
+            silent
+            or self.count > pool.retries
+            or (connecting and not untried and elapsed + delay > pool.connect_timeout)
         ):
             tries = f" after {self.count} attempts" if self.count > 1 else ""
-            raise BackendError(f"{pool.role} server {replica.url}: {reason}{tries}") from None
+            raise BackendError(pool.redact(f"{pool.role} server {replica.url}: {reason}{tries}")) from None
         return delay
 
 
@@ -119,13 +162,21 @@ class Pool:
         self.retries = endpoint.retries
         self.api_key_env = endpoint.api_key_env
         key = endpoint.api_key()
+        self._key = key
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout, pool=None)
+        self._quick = httpx.Timeout(
+            min(self.read_timeout, PROBE_TIMEOUT), connect=self.connect_timeout, pool=None
+        )
         self._client: httpx.AsyncClient | None = None
         self._turn = 0  # round robin among equally loaded replicas
 
     def __repr__(self) -> str:  # never shows the key
         return f"Pool({self.role}, {[r.url for r in self.replicas]})"
+
+    def redact(self, text: str) -> str:
+        """`text` without the API key (a server may echo the Authorization header in an error)."""
+        return redact(text, self._key)
 
     # -- requests -------------------------------------------------------------------
 
@@ -133,12 +184,20 @@ class Pool:
         """POST JSON to the least loaded replica; return the decoded JSON answer."""
         return await self._request("POST", path, body)
 
-    async def get(self, path: str, *, url: str | None = None) -> Any:
-        """GET JSON from the least loaded replica, or from `url` (one of the replicas)."""
-        return await self._request("GET", path, None, url)
+    async def get(self, path: str, *, url: str | None = None, quick: bool = False) -> Any:
+        """GET JSON from the least loaded replica, or from `url` (one of the replicas).
+
+        `quick`: a health check, which waits for an answer PROBE_TIMEOUT at most.
+        """
+        return await self._request("GET", path, None, url, self._quick if quick else None)
 
     async def _request(
-        self, method: str, path: str, body: dict[str, Any] | None, url: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        url: str | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> Any:
         attempts = _Attempts(self, self._replica(url) if url else None)
         while True:
@@ -146,7 +205,11 @@ class Pool:
             try:
                 with self._busy(replica):
                     response = await self._http().request(
-                        method, replica.url + path, json=body, headers=self._headers
+                        method,
+                        replica.url + path,
+                        json=body,
+                        headers=self._headers,
+                        timeout=timeout or self._timeout,
                     )
                     self._check(response, replica, path)
                     return self._json(response, replica, path)
@@ -154,10 +217,10 @@ class Pool:
                 await asyncio.sleep(attempts.after(replica, exc))
 
     def get_sync(self, path: str, *, url: str) -> Any:
-        """GET JSON from one replica without an event loop (checks at start-up)."""
+        """GET JSON from one replica without an event loop (checks at start-up: a short wait)."""
         replica = self._replica(url)
         attempts = _Attempts(self, replica)
-        with httpx.Client(timeout=self._timeout, headers=self._headers) as client:
+        with httpx.Client(timeout=self._quick, headers=self._headers) as client:
             while True:
                 try:
                     response = client.get(replica.url + path)
@@ -248,9 +311,9 @@ class Pool:
         if status < 400:
             return
         where = f"{self.role} server {replica.url}"
-        message = server_message(response)
+        message = self.redact(server_message(response))
         if status >= 500 or status == 429:
-            raise _Retryable(f"HTTP {status}: {message}")
+            raise _Retryable(f"HTTP {status}: {message}", retry_after(response))
         if status in (401, 403):
             hint = (
                 f"check the key in ${self.api_key_env}"

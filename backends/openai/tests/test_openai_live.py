@@ -323,3 +323,18 @@ async def test_doctor_names_the_unreachable_role(live_settings: OpenAIConfig) ->
     target = checks[1]
     assert not target.ok and target.reachable is False and "target server" in (target.error or "")
     assert to_json(checks)["ok"] is False
+
+
+async def test_a_question_longer_than_the_context_gives_the_servers_own_message(
+    live_settings: OpenAIConfig,
+) -> None:
+    """llama-cpp-python fails such a request after it started the stream, without a word: the
+    client asks again without streaming, and shows what the server says then."""
+    backend, draft, _ = await generators(live_settings)
+    try:
+        with pytest.raises(BackendError) as caught:
+            await draft.generate(Context(chat("word " * 40_000)), StepRequest(max_tokens=8))
+    finally:
+        await backend.aclose()
+    message = str(caught.value)
+    assert "maximum context length" in message and "interrupt_requests" not in message
