@@ -244,3 +244,20 @@ def test_a_truncated_gguf_is_a_configuration_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"{junk} is not a usable GGUF model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_version_and_config_path(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert (
+        result.exit_code == 0
+        and result.output.startswith("rsdchat 0.")
+        and "rsdchat-llamacpp" in result.output
+    )
+    result = CliRunner().invoke(app, ["config", "path", "--json"])
+    assert json.loads(result.output) == {
+        "path": str(tmp_path / "config" / "rsdchat" / "config.toml"),
+        "exists": False,
+    }
+    chosen = tmp_path / "mine.toml"
+    chosen.write_text("delta = 0.5\n")
+    assert CliRunner().invoke(app, ["config", "path", "--config", str(chosen)]).output.strip() == str(chosen)

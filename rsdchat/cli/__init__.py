@@ -39,11 +39,28 @@ evaluate.register(app)
 calibrate.register(app)
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import PackageNotFoundError, version
+
+        parts = []
+        for name in ("rsdchat", "rsdchat-llamacpp", "rsdchat-openai", "rsdchat-vllm"):
+            try:
+                parts.append(f"{name} {version(name)}")
+            except PackageNotFoundError:
+                continue
+        print(" · ".join(parts))
+        raise typer.Exit()
+
+
 @app.callback()
 @with_settings
 def chat(
     ctx: typer.Context,
     resume: Annotated[Path | None, typer.Option(help="Reopen a saved transcript (JSONL).")] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the versions and exit.")
+    ] = False,
     *,
     _settings_given: Given,
 ) -> None:

@@ -11,10 +11,10 @@ from rich.table import Table
 
 from rsdchat.cli import running
 from rsdchat.cli.options import Given, with_settings
-from rsdchat.errors import redact
+from rsdchat.errors import ConfigError, redact
 from rsdchat.jsonlines import dumps
 from rsdchat.plugins import REWARDS, backend_plugins, distribution, reward_plugins
-from rsdchat.settings import dump
+from rsdchat.settings import default_config_path, dump
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")]
 
@@ -53,8 +53,22 @@ def backends(as_json: JsonOpt = False) -> None:
 
 
 @with_settings
-def config(as_json: JsonOpt = False, *, _settings_given: Given) -> None:
-    """Print the resolved settings (defaults < config file < RSDCHAT_* env < flags) as TOML."""
+def config(
+    what: Annotated[str | None, typer.Argument(help="'path': print the config file's path only.")] = None,
+    as_json: JsonOpt = False,
+    *,
+    _settings_given: Given,
+) -> None:
+    """Print the resolved settings (defaults < config file < RSDCHAT_* env < flags) as TOML.
+
+    `rsdchat config path` prints where the config file is read from (it may not exist yet).
+    """
+    if what is not None:
+        if what != "path":
+            raise ConfigError(f"unknown config action {what!r}; the one there is: path")
+        path = _settings_given.config or default_config_path()
+        print(dumps({"path": str(path), "exists": path.is_file()}) if as_json else path)
+        return
     tables = {
         name: {k: redact(v) if isinstance(v, str) else v for k, v in values.items()}
         for name, values in dump(_settings_given.settings())

@@ -6,11 +6,14 @@ import math
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from rsdchat.decision import Decision
 from rsdchat.evaluation.grading import is_correct
 from rsdchat.events import Event, StepDone, StepScored, StepStarted, TokenText
+from rsdchat.readable import readable
 from rsdchat.trace import Trace
 from rsdchat.types import Role
 from rsdchat.units import si
@@ -26,55 +29,60 @@ def format_reward(value: float | None) -> str:
 
 
 class LivePrinter:
-    """An event sink that writes steps as they stream, then each decision under its step."""
+    """An event sink that shows each step as it streams (math and Markdown rendered), then its decision."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self._newlines = ""  # trailing blank lines are held back until more text follows
+        self._live: Live | None = None
         self._role = Role.DRAFT
-        self._scored = False  # the current step got a StepScored (its line is already closed)
-        self._fresh = True  # nothing of the current step shown yet
+        self._text = ""
+        self._open = False  # a step started and not shown to the end yet
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StepStarted):
-            self._role, self._scored, self._fresh = event.author, False, True
-            self.console.print(Text(LABEL[event.author] + " │ ", style=f"bold {STYLE[event.author]}"), end="")
+            self._close()
+            self._role, self._text, self._open = event.author, "", True
+            if self.console.is_terminal:  # a file or pipe gets each step once, when it is done
+                self._live = Live(self._frame(), console=self.console, auto_refresh=False, transient=False)
+                self._live.start()
         elif isinstance(event, TokenText):
-            self._token(event.text)
+            self._text += event.text
+            if self._live is not None:
+                self._live.update(self._frame(), refresh=True)
         elif isinstance(event, StepScored):
-            decision, self._scored = event.decision, True
-            self._end_step()
-            if decision.invalid:
-                verdict = Text(f"       ✗ reward {decision.reward} is not a number: rejected", style="red")
-            elif decision.accepted:
-                verdict = Text(
-                    f"       ✓ accepted · reward {format_reward(decision.reward)} · ω {decision.omega:.2f}",
-                    style="green",
-                )
-            else:
-                verdict = Text(
-                    f"       ✗ rejected · reward {format_reward(decision.reward)} · ω {decision.omega:.2f}"
-                    " → the target rewrites this step",
-                    style="red",
-                )
-            self.console.print(verdict)
-        elif isinstance(event, StepDone) and not self._scored:
-            self._end_step()
+            self._close()
+            self.console.print(verdict(event.decision))
+        elif isinstance(event, StepDone):
+            self._close()
 
-    def _token(self, text: str) -> None:
-        if self._fresh:  # a step that opens with newlines starts on the label's line
-            text = text.lstrip("\n")
-            self._fresh = not text
-        body = text.rstrip("\n")
-        if body:
-            shown, self._newlines = self._newlines + body, ""
-            indent = "\n" + " " * 7 + "│ "
-            self.console.print(Text(shown.replace("\n", indent), style=STYLE[self._role]), end="")
-        self._newlines += text[len(body) :]  # trailing newlines wait: the step may end here
+    def _frame(self) -> Table:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True, width=8)
+        grid.add_column()
+        body = readable(self._text.strip("\n"), style=STYLE[self._role])
+        grid.add_row(Text(f"{LABEL[self._role]} │", style=f"bold {STYLE[self._role]}"), body)
+        return grid
 
-    def _end_step(self) -> None:
-        self._newlines = ""
-        self.console.print()
+    def _close(self) -> None:
+        if self._live is not None:
+            self._live.update(self._frame(), refresh=True)
+            self._live.stop()
+            self._live = None
+        elif self._open:
+            self.console.print(self._frame())
+        self._open = False
+
+
+def verdict(decision: Decision) -> Text:
+    """'✓ accepted · reward 0.93 · ω 1.00' under a judged draft step."""
+    if decision.invalid:
+        return Text("         ✗ the reward is not a number: rejected", style="red")
+    shown = f"reward {format_reward(decision.reward)} · ω {decision.omega:.2f}"
+    if decision.u is not None:
+        shown += f" · u {decision.u:.2f}"
+    if decision.accepted:
+        return Text(f"         ✓ accepted · {shown}", style="green")
+    return Text(f"         ✗ rejected · {shown} → the target rewrites this step", style="red")
 
 
 def print_summary(console: Console, trace: Trace, described: dict[str, str]) -> None:

@@ -22,6 +22,17 @@ from rsdchat.types import Role
 class OpenAIConfig(PluginConfig):
     """Models on OpenAI-compatible servers: `[backends.openai]`, `RSDCHAT_<FIELD>`, `--<field>`."""
 
+    base_url: str | None = Field(
+        default_factory=lambda: os.environ.get("OPENAI_BASE_URL") or None,
+        description="server URL(s) of every role without its own (default: $OPENAI_BASE_URL)",
+        json_schema_extra=RUNTIME_ONLY,
+    )
+    api_key_env: str | None = Field(
+        None,
+        description="environment variable with the key of every role without its own "
+        "(default for base_url's servers: OPENAI_API_KEY, when it is set)",
+        json_schema_extra=RUNTIME_ONLY,
+    )
     draft_url: str | None = Field(
         None, description="draft server URL(s), comma-separated", json_schema_extra=RUNTIME_ONLY
     )
@@ -74,13 +85,13 @@ class OpenAIConfig(PluginConfig):
     )
     draft_logprobs: bool = Field(True, description="ask the draft server for token log-probabilities")
 
-    @field_validator("draft_url", "target_url", "reward_url")
+    @field_validator("base_url", "draft_url", "target_url", "reward_url")
     @classmethod
     def _urls(cls, value: str | None) -> str | None:
         parse_urls(value)  # raises ValueError naming the bad URL
         return value
 
-    @field_validator("draft_api_key_env", "target_api_key_env", "reward_api_key_env")
+    @field_validator("api_key_env", "draft_api_key_env", "target_api_key_env", "reward_api_key_env")
     @classmethod
     def _variable_name(cls, value: str | None) -> str | None:
         if value is not None and not ENV_NAME.fullmatch(value):
@@ -165,13 +176,17 @@ class BackendConfig(BaseModel):
         """The endpoints `config` describes; a bad URL gets a ConfigError naming the setting."""
         roles: dict[str, RoleEndpoint | None] = {}
         for role in Role:
-            urls = getattr(config, f"{role.value}_url")
+            own = getattr(config, f"{role.value}_url")
+            urls = own or config.base_url  # a role's own setting wins over the one for all
+            key_env = getattr(config, f"{role.value}_api_key_env") or config.api_key_env
+            if key_env is None and not own and os.environ.get("OPENAI_API_KEY"):
+                key_env = "OPENAI_API_KEY"  # the OpenAI clients' pair: OPENAI_BASE_URL with OPENAI_API_KEY
             try:
                 roles[role.value] = (
                     RoleEndpoint(
                         role=role,
                         urls=urls,
-                        api_key_env=getattr(config, f"{role.value}_api_key_env"),
+                        api_key_env=key_env,
                         connect_timeout=config.http_connect_timeout,
                         read_timeout=config.http_read_timeout,
                         retries=config.http_retries,
@@ -197,7 +212,7 @@ class BackendConfig(BaseModel):
             name = role.value
             raise ConfigError(
                 f"setting {name}_url: the openai backend needs the {name} server's URL "
-                f"(--{name}-url http://HOST:PORT, RSDCHAT_{name.upper()}_URL, or {name}_url in the config)"
+                f"(--{name}-url http://HOST:PORT, or --base-url for every role, or $OPENAI_BASE_URL)"
             )
         return endpoint
 

@@ -304,3 +304,21 @@ async def test_chat_templates(tmp_path: Any) -> None:
 )
 def test_parameter_counts_from_model_names(name: str, params: int) -> None:
     assert guess_params(name) == params
+
+
+def test_one_url_and_key_for_every_role_with_per_role_ones_winning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rsdchat_openai import OpenAIConfig
+
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{A}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789abcdefghij")
+    endpoints = BackendConfig.of(OpenAIConfig(target_url=B))  # OPENAI_BASE_URL read when settings are
+    draft, target = endpoints.endpoint(Role.DRAFT), endpoints.endpoint(Role.TARGET)
+    assert (draft.urls, target.urls) == ((A,), (B,))  # the role's own URL wins
+    assert draft.api_key_env == "OPENAI_API_KEY"  # the OpenAI clients' pair, for OPENAI_BASE_URL's server
+    assert target.api_key_env is None  # an OpenAI key is never sent to a server named apart
+    both = BackendConfig.of(OpenAIConfig(base_url=B, api_key_env="MINE", draft_api_key_env="DRAFT_KEY"))
+    assert both.endpoint(Role.TARGET).urls == (B,) and both.endpoint(Role.TARGET).api_key_env == "MINE"
+    assert both.endpoint(Role.DRAFT).api_key_env == "DRAFT_KEY"
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    with pytest.raises(ConfigError, match=r"--base-url for every role, or \$OPENAI_BASE_URL"):
+        BackendConfig.of(OpenAIConfig()).endpoint(Role.DRAFT)
