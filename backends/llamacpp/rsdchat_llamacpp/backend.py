@@ -23,7 +23,9 @@ class LlamaCppBackend:
         if path not in self._models:
             name = model if model in EMBEDDED_MODELS else path.name
             threads = self.config.threads or os.cpu_count() or 1
-            self._models[path] = LlamaModel(path, name=name, n_ctx=self.config.n_ctx, threads=threads)
+            self._models[path] = LlamaModel(
+                path, name=name, n_ctx=self.config.n_ctx, threads=threads, n_batch=self.config.n_batch
+            )
         return self._models[path]
 
     async def aclose(self) -> None:

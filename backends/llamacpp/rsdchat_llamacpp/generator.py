@@ -125,7 +125,7 @@ class StepWriter:
 class LlamaModel:
     """A `StepGenerator` and `LogprobModel` over llama-cpp-python's `Llama`."""
 
-    def __init__(self, path: Path, *, name: str, n_ctx: int, threads: int) -> None:
+    def __init__(self, path: Path, *, name: str, n_ctx: int, threads: int, n_batch: int = 512) -> None:
         from llama_cpp import Llama
         from llama_cpp._logger import set_verbose
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -139,6 +139,7 @@ class LlamaModel:
                 self._llm: Llama = Llama(
                     model_path=str(path),
                     n_ctx=n_ctx,
+                    n_batch=n_batch,
                     n_threads=threads,
                     n_threads_batch=threads,
                     logits_all=False,

@@ -14,6 +14,9 @@ class LlamaCppConfig(PluginConfig):
     """Settings of llama.cpp in process: `[backends.llamacpp]`, `RSDCHAT_<FIELD>`, `--<field>`."""
 
     n_ctx: int = Field(4096, ge=256, description="context window of each model, in tokens")
+    n_batch: int = Field(
+        512, ge=1, description="prompt tokens read per batch", json_schema_extra=RUNTIME_ONLY
+    )
     threads: int | None = Field(
         None, ge=1, description="CPU threads per model (default: all cores)", json_schema_extra=RUNTIME_ONLY
     )

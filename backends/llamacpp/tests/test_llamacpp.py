@@ -233,3 +233,16 @@ def test_a_proposal_is_kept_where_the_model_agrees_and_costs_little_where_not(mo
     if own.text == alone.text:
         assert own.usage.prefill_tokens <= 2  # its own step: every proposed token kept (a cached prompt)
     assert other.usage.prefill_tokens - alone.usage.prefill_tokens <= 8  # at most one batch read in vain
+
+
+def test_the_plugins_own_settings_reach_llama_cpp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from rsdchat.plugins import load_backend
+    from rsdchat.settings import load_settings
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # no user config file
+
+    monkeypatch.setenv("RSDCHAT_N_BATCH", "64")  # env spelling, generated from LlamaCppConfig
+    settings = load_settings(n_ctx=512, threads=1)  # flag spellings
+    backend = load_backend("llamacpp", {"llamacpp": settings.backend_config("llamacpp")})
+    llm = backend.generator(Role.DRAFT, "smollm2-135m").llm  # type: ignore[attr-defined]
+    assert (llm.n_batch, llm.n_ctx()) == (64, 512)
