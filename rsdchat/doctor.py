@@ -108,6 +108,7 @@ async def diagnose(settings: Settings) -> list[RoleCheck]:
                 generators.get(Role.TARGET),
                 settings.backends,
                 settings.step_delimiter,
+                settings.options(),
             )
             try:
                 reward = await in_thread(make_reward, settings.reward, context)

@@ -200,7 +200,7 @@ class Engine:
         generation = step.generation
         score = await reward.score(context, generation)
         self._charge(trace, step, Role.REWARD, score.usage, reward.n_params)
-        step.detail, step.reward_source = score.detail, reward.name
+        step.detail, step.reward_source = score.detail, score.decided_by or reward.name
         signals = Signals(score.reward, generation.mean_logprob, score.target_logprob)
         if policy.weighting.needs_logprobs:
             signals = await self._with_logprobs(context, step, signals, policy, trace)
@@ -228,7 +228,8 @@ class Engine:
             return
         score = await reward.score(context, step.generation)
         self._charge(trace, step, Role.REWARD, score.usage, reward.n_params)
-        step.score, step.detail, step.reward_source = score.reward, score.detail, reward.name
+        step.score, step.detail = score.reward, score.detail
+        step.reward_source = score.decided_by or reward.name
 
     @staticmethod
     def _charge(trace: Trace, step: Step, role: Role, usage: Usage, n_params: int) -> None:

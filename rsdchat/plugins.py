@@ -17,7 +17,7 @@ The entry-point objects are small: importing one must not load a heavy engine.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
@@ -63,6 +63,7 @@ class RewardContext:
     target: StepGenerator | None
     configs: Mapping[str, PluginConfig]  # each backend plugin's resolved settings, by name
     step_delimiter: str = "\n\n"
+    options: Mapping[str, Any] = field(default_factory=dict)  # the core settings by name (cascade_low…)
 
     def config(self, name: str, kind: type[C]) -> C:
         """The settings of backend plugin `name` (its defaults if the section is absent)."""

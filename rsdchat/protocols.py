@@ -96,6 +96,7 @@ class Score:
     usage: Usage = field(default_factory=Usage)  # charged to the reward role
     target_logprob: float | None = None  # mean log P_M of the step, when it was computed anyway
     detail: str = ""  # a short human explanation, e.g. "2 of 3 equations wrong"
+    decided_by: str = ""  # the part of a composite source that settled it (a cascade's stage)
 
 
 @runtime_checkable

@@ -28,8 +28,9 @@ class Runtime:
         return self.settings.policy(self.reward)
 
     def reward_context(self) -> RewardContext:
+        engine, settings = self.engine, self.settings
         return RewardContext(
-            self.engine.draft, self.engine.target, self.settings.backends, self.settings.step_delimiter
+            engine.draft, engine.target, settings.backends, settings.step_delimiter, settings.options()
         )
 
     async def make_reward(self, spec: str) -> RewardSource:

@@ -24,7 +24,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import EnvSettingsSource
 
@@ -91,6 +99,19 @@ class Settings(BaseModel):
     reuse_draft: bool = setting(
         False, "the target checks a rejected draft step in batches and keeps the tokens it agrees with", RSD
     )
+    cascade_low: float = setting(
+        0.4, "cascade reward: a free score below this rejects the step without the target", RSD, ge=0, le=1
+    )
+    cascade_high: float = setting(
+        0.6, "cascade reward: a free score from this up keeps the step without the target", RSD, ge=0, le=1
+    )
+    cascade_check: float = setting(
+        0.1,
+        "cascade reward: in between, the target keeps a step whose least likely token has this probability",
+        RSD,
+        gt=0,
+        le=1,
+    )
     max_steps: int = setting(32, "most steps in an answer", BUDGETS, ge=1)
     max_step_tokens: int = setting(256, "most tokens in one step", BUDGETS, ge=1)
     max_tokens: int = setting(1024, "most tokens in an answer", BUDGETS, ge=1)
@@ -122,6 +143,16 @@ class Settings(BaseModel):
     @classmethod
     def _known_reward(cls, value: str) -> str:
         return check_reward_spec(value)
+
+    @model_validator(mode="after")
+    def _band(self) -> Settings:
+        if self.cascade_low > self.cascade_high:
+            raise ValueError(f"cascade_low ({self.cascade_low}) is above cascade_high ({self.cascade_high})")
+        return self
+
+    def options(self) -> Mapping[str, Any]:
+        """The core settings by name, for reward sources with parameters (RewardContext.options)."""
+        return MappingProxyType(self.model_dump())
 
     def backend_for(self, role: Role) -> str:
         """The backend plugin of `role`: its own setting, else `backend`."""

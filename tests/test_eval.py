@@ -100,7 +100,7 @@ async def test_every_method_answers_every_question(tmp_path: Path) -> None:
     assert (
         rsd["correct"]
         and rsd["target_steps"] == 1
-        and rsd["acceptance"] == {"judged": 2, "accepted": 1, "invalid": 0}
+        and rsd["acceptance"] == {"judged": 2, "accepted": 1, "invalid": 0, "decided_by": {"arithmetic": 2}}
     )
     assert [s["author"] for s in rsd["trace"]["steps"]] == ["draft", "target", "draft"]
     assert by["random:p=0.5", "a"]["trace"]["steps"][0]["decision"]["weighting"] == {

@@ -16,7 +16,9 @@ from rsdchat.rewards.sources import Arithmetic, DraftConfidence, Judge, TargetLo
 from rsdchat.testing import ScriptedModel
 from rsdchat.types import Context, Generation, Message, ModelInfo, StepRequest, Usage
 
-BUILT_IN = ("arithmetic", "draft-confidence", "draft-scorer", "judge", "target-logprob")
+BUILT_IN = (
+    "arithmetic", "cascade", "draft-confidence", "draft-scorer", "judge", "target-logprob", "target-min-prob"
+)  # fmt: skip
 
 
 def models(draft: StepGenerator | None = None, target: StepGenerator | None = None) -> RewardContext:
@@ -117,14 +119,18 @@ def test_built_in_sources_are_entry_points_like_any_plugin() -> None:
     assert all(found[name].description for name in BUILT_IN)
     assert {name: found[name].cost for name in BUILT_IN} == {
         "arithmetic": "free",
+        "cascade": "target, grey zone only",
         "draft-confidence": "free",
         "draft-scorer": "free",
         "judge": "target",
         "target-logprob": "target",
+        "target-min-prob": "target",
     }
 
 
-@pytest.mark.parametrize("spec", ["target-logprob", "judge", "arithmetic*judge"])
+@pytest.mark.parametrize(
+    "spec", ["target-logprob", "target-min-prob", "cascade", "judge", "arithmetic*judge"]
+)
 def test_target_rewards_need_a_logprob_target(spec: str) -> None:
     with pytest.raises(ConfigError, match="needs a target"):
         make_reward(spec, models())

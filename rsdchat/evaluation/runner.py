@@ -27,7 +27,7 @@ from rsdchat.policy import Mode
 from rsdchat.protocols import RewardSource, Speculates, StepGenerator
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings, output_settings
-from rsdchat.trace import Acceptance
+from rsdchat.trace import Acceptance, Step
 from rsdchat.types import Role
 
 Progress = Callable[
@@ -126,6 +126,7 @@ def make_record(problem: Problem, spec: MethodSpec, outcome: Outcome, seconds: f
             "judged": acceptance.judged,
             "accepted": acceptance.accepted,
             "invalid": acceptance.invalid,
+            "decided_by": deciders(trace.steps) if trace is not None else {},
         },
         "answer_tokens": sum(step.tokens for step in steps),
         "target_tokens": sum(step.tokens for step in steps if step.author is Role.TARGET),
@@ -135,6 +136,16 @@ def make_record(problem: Problem, spec: MethodSpec, outcome: Outcome, seconds: f
         "trace": trace.to_dict() if trace is not None else None,
         "samples": outcome.samples,
     }
+
+
+def deciders(steps: Sequence[Step]) -> dict[str, int]:
+    """How many judged steps each reward (or cascade stage) decided."""
+    counts: dict[str, int] = {}
+    for step in steps:
+        if step.decision is not None:
+            name = step.reward_source or "?"
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def matched_p(records: Sequence[Record], method: str, ids: set[str]) -> float | None:

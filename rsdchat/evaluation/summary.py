@@ -59,6 +59,7 @@ class MethodSummary:
     flops_by_role: dict[str, float] = field(default_factory=dict)
     judged: int = 0
     accepted: int = 0
+    decided_by: dict[str, int] = field(default_factory=dict)  # judged steps per deciding reward
     target_tokens: int = 0
     answer_tokens: int = 0
     draft_alone: int = 0  # questions answered with no step by the target
@@ -100,6 +101,7 @@ class MethodSummary:
             "tokens": self.tokens,
             "flops_by_role": self.flops_by_role,
             "acceptance_rate": self.acceptance,
+            "decided_by": self.decided_by,
             "target_share": self.target_share,
             "draft_alone_share": self.draft_alone / self.n if self.n else None,
             "solved_by_draft_alone_share": self.solved_alone / self.n if self.n else None,
@@ -144,6 +146,8 @@ def _summary(name: str, records: list[dict[str, Any]]) -> MethodSummary:
         acceptance = record.get("acceptance") or {}
         summary.judged += int(acceptance.get("judged") or 0)
         summary.accepted += int(acceptance.get("accepted") or 0)
+        for name, count in (acceptance.get("decided_by") or {}).items():
+            summary.decided_by[name] = summary.decided_by.get(name, 0) + int(count)
         summary.target_tokens += int(record.get("target_tokens") or 0)
         summary.answer_tokens += int(record.get("answer_tokens") or 0)
         alone = not record.get("target_steps")
@@ -236,4 +240,9 @@ def cost_line(summary: MethodSummary) -> str:
             parts.append(
                 f"{role.value} {si(total)} tok {si(summary.flops_by_role.get(role.value, 0.0), 'FLOP')}"
             )
+    judged = sum(summary.decided_by.values())
+    if len(summary.decided_by) > 1 and judged:  # a cascade: how often each stage decided
+        counts = sorted(summary.decided_by.items())
+        shares = ", ".join(f"{name} {count / judged:.0%}" for name, count in counts)
+        parts.append(f"decided by {shares}")
     return " · ".join(parts)

@@ -246,3 +246,14 @@ def test_the_plugins_own_settings_reach_llama_cpp(monkeypatch: pytest.MonkeyPatc
     backend = load_backend("llamacpp", {"llamacpp": settings.backend_config("llamacpp")})
     llm = backend.generator(Role.DRAFT, "smollm2-135m").llm  # type: ignore[attr-defined]
     assert (llm.n_batch, llm.n_ctx()) == (64, 512)
+
+
+def test_cascade_on_the_real_model_asks_the_target_in_the_grey_zone(model: LlamaModel) -> None:
+    options = {"cascade_low": 0.0, "cascade_high": 1.0, "cascade_check": 0.01}  # all grey: the target decides
+    reward = make_reward("cascade", RewardContext(model, model, {}, options=options))
+    policy = Policy(mode=Mode.RSD, reward=reward, weighting=BinaryStep(0.5), max_steps=3, max_step_tokens=32)
+    trace = asyncio.run(Engine(draft=model, target=model).solve(CONTEXT.messages, policy, seed=1))
+    judged = [step for step in trace.steps if step.decision is not None]
+    assert judged and {step.reward_source for step in judged} == {"target-min-prob"}
+    assert all(step.detail.startswith("grey zone (draft-scorer") for step in judged)
+    assert trace.ledger.cost(Role.REWARD).prefill_tokens > 0  # the target's reads, charged to the reward
