@@ -4,8 +4,8 @@
 
 Two llama-cpp-python servers on loopback (SmolLM2-135M; draft on one, target on the
 other), short questions, every draft step rejected (δ = 1) so both servers work all the
-time. While the run goes, the target server is killed and started again on the same
-port, twice. Then the same command runs again. Printed: how many questions ended with an
+time. While the run goes, the draft server (the busier one: every step starts there) is
+killed and started again on the same port, twice. Then the same command runs again. Printed: how many questions ended with an
 answer or an error record in the first run, that none is missing or twice, and that the
 rerun asked only the ones that had failed. Bounded: a few minutes on 2 cores.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from rsdchat_openai.testing import LlamaServer, smollm2_path
 
 RSDCHAT = [sys.executable, "-c", "from rsdchat.cli import main; main()"]
-OUTAGE = 6.0  # seconds the target server is down each time
+OUTAGE = 6.0  # seconds the draft server is down each time
 
 
 def answers(path: Path) -> list[dict[str, object]]:
@@ -58,14 +58,14 @@ def main() -> None:
         started = time.monotonic()
         run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         restarts = 0
-        for _ in range(2):  # kill the target server once a few answers are in, and start it again
+        for _ in range(2):  # kill the draft server once a few answers are in, and start it again
             while run.poll() is None and len(answers(output)) < (restarts + 1) * args.questions // 3:
                 time.sleep(0.2)
             if run.poll() is not None:
                 break
-            target.kill()
+            draft.kill()
             time.sleep(OUTAGE)  # longer than the client's connect timeout and retries: some questions fail
-            target.start()
+            draft.start()
             restarts += 1
         _, err = run.communicate(timeout=1800)
         first = answers(output)
@@ -77,7 +77,7 @@ def main() -> None:
     final = Counter(str(line["id"]) for line in second)
     twice = sum(1 for n in ids.values() if n > 1)
     print(
-        f"{args.questions} questions, concurrency {args.concurrency}, target killed and restarted {restarts}x"
+        f"{args.questions} questions, concurrency {args.concurrency}, draft server killed and restarted {restarts}x"
     )
     print(f"first run (exit {run.returncode}): {sum(ids.values())} records for {len(ids)} questions: "
           f"{len(ids) - len(failed)} answers, {len(failed)} error records, {twice} twice, "
