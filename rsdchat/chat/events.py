@@ -27,6 +27,14 @@ class EngineUpdate:
 class TurnStarted:
     turn: int
     question: str
+    retry_of: int | None = None  # the turn it asks again (/retry), which leaves the models' context
+
+
+@dataclass(frozen=True)
+class TurnKept:
+    """A stopped answer is kept in the models' context after all (/keep)."""
+
+    turn: int
 
 
 @dataclass(frozen=True)
@@ -87,8 +95,8 @@ class StateChanged:
 
 
 ChatEvent = (
-    EngineUpdate | TurnStarted | TurnFinished | NoteShown | NoteRemoved | Notice | Loading | Cleared
-    | Replayed | StateChanged
+    EngineUpdate | TurnStarted | TurnKept | TurnFinished | NoteShown | NoteRemoved | Notice | Loading
+    | Cleared | Replayed | StateChanged
 )  # fmt: skip
 Listener = Callable[[ChatEvent], None]
 

@@ -14,6 +14,14 @@ from rsdchat.protocols import RewardSource
 from rsdchat.settings import Settings
 from rsdchat.weighting import WEIGHTINGS, make_weighting
 
+STEPS: dict[str, tuple[str, ...]] = {
+    "paragraph": ("\n\n",),  # the paper's setting (a step ends at a blank line)
+    "line": ("\n",),
+    "sentence": (". ", "? ", "! ", "\n"),
+}
+"""How a chat can cut a reply into steps: the stop strings that end one (the first one written wins)."""
+STEP_WORDS = {"paragraph": "blank line", "line": "line break", "sentence": ". ? ! or line break"}
+
 
 class Style(str, enum.Enum):
     """How the conversation is held: step-by-step math, or open-ended chat (paper §4)."""
@@ -35,6 +43,9 @@ class Knobs:
     beta: float = 1.0
     style: Style | None = None  # None: follows the reward source's kind
     system: str | None = None  # None: the default prompt of the style
+    steps: str | None = None  # a name in STEPS; None: the settings' step_delimiter
+    reward_url: str | None = None  # the reward server of this chat; None: the configured one
+    reward_model: str | None = None  # the model it serves; None: the configured one (or its only one)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Knobs:
@@ -72,9 +83,25 @@ class Knobs:
                 raise ValueError("reward must be a name")
             if given.get("weighting", "binary") not in WEIGHTINGS:
                 raise ValueError(f"unknown weighting {given.get('weighting')!r}")
+            if given.get("steps") is not None and given["steps"] not in STEPS:
+                raise ValueError(f"unknown steps {given['steps']!r}")
+            for name in ("reward_url", "reward_model", "system"):
+                if given.get(name) is not None and not isinstance(given[name], str):
+                    raise ValueError(f"{name} must be text, got {given[name]!r}")
             return cls(**given)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"bad settings in transcript: {exc}") from None
+
+    def stops(self, settings: Settings) -> tuple[str, ...]:
+        """The stop strings that end a step."""
+        return STEPS[self.steps] if self.steps is not None else (settings.step_delimiter,)
+
+    def steps_name(self, settings: Settings) -> str:
+        """'paragraph', 'line', 'sentence', or the configured delimiter as written ('\\n---\\n')."""
+        if self.steps is not None:
+            return self.steps
+        named = [name for name, stops in STEPS.items() if stops == (settings.step_delimiter,)]
+        return named[0] if named else repr(settings.step_delimiter)
 
     def uses_delta(self) -> bool:
         return "delta" in WEIGHTINGS[self.weighting].params()
@@ -106,7 +133,13 @@ class Knobs:
         weighting = make_weighting(self.weighting, delta=delta, alpha=self.alpha, p=self.p, beta=self.beta)
         base = settings.policy(reward)
         stop_at_answer = settings.stop_at_answer and self.style_of(reward) is Style.MATH
-        return replace(base, mode=self.mode, weighting=weighting, stop_at_answer=stop_at_answer)
+        return replace(
+            base,
+            mode=self.mode,
+            weighting=weighting,
+            stop=self.stops(settings),
+            stop_at_answer=stop_at_answer,
+        )
 
 
 def delta_step(reward: RewardSource | None) -> float:

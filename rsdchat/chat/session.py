@@ -27,20 +27,41 @@ from rsdchat.chat.events import (
     Severity,
     StateChanged,
     TurnFinished,
+    TurnKept,
     TurnStarted,
     ignore,
 )
-from rsdchat.chat.knobs import Knobs, nudge_delta
+from rsdchat.chat.history import Autosave, chats_dir
+from rsdchat.chat.knobs import Knobs, Style, nudge_delta
+from rsdchat.chat.rewards import Rewards
 from rsdchat.chat.status import Status
 from rsdchat.chat.transcript import Transcript, default_path, user_record
+from rsdchat.engine import Engine
 from rsdchat.errors import ConfigError
 from rsdchat.events import Event, StepDone
 from rsdchat.policy import Mode, Policy, PolicySource
 from rsdchat.prompts import build_messages
 from rsdchat.protocols import RewardSource, StepGenerator
-from rsdchat.runtime import Runtime, open_runtime
+from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
 from rsdchat.trace import Acceptance, Ledger, Trace
+
+ONE_STEP_HINT = 300  # characters: a chat reply this long that was one step gets a word on /steps
+
+
+async def open_models(settings: Settings) -> Runtime:
+    """The models the settings' mode needs, loaded off the event loop (the reward comes later).
+
+    The chat builds its reward sources itself, so a reward that cannot be built (a reward
+    server not given yet) leaves the models usable and is fixed with a command.
+    """
+    runtime = Runtime(settings, Engine(draft=None, target=None))
+    try:
+        await runtime.load_models(settings.mode)
+    except BaseException:
+        await runtime.aclose()
+        raise
+    return runtime
 
 
 class ChatSession:
@@ -58,7 +79,8 @@ class ChatSession:
         self.spent = Ledger()  # finished answers
         self.acceptance = Acceptance()  # over the whole chat
         self._owns_runtime = runtime is None
-        self._rewards: dict[str, RewardSource] = {}  # reward sources built so far, by spec
+        self._rewards = Rewards(settings)  # reward sources built so far
+        self.autosave = Autosave(chats_dir())  # where this chat is kept in the history
         self._pending: Knobs | None = None  # from a transcript loaded before the models were
         self._check_models_at_open = False  # ditto: compare its models once they are loaded
         self._changes = Changes(self._emit)  # the policy in force, and changes staged for the next step
@@ -83,7 +105,7 @@ class ChatSession:
     @property
     def reward(self) -> RewardSource | None:
         """The reward source of the knobs (in force, or staged for the next step)."""
-        return self._rewards.get(self.knobs.reward)
+        return self._rewards.get(self.knobs)
 
     @property
     def live(self) -> Ledger:
@@ -124,7 +146,7 @@ class ChatSession:
             )
             self._emit(StateChanged())
             try:
-                self.runtime = await open_runtime(settings)
+                self.runtime = await open_models(settings)
             except Exception as exc:  # any failure is shown; the chat stays open
                 self.load_error = str(exc) or type(exc).__name__
                 self.notify(self.load_error, "error", "could not load the models")
@@ -133,7 +155,7 @@ class ChatSession:
                 return
         runtime = self.runtime
         if runtime.reward is not None:
-            self._rewards.setdefault(settings.reward, runtime.reward)
+            self._rewards.add(Knobs.from_settings(settings), runtime.reward)
         header = self.transcript.records[0]
         if self._check_models_at_open:
             self._check_models()
@@ -162,11 +184,8 @@ class ChatSession:
     async def aclose(self) -> None:
         """Stop the answer in progress and release what the session opened."""
         await self.stop_and_wait()
-        runtime_reward = self.runtime.reward if self.runtime is not None else None
-        for reward in self._rewards.values():
-            if reward is not runtime_reward:
-                await reward.aclose()
-        self._rewards.clear()
+        self._keep_in_history()
+        await self._rewards.aclose(keep=self.runtime.reward if self.runtime is not None else None)
         if self._owns_runtime and self.runtime is not None:
             await self.runtime.aclose()
 
@@ -183,7 +202,10 @@ class ChatSession:
             raise ConfigError(f"mode {new.mode.value}: the models could not be loaded: {exc}") from None
         reward = await self._reward_for(new)
         policy = new.policy(reward, self.settings)
-        runtime.engine.check(policy)
+        try:
+            runtime.engine.check(policy)
+        except ConfigError as exc:  # said in the chat's words: δ, not the setting's name
+            raise ConfigError(str(exc).replace("setting delta: ", "δ ", 1)) from None
         before = self._in_force_or_none() if self.policy is not None or record else None
         self.knobs, self.policy_error = new, None
         after = self.in_force()
@@ -210,19 +232,13 @@ class ChatSession:
 
     async def _reward_for(self, knobs: Knobs) -> RewardSource | None:
         """The reward source `knobs` names, built once; None if a single-model mode cannot build it."""
-        if knobs.reward in self._rewards:
-            return self._rewards[knobs.reward]
         assert self.runtime is not None
         try:
-            reward = await self.runtime.make_reward(knobs.reward)
-        except Exception as exc:  # e.g. a server that does not answer
+            return await self._rewards.build(knobs, self.runtime)
+        except ConfigError:
             if knobs.mode is not Mode.RSD:
                 return None  # a single model needs no reward
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(f"reward {knobs.reward}: {exc or type(exc).__name__}") from None
-        self._rewards[knobs.reward] = reward
-        return reward
+            raise
 
     async def nudge_delta(self, direction: int) -> None:
         """δ one step up (1) or down (-1); ConfigError when there is no δ to move."""
@@ -255,8 +271,11 @@ class ChatSession:
             return "still answering; press Esc to stop it (your question is kept)"
         return None
 
-    async def ask(self, question: str) -> Trace:
-        """Answer `question` (the turn's events go to the listener); ConfigError if it cannot start."""
+    async def ask(self, question: str, *, retry_of: int | None = None) -> Trace:
+        """Answer `question` (the turn's events go to the listener); ConfigError if it cannot start.
+
+        `retry_of`: the turn this question asks again, which then leaves the models' context.
+        """
         why_not = self.why_not_ask()
         if why_not:
             raise ConfigError(why_not)
@@ -264,11 +283,11 @@ class ChatSession:
         assert runtime is not None
         turn = self.turn = self.transcript.turns + 1
         in_force = self.in_force()
+        self.transcript.add(user_record(turn, question, in_force.system, in_force.to_dict(), retry_of))
         messages = build_messages(in_force.system, question, self.transcript.history())
-        self.transcript.add(user_record(turn, question, in_force.system, in_force.to_dict()))
         self._changes.close()
         answer = self._answer = Answer(turn, question)
-        self._emit(TurnStarted(turn, question))
+        self._emit(TurnStarted(turn, question, retry_of))
         self._emit(StateChanged())
         solve = runtime.engine.solve(
             messages,
@@ -281,8 +300,9 @@ class ChatSession:
         try:
             trace = await self._task
         except asyncio.CancelledError:
-            if not self._stopping:  # the caller was cancelled (the app is closing)
-                self._task = self._answer = None
+            if not self._stopping:  # the caller was cancelled (the app is closing): keep the turn
+                self._task = None
+                self._finish(answer, answer.trace("cancelled"))
                 raise
             trace = answer.trace("cancelled")  # stopped before its first step, the solve never ran
         except Exception as exc:  # also in the trace of the Finished event, if that came
@@ -327,11 +347,30 @@ class ChatSession:
         if trace.finish_reason in ("max_steps", "max_tokens") and last["type"] == "change":
             last["from_step"] = None  # installed for a step the budget then did not allow
         self._changes.install(self.transcript, turn, None)
+        failed = self.autosave.write(self.transcript)
+        if failed:
+            self.notify(f"{failed}; /save PATH saves it elsewhere", "error", "the chat is not in the history")
         if trace.finish_reason == "error":
             self.notify(trace.error or "the backend failed", "error", "answer failed")
         elif trace.finish_reason == "cancelled":
-            self.notify("stopped; what was written is kept", title="answer stopped")
+            said = "stopped; what was written is kept"
+            if trace.text.strip():
+                said += ", but left out of the next question's context: /keep keeps it there"
+            self.notify(said, title="answer stopped")
+        elif self._one_long_step(trace):
+            self.notify(
+                "the reply had no blank line, so it was one step and got one decision; "
+                "/steps sentence (or line) judges it piece by piece",
+                title="one step",
+            )
         self._emit(StateChanged())
+
+    def _one_long_step(self, trace: Trace) -> bool:
+        """A chat reply cut at blank lines that had none: RSD judged all of it at once."""
+        steps = trace.answer_steps
+        chat = self.knobs.style_of(self.reward) is Style.CHAT and self.knobs.mode is Mode.RSD
+        paragraphs = self.knobs.stops(self.settings) == ("\n\n",)
+        return chat and paragraphs and len(steps) == 1 and len(steps[0].text) >= ONE_STEP_HINT
 
     # -- commands ---------------------------------------------------------------------
 
@@ -340,6 +379,10 @@ class ChatSession:
         name, rest = parse_command(line)
         if name in SETTINGS_COMMANDS:
             await self.change(change_knobs(name, rest, self.knobs))
+        elif name == "retry":
+            await self.retry()
+        elif name == "keep":
+            self.keep()
         elif name == "new":
             self.new()
         elif name == "save":
@@ -357,6 +400,52 @@ class ChatSession:
         if self.answering:
             raise ConfigError(f"stop the answer first (Esc), then {what}")
 
+    def retry_turn(self) -> tuple[str, int]:
+        """The question /retry asks again and its turn; ConfigError if there is none or it cannot be asked."""
+        self._idle("retry")
+        last = self.transcript.last("user")
+        if last is None:
+            raise ConfigError("no question to ask again yet")
+        why_not = self.why_not_ask()
+        if why_not:
+            raise ConfigError(why_not)
+        return str(last["content"]), int(last["turn"])
+
+    async def retry(self) -> Trace:
+        """Ask the last question again with the settings now in force; its old turn leaves the context."""
+        question, turn = self.retry_turn()
+        return await self.ask(question, retry_of=turn)
+
+    def keep(self) -> int:
+        """Keep the last (stopped) answer in the models' context; the turn it was."""
+        self._idle("keep what it wrote")
+        last = self.transcript.last("answer")
+        if last is None or last.get("finish_reason") != "cancelled":
+            raise ConfigError("nothing to keep: only a stopped answer is left out of the context")
+        if not str(last.get("content", "")).strip():
+            raise ConfigError("nothing to keep: the stopped answer has no finished step")
+        if last.get("kept"):
+            raise ConfigError(f"turn #{last['turn']} is kept already")
+        if last["turn"] in self.transcript.retried():
+            raise ConfigError(f"turn #{last['turn']} was asked again: its answer stays out of the context")
+        last["kept"] = True
+        self.autosave.write(self.transcript)
+        self._emit(TurnKept(int(last["turn"])))
+        self.notify(f"turn #{last['turn']} is kept: the next question sees what it wrote", title="kept")
+        return int(last["turn"])
+
+    def last_answer(self) -> str | None:
+        """The text of the last answer that has any (for /copy)."""
+        for record in reversed(self.transcript.records):
+            if record["type"] == "answer" and str(record.get("content", "")).strip():
+                return str(record["content"]).strip()
+        return None
+
+    def _keep_in_history(self) -> None:
+        """Before another chat is shown: what this one did since its last turn (a ⚙ line) is saved too."""
+        if self.autosave.pending(self.transcript):
+            self.autosave.write(self.transcript)
+
     def _reset(self) -> None:
         self.turn = 0
         self.spent, self.acceptance = Ledger(), Acceptance()
@@ -365,7 +454,9 @@ class ChatSession:
     def new(self) -> None:
         self._idle("start a new chat")
         models = self.transcript.records[0].get("models", {})
+        self._keep_in_history()
         self.transcript = Transcript.start(self.settings, self.knobs, models)
+        self.autosave.reset(self.transcript)
         self._reset()
         self._emit(Cleared())
         self.notify("new chat")
@@ -378,7 +469,9 @@ class ChatSession:
         return path
 
     def export(self, path: Path | None = None) -> Path:
-        saved = self.transcript.path
+        saved = (
+            self.transcript.path if self.transcript.path != self.autosave.path else None
+        )  # not in the history
         path = path or (saved.with_suffix(".md") if saved else default_path(".md"))
         try:
             path.expanduser().write_text(self.transcript.to_markdown(), encoding="utf-8")
@@ -393,7 +486,9 @@ class ChatSession:
 
     async def show(self, transcript: Transcript) -> None:
         """Continue a loaded transcript: draw it, count its costs, put its settings back in force."""
+        self._keep_in_history()
         self.transcript = transcript
+        self.autosave.reset(transcript)
         self._reset()
         self.turn = transcript.turns
         self.spent, self.acceptance = transcript.totals()

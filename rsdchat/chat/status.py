@@ -54,9 +54,14 @@ class Status:
             ("target", target.info.name if target is not None else f"{settings.target} (not loaded)"),
             ("reward", (reward.name if reward is not None else knobs.reward).replace("*", " × ")),
         ]
+        if knobs.reward_url:
+            rows.append(
+                ("server", knobs.reward_url + (f" ({knobs.reward_model})" if knobs.reward_model else ""))
+            )
         style = knobs.style_of(reward)
         rows.append(("style", f"{style.value} ({'set' if knobs.style is not None else 'auto'})"))
         rows.append(("mode", knobs.mode.value))
+        rows.append(("steps", knobs.steps_name(settings)))  # where a step ends: one decision each
         if reward is None and knobs.delta is None:  # δ is not known before the reward source is
             weighting, delta = knobs.weighting, "the reward's default"
         else:
@@ -85,6 +90,8 @@ class Status:
         subtitle = state if not chat.ready else f"{knobs.mode.value} · {style.value} · {weighting}"
         if judged:
             subtitle += f" · accepted {accepted}/{judged}"
+        if chat.answering:  # said first, so a narrow header still shows it
+            subtitle = f"answering #{chat.turn}… · {subtitle}"
         cost = Ledger()
         cost.merge(chat.spent)
         cost.merge(chat.live)

@@ -15,6 +15,8 @@ One JSON object per line, in the order things happened:
 from __future__ import annotations
 
 import json
+import os
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,9 +47,14 @@ def default_path(suffix: str) -> Path:
     return Path(f"rsdchat-{datetime.now():%Y%m%d-%H%M%S}{suffix}")
 
 
-def user_record(turn: int, question: str, system: str, in_force: Record) -> Record:
-    """A question, with the system prompt it was sent with and what was in force."""
-    return {
+def user_record(
+    turn: int, question: str, system: str, in_force: Record, retry_of: int | None = None
+) -> Record:
+    """A question, with the system prompt it was sent with and what was in force.
+
+    `retry_of`: the turn this one asks again (/retry); that turn leaves the models' context.
+    """
+    record: Record = {
         "type": "user",
         "turn": turn,
         "content": question,
@@ -55,6 +62,22 @@ def user_record(turn: int, question: str, system: str, in_force: Record) -> Reco
         "in_force": in_force,
         "at": now(),
     }
+    return record | ({"retry_of": retry_of} if retry_of is not None else {})
+
+
+def retried_turns(records: list[Record]) -> set[int]:
+    """The turns asked again with /retry."""
+    return {r["retry_of"] for r in records if r["type"] == "user" and isinstance(r.get("retry_of"), int)}
+
+
+def in_context(answer: Record, retried: set[int]) -> bool:
+    """Whether the models see this answer in later questions.
+
+    Not if it was asked again (/retry), nor if it was stopped (Esc) and not kept (/keep).
+    """
+    if answer.get("turn") in retried:
+        return False
+    return answer.get("finish_reason") != "cancelled" or bool(answer.get("kept"))
 
 
 def step_record(turn: int, step: Step, bounds: tuple[float, float] | None) -> Record:
@@ -123,16 +146,29 @@ class Transcript:
     def turns(self) -> int:
         return sum(1 for r in self.records if r["type"] == "user")
 
+    def retried(self) -> set[int]:
+        """The turns asked again with /retry."""
+        return {
+            r["retry_of"] for r in self.records if r["type"] == "user" and isinstance(r.get("retry_of"), int)
+        }
+
     def history(self) -> list[Turn]:
-        """Question and answer of every finished turn, for the models' context."""
+        """Question and answer of every finished turn the models still see (see `in_context`)."""
         questions: dict[int, str] = {}
+        retried = self.retried()
         turns = []
         for record in self.records:
             if record["type"] == "user":
                 questions[record["turn"]] = record["content"]
             elif record["type"] == "answer" and record["turn"] in questions:
-                turns.append(Turn(questions.pop(record["turn"]), record["content"]))
+                question = questions.pop(record["turn"])
+                if in_context(record, retried):
+                    turns.append(Turn(question, record["content"]))
         return turns
+
+    def last(self, kind: str) -> Record | None:
+        """The last record of type `kind`."""
+        return next((r for r in reversed(self.records) if r["type"] == kind), None)
 
     def totals(self) -> tuple[Ledger, Acceptance]:
         """What the saved answers cost, and how many of the saved drafts were kept."""
@@ -163,17 +199,27 @@ class Transcript:
         return None
 
     def save(self, path: Path) -> None:
+        """Write the transcript to `path`, which becomes where it is saved."""
+        path = self.write(path)
+        self.path, self.saved = path, len(self.records)
+
+    def write(self, path: Path) -> Path:
+        """Write a copy to `path` atomically (a crash leaves the old file or the new one, whole)."""
         path = path.expanduser()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
             with tmp.open("w", encoding="utf-8") as out:
                 for record in self.records:
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
             tmp.replace(path)
         except OSError as exc:
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise ConfigError(f"cannot save {path}: {exc.strerror or exc}") from None
-        self.path, self.saved = path, len(self.records)
+        return path
 
     @classmethod
     def load(cls, path: Path) -> Transcript:
@@ -246,6 +292,7 @@ def _step_caption(record: Record) -> str:
 def to_markdown(records: list[Record]) -> str:
     """A readable Markdown rendering: questions, steps with their provenance, answers."""
     lines = ["# rsdchat transcript", ""]
+    retried = retried_turns(records)
     for record in records:
         kind = record["type"]
         if kind == "session":
@@ -253,7 +300,9 @@ def to_markdown(records: list[Record]) -> str:
             shown = " · ".join(f"{k} **{v}**" for k, v in models.items())
             lines += [f"*{record.get('started', '')}* — {shown}", ""]
         elif kind == "user":
-            lines += [f"## You (turn {record['turn']})", "", record["content"].strip(), "", "## rsdchat", ""]
+            again = f", asking turn {record['retry_of']} again" if record.get("retry_of") else ""
+            lines += [f"## You (turn {record['turn']}{again})", "", record["content"].strip(), ""]
+            lines += ["## rsdchat", ""]
         elif kind == "change":
             lines += [f"> ⚙ {record['text']}", ""]
         elif kind == "step":
@@ -276,5 +325,7 @@ def to_markdown(records: list[Record]) -> str:
                 ended += f" — {record['error']}"
             if record.get("drafts"):
                 ended += f" · {record.get('accepted_drafts')}/{record['drafts']} drafts accepted"
+            if not in_context(record, retried):
+                ended += " · left out of the context"
             lines += [f"*{ended}*", ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -58,6 +58,9 @@ def _version(shown: bool) -> None:
 def chat(
     ctx: typer.Context,
     resume: Annotated[Path | None, typer.Option(help="Reopen a saved transcript (JSONL).")] = None,
+    continue_: Annotated[
+        bool, typer.Option("--continue", "-c", help="Reopen the newest saved chat (see /history).")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the versions and exit.")
     ] = False,
@@ -67,9 +70,12 @@ def chat(
     """Open the chat app when no command is given (keys and /commands: docs/tui.md)."""
     if ctx.invoked_subcommand is not None:
         return
+    from rsdchat.chat.history import chat_to_continue
     from rsdchat.tui import run
 
-    run(_settings_given.settings(), resume)
+    if continue_ and resume is not None:
+        raise ConfigError("--continue and --resume both name a chat to reopen; give one")
+    run(_settings_given.settings(), chat_to_continue() if continue_ else resume)
 
 
 @app.command()

@@ -20,7 +20,8 @@ def run(settings: Settings, resume: Path | None = None) -> None:
     """Run the chat app until the user quits.
 
     A `resume` file is read before the app starts, so a missing or broken file is a
-    `ConfigError` (exit code 2) rather than an empty chat.
+    `ConfigError` (exit code 2) rather than an empty chat. `rsdchat --continue` passes
+    `rsdchat.chat.history.chat_to_continue()`: the newest saved chat, which goes on in its file.
     """
     transcript = Transcript.load(resume) if resume is not None else None
     RsdChatApp(settings, resume=transcript).run()

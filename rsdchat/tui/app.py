@@ -20,7 +20,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Collapsible, Footer, Header, Input
 
-from rsdchat.chat.commands import parse_command
+from rsdchat.chat.commands import parse_command, server_rewards
 from rsdchat.chat.events import (
     ChatEvent,
     Cleared,
@@ -32,9 +32,11 @@ from rsdchat.chat.events import (
     Replayed,
     StateChanged,
     TurnFinished,
+    TurnKept,
     TurnStarted,
 )
-from rsdchat.chat.knobs import Style
+from rsdchat.chat.history import saved_chats
+from rsdchat.chat.knobs import STEPS, Style
 from rsdchat.chat.session import ChatSession
 from rsdchat.chat.transcript import Transcript
 from rsdchat.errors import ConfigError
@@ -45,9 +47,10 @@ from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
 from rsdchat.tui.palette import ChatCommands, PaletteEntry
 from rsdchat.tui.screens.help import HelpScreen
+from rsdchat.tui.screens.history import HistoryScreen
 from rsdchat.tui.styles import CSS
 from rsdchat.tui.widgets.status import StatusPanel
-from rsdchat.tui.widgets.transcript import TranscriptView
+from rsdchat.tui.widgets.transcript import KEPT, TranscriptView
 from rsdchat.weighting import WEIGHTINGS
 
 NARROW = 100  # columns below which the side panel starts hidden
@@ -72,6 +75,7 @@ class RsdChatApp(App[None]):
         Binding("ctrl+up,f8", "delta(1)", "δ+", key_display="^↑"),
         Binding("ctrl+down,f7", "delta(-1)", "δ−", key_display="^↓"),
         Binding("f4", "toggle_panel", "Panel"),
+        Binding("f6", "toggle_rejected", "Drafts"),
         Binding("f1", "help", "Help"),
     ]
 
@@ -82,6 +86,10 @@ class RsdChatApp(App[None]):
         self.session = ChatSession(settings, runtime=runtime, listener=self._deliver)
         self._resume = resume
         self._quit_asked = False
+
+    @property
+    def prompt(self) -> Input:
+        return self.query_one("#prompt", Input)
 
     def _deliver(self, event: ChatEvent) -> None:
         self.post_message(SessionEvent(event))
@@ -95,11 +103,12 @@ class RsdChatApp(App[None]):
         with Horizontal(id="main"):
             yield TranscriptView()
             yield StatusPanel(id="status")
-        yield Input(placeholder="Ask a question, or type /help", id="prompt")
+        # select_on_focus off: a key typed elsewhere and sent here must not be selected and then overwritten
+        yield Input(placeholder="Ask a question, or type /help", id="prompt", select_on_focus=False)
         yield Footer()
 
     async def on_mount(self) -> None:
-        self.query_one(Input).focus()
+        self.prompt.focus()
         self.query_one("#main").set_class(self.size.width < NARROW, "-narrow")
         self.refresh_status()
         resume = self._resume
@@ -123,7 +132,9 @@ class RsdChatApp(App[None]):
         if isinstance(event, EngineUpdate):
             await self._engine_update(event)
         elif isinstance(event, TurnStarted):
-            await view.add_question(event.question, event.turn)
+            await view.add_question(event.question, event.turn, event.retry_of)
+        elif isinstance(event, TurnKept):
+            view.mark(event.turn, KEPT)
         elif isinstance(event, TurnFinished):
             await view.finish_turn(event.record)
         elif isinstance(event, NoteShown):
@@ -156,7 +167,7 @@ class RsdChatApp(App[None]):
             view.add_text(event.index, event.author.value, event.text)
         elif isinstance(event, StepScored):
             reward = update.policy.reward
-            view.show_decision(event.decision, reward is not None and reward.bounds is not None)
+            view.show_decision(event.decision, reward.bounds if reward is not None else None)
         elif isinstance(event, StepDone):
             step = event.step
             score = step.score if step.decision is None else None
@@ -168,6 +179,8 @@ class RsdChatApp(App[None]):
         status = self.session.status()
         self.query_one(StatusPanel).show(status)
         self.sub_title = status.subtitle
+        # on the input's edge, so it shows when the side panel is hidden and the header is cut short
+        self.prompt.border_title = "" if status.state == "ready" else status.state
 
     # -- input ------------------------------------------------------------------------
 
@@ -205,6 +218,13 @@ class RsdChatApp(App[None]):
                 await self.action_help()
             elif name == "quit":
                 self.exit()
+            elif name == "copy":
+                self.copy_answer()
+            elif name == "history":
+                await self.open_history()
+            elif name == "retry":  # an answer: written in the background, like a typed question
+                question, turn = self.session.retry_turn()
+                self._run(self.session.ask(question, retry_of=turn))
             else:
                 await self.session.command(line)
         except ConfigError as exc:
@@ -214,12 +234,56 @@ class RsdChatApp(App[None]):
 
     def on_collapsible_toggled(self, event: Collapsible.Toggled) -> None:
         """After opening or closing a rejected draft, typing goes to the input again."""
-        self.query_one(Input).focus()
+        self.prompt.focus()
+
+    def on_key(self, event: events.Key) -> None:
+        """A printable key pressed while the focus is elsewhere (the transcript) goes into the input."""
+        prompt = self.prompt
+        if len(self.screen_stack) > 1 or self.focused is prompt or not event.is_printable:
+            return
+        if event.character is None:
+            return
+        event.stop()
+        event.prevent_default()
+        prompt.focus()
+        prompt.insert_text_at_cursor(event.character)
+
+    def copy_answer(self) -> None:
+        """/copy: the last answer's text, to the system clipboard (through the terminal: OSC 52)."""
+        text = self.session.last_answer()
+        if text is None:
+            raise ConfigError("no answer to copy yet")
+        self.copy_to_clipboard(text)
+        self.notify(
+            f"{len(text)} characters (if nothing arrives, the terminal does not let apps set the clipboard)",
+            title="answer copied",
+            markup=False,
+        )
+
+    async def open_history(self) -> None:
+        """/history: the saved chats, newest first; the one chosen is reopened."""
+        session = self.session
+        if session.answering:
+            raise ConfigError("stop the answer first (Esc), then open the history")
+        chats = saved_chats(session.autosave.directory)
+        if not chats:
+            raise ConfigError(f"no saved chats yet (each chat is saved in {session.autosave.directory})")
+
+        def reopen(path: Path | None) -> None:
+            if path is not None and path != session.autosave.path:
+                self._run(session.load(path))
+
+        await self.push_screen(HistoryScreen(chats, session.autosave.path), reopen)
 
     # -- actions ----------------------------------------------------------------------
 
     def action_stop(self) -> None:
         self.session.stop()
+
+    def action_toggle_rejected(self) -> None:
+        """F6: open every rejected draft (or close them all)."""
+        if not self.view.toggle_rejected():
+            self.prompt.focus()
 
     async def action_delta(self, direction: int) -> None:
         try:
@@ -228,11 +292,15 @@ class RsdChatApp(App[None]):
             self.notify(str(exc), severity="warning", markup=False)
 
     async def action_quit(self) -> None:
-        """Quit; a chat with unsaved turns asks once (press again to quit, or /save)."""
-        if self.session.transcript.unsaved and not self._quit_asked:
+        """Quit (every chat is in the history); asks once if it could not be saved there."""
+        session = self.session
+        if session.autosave.error and session.transcript.unsaved and not self._quit_asked:
             self._quit_asked = True
             self.set_timer(5, lambda: setattr(self, "_quit_asked", False))
-            self.notify("this chat is not saved: /save it, or press ctrl+q again to quit", severity="warning")
+            self.notify(
+                "this chat could not be saved to the history: /save PATH it, or press ctrl+q again to quit",
+                severity="warning",
+            )
             return
         self.exit()
 
@@ -250,7 +318,7 @@ class RsdChatApp(App[None]):
     # -- the command palette ----------------------------------------------------------
 
     def _prefill(self, text: str) -> None:
-        prompt = self.query_one(Input)
+        prompt = self.prompt
         prompt.value = text
         prompt.cursor_position = len(text)
         prompt.focus()
@@ -282,6 +350,23 @@ class RsdChatApp(App[None]):
             "math for process rewards, chat for outcome",
             partial(command, "/mode auto"),
         )
+        for name in server_rewards():
+            yield (
+                f"Reward server: {name}…",
+                f"type the URL of the server that serves {name}",
+                partial(self._prefill, f"/reward {name} http://"),
+            )
+        for steps in STEPS:
+            yield (f"Steps: {steps}", "where a step ends", partial(command, f"/steps {steps}"))
+        yield (
+            "Retry",
+            "ask the last question again with the settings now in force",
+            partial(command, "/retry"),
+        )
+        yield ("Keep the stopped answer", "keep it in the models' context", partial(command, "/keep"))
+        yield ("Copy the answer", "copy the last answer to the clipboard", partial(command, "/copy"))
+        yield ("History", "the saved chats: reopen one", partial(command, "/history"))
+        yield ("Rejected drafts", "open or close every rejected draft (F6)", self.action_toggle_rejected)
         yield ("System prompt…", "type a new system prompt", partial(self._prefill, "/system "))
         yield ("New chat", "start over (the settings stay)", partial(command, "/new"))
         yield ("Save transcript", "save as JSONL", partial(command, "/save"))

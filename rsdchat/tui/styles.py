@@ -3,6 +3,7 @@
 CSS = """
 #main { height: 1fr; }
 #transcript { width: 1fr; padding: 0 1; scrollbar-size-vertical: 1; }
+#transcript:focus { background: $boost; scrollbar-color: $accent; }
 #status {
     width: 36;
     height: 1fr;
@@ -13,7 +14,7 @@ CSS = """
 #status.-hidden { display: none; }
 #main.-narrow #status { display: none; }
 #main.-narrow #status.-shown { display: block; }
-#prompt { margin: 0 1; }
+#prompt { margin: 0 1; border-title-color: $warning; border-title-style: bold; }
 
 UserView {
     margin: 1 0 0 0;
@@ -28,6 +29,7 @@ UserView {
 .turn.-done .step.-accepted { border-left: thick $success; }
 .step-header { color: $text-muted; }
 .step-body { height: auto; }
+.step.-blank { display: none; }
 Collapsible.rejected {
     padding-bottom: 0;
     border-top: none;
@@ -45,9 +47,19 @@ AnswerBox {
 }
 .finish { padding: 0 1; }
 .note { padding: 0 1; color: $warning; }
-HelpScreen { align: center middle; }
+HelpScreen, HistoryScreen { align: center middle; }
+#history {
+    width: 110;
+    max-width: 95%;
+    height: auto;
+    max-height: 90%;
+    padding: 0 1;
+    border: round $primary;
+    background: $surface;
+}
+#chats { height: auto; max-height: 30; border: none; }
 #help {
-    width: 100;
+    width: 110;
     max-width: 95%;
     height: auto;
     max-height: 90%;

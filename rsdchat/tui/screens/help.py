@@ -16,13 +16,15 @@ from rsdchat.chat.commands import COMMANDS
 
 KEYS: tuple[tuple[str, str], ...] = (
     ("enter", "send the question (or run the /command)"),
-    ("esc", "stop the answer being written"),
+    ("esc", "stop the answer (left out of the context unless /keep)"),
     ("ctrl+↑ / f8", "raise δ"),
     ("ctrl+↓ / f7", "lower δ"),
+    ("tab", "input ↔ transcript (arrows scroll; typing goes to the input)"),
+    ("f6", "open or close every rejected draft (or click one)"),
     ("f4", "show or hide the side panel"),
     ("ctrl+p", "command palette"),
     ("f1", "this help"),
-    ("ctrl+q", "quit (twice if the chat is not saved)"),
+    ("ctrl+q", "quit (the chat is kept in /history)"),
 )
 
 

@@ -10,55 +10,62 @@ from textual.containers import Vertical
 from textual.markup import escape
 from textual.widget import Widget
 from textual.widgets import Collapsible, Static
+from textual.widgets.collapsible import CollapsibleTitle
 
 from rsdchat.decision import Decision
+from rsdchat.readable import latex_to_text, readable
 
 AUTHOR_STYLE = {"draft": "bold cyan", "target": "bold magenta"}
-BAR_WIDTH = 10
+HALF = 5  # cells of the reward bar on each side of δ
+Bounds = tuple[float, float] | None  # the judging reward's range (None: unbounded)
 
 
-def reward_bar(reward: float, delta: float | None, bounded: bool, width: int = BAR_WIDTH) -> Text:
-    """A small bar: the reward against δ (a [0, 1] scale, or centred on δ when unbounded)."""
+def reward_bar(reward: float, delta: float | None, bounds: Bounds, half: int = HALF) -> Text:
+    """The reward against δ: a bar centred on δ (the `┃`), growing right above it and left below.
+
+    Its length is |r − δ| against the room the reward has on that side of δ (δ to the top
+    of its range, or to the bottom); an unbounded reward's room is taken as ±4 around δ, the
+    bar saturating smoothly. With no δ (a weighting without one) the bar fills the range.
+    """
     bar = Text()
     if not math.isfinite(reward):
-        return bar.append("░" * width, "red")
-    ok = delta is None or reward >= delta
-    colour = "green" if ok else "red"
-    if bounded:
-        filled = round(min(1.0, max(0.0, reward)) * width)
-        mark = None if delta is None else min(width - 1, max(0, round(delta * width)))
-        for cell in range(width):
-            char, style = ("█", colour) if cell < filled else ("░", "grey50")
-            if cell == mark:
-                char, style = ("┃", "bold yellow")
-            bar.append(char, style)
-        return bar
-    half = width // 2
-    centre = delta if delta is not None else 0.0
-    size = round(math.tanh((reward - centre) / 2.0) * half)
-    for cell in range(width):
-        offset = cell - half
-        inside = 0 <= offset < size if size > 0 else size <= offset < 0
-        bar.append(
-            "┃" if offset == 0 and not inside else "█" if inside else "░", colour if inside else "grey50"
-        )
-    return bar
+        return bar.append("░" * (2 * half + 1), "red")
+    if delta is None:
+        low, high = bounds if bounds is not None else (reward - 1.0, reward + 1.0)
+        filled = round((min(high, max(low, reward)) - low) / ((high - low) or 1.0) * (2 * half + 1))
+        return bar.append("█" * filled, "green").append("░" * (2 * half + 1 - filled), "grey50")
+    diff = reward - delta
+    if bounds is not None:
+        room = (bounds[1] - delta) if diff >= 0 else (delta - bounds[0])
+        share = min(1.0, abs(diff) / room) if room > 0 else 1.0
+    else:
+        share = math.tanh(abs(diff) / 2.0)
+    size = 0 if diff == 0 else max(1, min(half, math.ceil(share * half - 1e-9)))
+    colour = "green" if diff >= 0 else "red"
+    left = size if diff < 0 else 0
+    right = size if diff > 0 else 0
+    bar.append("░" * (half - left), "grey50").append("█" * left, colour)
+    bar.append("┃", "bold yellow")
+    return bar.append("█" * right, colour).append("░" * (half - right), "grey50")
 
 
-def score_text(decision: Decision, bounded: bool, *, verdict: bool = True) -> Text:
-    """'r 0.9 ██████┃░░ ≥ δ 0.7 · ω 1 · ✓ accepted' for a judged draft step."""
+def score_text(decision: Decision, bounds: Bounds, *, verdict: bool = True) -> Text:
+    """'r 0.9 ░░░░░┃████░ ≥ δ 0.7 · ω 1 · ✓ accepted' for a judged draft step.
+
+    The decision is in words and signs (≥/<, ✓/✗, ω against the draw u), never in colour alone.
+    """
     text = Text()
     if decision.invalid:
-        return text.append(f"reward {decision.reward} is not a number · rejected", "bold red")
+        return text.append(f"reward {decision.reward} is not a number · ✗ rejected", "bold red")
     delta = decision.threshold
     sign = "≥" if delta is not None and decision.reward >= delta else "<"
     text.append(f"r {decision.reward:.3g} ")
-    text.append_text(reward_bar(decision.reward, delta, bounded))
+    text.append_text(reward_bar(decision.reward, delta, bounds))
     if delta is not None:
         text.append(f" {sign} δ {delta:g}")
     text.append(f" · ω {decision.omega:.2g}")
-    if decision.u is not None:
-        text.append(f" (u {decision.u:.2f})", "dim")
+    if decision.u is not None:  # a draw decided: accepted when ω ≥ u
+        text.append(f" {'≥' if decision.omega >= decision.u else '<'} u {decision.u:.2f}")
     if not verdict:
         return text
     text.append(" · ")
@@ -68,10 +75,11 @@ def score_text(decision: Decision, bounded: bool, *, verdict: bool = True) -> Te
 
 
 class UserView(Static):
-    """A question from the user."""
+    """A question from the user (one asked again says which turn it replaces in the context)."""
 
-    def __init__(self, question: str, turn: int) -> None:
-        super().__init__(Text.assemble(("you ", "bold"), (f"#{turn}\n", "dim"), question))
+    def __init__(self, question: str, turn: int, retry_of: int | None = None) -> None:
+        again = f" · asks #{retry_of} again (#{retry_of} is out of the context)" if retry_of else ""
+        super().__init__(Text.assemble(("you ", "bold"), (f"#{turn}{again}\n", "dim"), question))
 
 
 class NoteLine(Static):
@@ -95,7 +103,7 @@ class StepView(Vertical):
         self.text = ""
         self.decision: Decision | None = None
         self.score: float | None = None  # a reward shown but not decided on (a target step)
-        self.bounded = True  # the reward that judged it lives in a bounded range
+        self.bounds: Bounds = (0.0, 1.0)  # the range of the reward that judged it
         self.status = "writing…"
         self._header = Static(self._header_text(), classes="step-header")
         self._body = Static("", classes="step-body", markup=False)
@@ -112,17 +120,18 @@ class StepView(Vertical):
             text.append(f" · {self.status}", "dim")
         if self.decision is not None:
             text.append(" · ")
-            text.append_text(score_text(self.decision, self.bounded))
+            text.append_text(score_text(self.decision, self.bounds))
         elif self.score is not None:
             text.append(f" · r {self.score:.3g} (not judged)", "dim")
         return text
 
     def append(self, piece: str) -> None:
+        """More of the step: drawn again whole, so math and Markdown show as they complete."""
         self.text += piece
-        self._body.update(self.text.rstrip("\n") or "…")
+        self._body.update(readable(self.text.strip("\n")) if self.text.strip() else "…")
 
-    def show_decision(self, decision: Decision, bounded: bool) -> None:
-        self.decision, self.bounded = decision, bounded
+    def show_decision(self, decision: Decision, bounds: Bounds) -> None:
+        self.decision, self.bounds = decision, bounds
         self.status = "" if decision.accepted else "rewritten by the target ↓"
         self._header.update(self._header_text())
 
@@ -134,20 +143,33 @@ class StepView(Vertical):
     def finish(self, text: str, tokens: int, accepted: bool, score: float | None = None) -> None:
         """The step is final: show the engine's text (authoritative), its size, a score it got."""
         self.text, self.score = text, score
-        self._body.update(text.rstrip("\n") or "(empty step)")
+        self._body.update(readable(text.strip("\n")) if text.strip() else "(empty step)")
         self.status = f"{tokens} tok"
         self.set_class(accepted, "-accepted")
+        self.set_class(
+            accepted and not text.strip(), "-blank"
+        )  # nothing to read (the reply's end, a bare \n)
         self._header.update(self._header_text())
 
 
-def rejected_view(index: int, text: str, decision: Decision | None, bounded: bool) -> Collapsible:
+class RejectedDraft(Collapsible):
+    """A rejected draft, collapsed above the target's rewrite: a click (or F6) opens it.
+
+    Its title is no Tab stop, so Tab goes between the input and the transcript only.
+    """
+
+    def on_mount(self) -> None:
+        self.query_one(CollapsibleTitle).can_focus = False
+
+
+def rejected_view(index: int, text: str, decision: Decision | None, bounds: Bounds) -> RejectedDraft:
     """A rejected draft, collapsed (expandable) above the target's replacement."""
     title = Text(f"✗ rejected draft · step {index + 1}")
     if decision is not None:
         title.append(" · ")
-        title.append_text(score_text(decision, bounded, verdict=False))
-    body = Static(text.rstrip("\n") or "(empty step)", classes="step-body", markup=False)
-    return Collapsible(body, title=escape(title.plain), collapsed=True, classes="rejected")
+        title.append_text(score_text(decision, bounds, verdict=False))
+    body = Static(readable(text.strip("\n")) if text.strip() else "(empty step)", classes="step-body")
+    return RejectedDraft(body, title=escape(title.plain), collapsed=True, classes="rejected")
 
 
 class TurnView(Vertical):
@@ -157,14 +179,24 @@ class TurnView(Vertical):
         super().__init__(*children, classes=f"turn {classes}".strip())
         self.turn = turn
         self.current: StepView | None = None
+        self.record: dict[str, object] | None = None  # the `answer` record, once it is finished
 
 
 class AnswerBox(Static):
-    """The final answer, highlighted."""
+    """The final answer, highlighted (its math as Unicode: \\frac{3}{4} shows as 3/4)."""
+
+    def __init__(self, answer: str) -> None:
+        super().__init__(Text(f"Answer: {latex_to_text(answer, math=True)}"))
 
 
 def finish_line(
-    reason: str, error: str | None, steps: int, drafts: int, accepted: int, seconds: float
+    reason: str,
+    error: str | None,
+    steps: int,
+    drafts: int,
+    accepted: int,
+    seconds: float,
+    context: str = "",
 ) -> Text:
     icon, style = {
         "answer": ("✓", "green"),
@@ -179,4 +211,6 @@ def finish_line(
     if drafts:
         text.append(f" · drafts accepted {accepted}/{drafts}", "dim")
     text.append(f" · {seconds:.1f} s", "dim")
+    if context:  # whether the models see it in later questions
+        text.append(f" · {context}", "yellow")
     return text

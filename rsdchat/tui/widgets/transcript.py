@@ -6,21 +6,40 @@ transcript (`replay`), with the same widgets, so a reloaded chat looks as it did
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Static
 
-from rsdchat.chat.transcript import Record, decision_of
+from rsdchat.chat.transcript import Record, decision_of, retried_turns
 from rsdchat.decision import Decision
 from rsdchat.tui.widgets.steps import (
     AnswerBox,
+    Bounds,
     NoteLine,
+    RejectedDraft,
     StepView,
     TurnView,
     UserView,
     finish_line,
     rejected_view,
 )
+
+ASKED_AGAIN, KEPT = "asked again: out of the context", "kept in the context"
+
+
+def context_note(record: Record, retried: set[int]) -> str:
+    """What the finish line says about the models' context ('' when the answer is in it, as usual)."""
+    if record.get("turn") in retried:
+        return ASKED_AGAIN
+    if record.get("finish_reason") == "cancelled" and str(record.get("content", "")).strip():
+        return KEPT if record.get("kept") else "out of the context (/keep)"
+    return ""
+
+
+def bounds_of(record: Record) -> Bounds:
+    saved = record.get("reward_bounds")
+    return (float(saved[0]), float(saved[1])) if isinstance(saved, list) and len(saved) == 2 else None
 
 
 class TranscriptView(VerticalScroll):
@@ -52,10 +71,27 @@ class TranscriptView(VerticalScroll):
         self.anchor(False)
         await self.remove_children()
 
-    async def add_question(self, question: str, turn: int) -> None:
+    async def add_question(self, question: str, turn: int, retry_of: int | None = None) -> None:
         self.turn_view = TurnView(turn)
-        await self.mount_all([UserView(question, turn), self.turn_view])
+        await self.mount_all([UserView(question, turn, retry_of), self.turn_view])
+        if retry_of is not None:
+            self.mark(retry_of, ASKED_AGAIN)
         self.follow()
+
+    def mark(self, turn: int, context: str) -> None:
+        """Say on turn `turn`'s finish line whether the models still see its answer."""
+        for view in self.query(TurnView).results():
+            if view.turn == turn and view.record is not None:
+                for line in view.query(".finish").results(Static):
+                    line.update(self._finish_line(view.record, context))
+
+    def toggle_rejected(self) -> bool:
+        """Open every rejected draft, or close them all if all are open; whether they are open now."""
+        drafts = list(self.query(RejectedDraft).results())
+        opened = any(draft.collapsed for draft in drafts)
+        for draft in drafts:
+            draft.collapsed = not opened
+        return opened
 
     async def start_step(self, index: int, author: str) -> None:
         if self.turn_view is None:
@@ -71,9 +107,9 @@ class TranscriptView(VerticalScroll):
             view.append(text)
             self.follow()
 
-    def show_decision(self, decision: Decision, bounded: bool) -> None:
+    def show_decision(self, decision: Decision, bounds: Bounds) -> None:
         if self.current is not None:
-            self.current.show_decision(decision, bounded)
+            self.current.show_decision(decision, bounds)
 
     async def step_done(
         self, index: int, author: str, text: str, tokens: int, accepted: bool, score: float | None = None
@@ -85,7 +121,7 @@ class TranscriptView(VerticalScroll):
         if accepted:
             view.finish(text, tokens, accepted=True, score=score)
         else:
-            await self.turn_view.mount(rejected_view(index, text, view.decision, view.bounded), before=view)
+            await self.turn_view.mount(rejected_view(index, text, view.decision, view.bounds), before=view)
             await view.remove()
 
     async def show_note(self, note: int, text: str, in_turn: bool) -> None:
@@ -110,28 +146,32 @@ class TranscriptView(VerticalScroll):
         current = turn_view.current
         if current is not None:
             current.stop()
-        await turn_view.mount_all(self._ending(line))
+        turn_view.record = line
+        await turn_view.mount_all(self._ending(line, context_note(line, set())))
         turn_view.add_class("-done")
         turn_view.current = None
         self.turn_view = None
         self.follow()
 
-    @staticmethod
-    def _ending(record: Record) -> list[Widget]:
+    @classmethod
+    def _ending(cls, record: Record, context: str) -> list[Widget]:
         widgets: list[Widget] = []
         if record.get("final_answer"):
-            widgets.append(AnswerBox(f"Answer: {record['final_answer']}", markup=False))
-        seconds = float(record.get("seconds") or 0.0)
-        line = finish_line(
+            widgets.append(AnswerBox(str(record["final_answer"])))
+        widgets.append(Static(cls._finish_line(record, context), classes="finish"))
+        return widgets
+
+    @staticmethod
+    def _finish_line(record: Record, context: str) -> Text:
+        return finish_line(
             str(record.get("finish_reason")),
             record.get("error"),
             int(record.get("steps", 0)),
             int(record.get("drafts") or 0),
             int(record.get("accepted_drafts") or 0),
-            seconds,
+            float(record.get("seconds") or 0.0),
+            context,
         )
-        widgets.append(Static(line, classes="finish"))
-        return widgets
 
     def loaded(self, text: str, *, failed: bool = False) -> None:
         """Replace the "loading models…" line."""
@@ -148,19 +188,23 @@ class TranscriptView(VerticalScroll):
         """Draw a saved transcript (replacing what is shown)."""
         await self.clear()
         top: list[Widget] = []
-        open_turn: tuple[int, str] | None = None  # the question whose answer is being read
+        open_turn: Record | None = None  # the question whose answer is being read
         children: list[Widget] = []
+        retried = retried_turns(records)
+        answer: Record | None = None
 
         def close_turn() -> None:
             if open_turn is not None:
-                number, question = open_turn
-                top.extend([UserView(question, number), TurnView(number, *children, classes="-done")])
+                number, again = int(open_turn["turn"]), open_turn.get("retry_of")
+                view = TurnView(number, *children, classes="-done")
+                view.record = answer
+                top.extend([UserView(str(open_turn["content"]), number, again), view])
 
         for record in records:
             kind = record["type"]
             if kind == "user":
                 close_turn()
-                open_turn, children = (record["turn"], record["content"]), []
+                open_turn, children, answer = record, [], None
             elif kind == "change":
                 (children if open_turn is not None else top).append(NoteLine(record["text"]))
             elif kind == "step" and open_turn is not None:
@@ -172,7 +216,8 @@ class TranscriptView(VerticalScroll):
                     stopped.append(str(record["partial"]))
                     stopped.stop()
                     children.append(stopped)
-                children += self._ending(record)
+                children += self._ending(record, context_note(record, retried))
+                answer = record
                 close_turn()
                 open_turn, children = None, []
         close_turn()
@@ -182,13 +227,13 @@ class TranscriptView(VerticalScroll):
     @staticmethod
     def _saved_step(record: Record) -> Widget:
         decision = decision_of(record)
-        bounded = record.get("reward_bounds") is not None
+        bounds = bounds_of(record)
         index, author, text = int(record["index"]), str(record["author"]), str(record["text"])
         if not record.get("accepted", True):
-            return rejected_view(index, text, decision, bounded)
+            return rejected_view(index, text, decision, bounds)
         view = StepView(index, author)
         if decision is not None:
-            view.show_decision(decision, bounded)
+            view.show_decision(decision, bounds)
         score = record.get("score")
         view.finish(text, int(record.get("tokens") or 0), True, float(score) if score is not None else None)
         return view

@@ -1,0 +1,99 @@
+"""The reward sources a chat builds: by name, reward server and step delimiter, each built once.
+
+`/reward orm http://HOST:PORT` points a served reward model at a server for this chat:
+the reward is built with the runtime's `RewardContext`, its backend configs carrying that `reward_url`
+(and `reward_model`), so the plugin that talks to the server reads it as if it had been
+configured. What a plugin tells the user to do with a flag (`--reward-url …`) is said
+here as the command that does it in the chat.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from rsdchat.chat.knobs import Knobs
+from rsdchat.errors import ConfigError
+from rsdchat.plugins import PluginConfig, backend_plugins, reward_plugins
+from rsdchat.protocols import RewardSource
+from rsdchat.rewards import make_reward
+from rsdchat.runtime import Runtime
+from rsdchat.settings import Settings
+from rsdchat.threads import in_thread
+
+RewardKey = tuple[str, str | None, str | None, str]  # spec, server URL, served model, step delimiter
+
+
+def in_chat(message: str, knobs: Knobs) -> str:
+    """A plugin's advice in command-line terms, said as what to type in the chat."""
+    spec, url = knobs.reward, knobs.reward_url or "http://HOST:PORT"
+    if re.match(r"setting reward_url:", message):
+        return f"reward {spec} needs the reward server's URL: type /reward {spec} http://HOST:PORT"
+    typed = f"type /reward {spec} {url} MODEL"
+    message = re.sub(r"pass --reward(-model)? with one of those names", typed, message)
+    if re.match(r"setting reward_model:", message):
+        message += f": {typed}"
+    return message
+
+
+class Rewards:
+    """The reward sources built so far (reward servers are asked once per source)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._built: dict[RewardKey, RewardSource] = {}
+
+    def key(self, knobs: Knobs) -> RewardKey:
+        """What tells reward sources apart: a served one also reads the step delimiter."""
+        plugins = reward_plugins()
+        served = any(
+            part.strip() in plugins and plugins[part.strip()].cost == "reward model"
+            for part in knobs.reward.split("*")
+        )
+        delimiter = knobs.stops(self.settings)[0] if served else ""
+        return (knobs.reward, knobs.reward_url, knobs.reward_model, delimiter)
+
+    def get(self, knobs: Knobs) -> RewardSource | None:
+        return self._built.get(self.key(knobs))
+
+    def add(self, knobs: Knobs, reward: RewardSource) -> None:
+        self._built.setdefault(self.key(knobs), reward)
+
+    def configs(self, knobs: Knobs) -> dict[str, PluginConfig]:
+        """The backends' settings, with the chat's reward server in each config that has one."""
+        configs = dict(self.settings.backends)
+        update = {"reward_url": knobs.reward_url, "reward_model": knobs.reward_model}
+        update = {name: value for name, value in update.items() if value is not None}
+        if not update:
+            return configs
+        servers = [name for name, p in backend_plugins().items() if "reward_url" in p.config.model_fields]
+        if not servers:
+            raise ConfigError("a reward server needs a backend that talks to one: pip install rsdchat-openai")
+        for name in servers:
+            configs[name] = self.settings.backend_config(name).model_copy(update=update)
+        return configs
+
+    async def build(self, knobs: Knobs, runtime: Runtime) -> RewardSource:
+        """The reward `knobs` name, built once (off the event loop: it may ask a server)."""
+        key = self.key(knobs)
+        if key in self._built:
+            return self._built[key]
+        delimiter = knobs.stops(self.settings)[0]  # the reply's steps, for a reward that splits it
+        context = replace(runtime.reward_context(), configs=self.configs(knobs), step_delimiter=delimiter)
+        try:
+            reward = await in_thread(make_reward, knobs.reward, context)
+        except ConfigError as exc:
+            raise ConfigError(in_chat(str(exc), knobs)) from None
+        except Exception as exc:  # e.g. a server that does not answer
+            raise ConfigError(
+                f"reward {knobs.reward}: {in_chat(str(exc), knobs) or type(exc).__name__}"
+            ) from None
+        self._built[key] = reward
+        return reward
+
+    async def aclose(self, keep: RewardSource | None = None) -> None:
+        """Close every source built here (but `keep`, which its owner closes)."""
+        for reward in self._built.values():
+            if reward is not keep:
+                await reward.aclose()
+        self._built.clear()
