@@ -198,7 +198,7 @@ def test_the_reward_context_carries_the_chat_server() -> None:
 def test_in_chat_rewrites_flags_as_commands() -> None:
     knobs = Knobs(reward="orm", reward_url="http://h:1")
     served = "reward model 'x' is not served by http://h:1 (it serves: a, b)"
-    served += "; pass --reward with one of those names"
+    served += "; pass --reward-model with one of those names"
     assert in_chat(served, knobs).endswith("(it serves: a, b); type /reward orm http://h:1 MODEL")
     choose = "setting reward_model: reward server http://h:1 serves a, b; say which one to use"
     assert in_chat(choose, knobs) == choose + ": type /reward orm http://h:1 MODEL"

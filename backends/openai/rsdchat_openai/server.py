@@ -104,7 +104,7 @@ def choose_model(info: ServerInfo, model: str | None, pool: Pool, url: str) -> s
         # llama-cpp-python would silently answer with its default model instead.
         raise ConfigError(
             f"{pool.role} model {model!r} is not served by {url} (it serves: {served}); "
-            f"pass --{pool.role} with one of those names"
+            f"pass --{_model_flag(pool.role)} with one of those names"
         )
     return model
 
@@ -263,3 +263,8 @@ def guess_params(name: str) -> int:
         return 0
     number, unit = found[-1]
     return int(float(number) * (1e9 if unit.lower() == "b" else 1e6))
+
+
+def _model_flag(role: str) -> str:
+    """The flag that names `role`'s model: --draft, --target, but --reward-model (--reward is the source)."""
+    return "reward-model" if role == "reward" else role

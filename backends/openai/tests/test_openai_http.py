@@ -23,6 +23,7 @@ from rsdchat_openai.server import (
     Headers,
     ServerInfo,
     TemplateRenderer,
+    choose_model,
     guess_params,
     load_template,
 )
@@ -322,3 +323,10 @@ def test_one_url_and_key_for_every_role_with_per_role_ones_winning(monkeypatch: 
     monkeypatch.delenv("OPENAI_BASE_URL")
     with pytest.raises(ConfigError, match=r"--base-url for every role, or \$OPENAI_BASE_URL"):
         BackendConfig.of(OpenAIConfig()).endpoint(Role.DRAFT)
+
+
+@pytest.mark.parametrize(("role", "flag"), [(Role.TARGET, "--target"), (Role.REWARD, "--reward-model")])
+def test_a_model_not_served_names_the_flag_that_picks_it(role: Role, flag: str) -> None:
+    served = ServerInfo(LLAMA_CPP_PYTHON, ("a", "b"))
+    with pytest.raises(ConfigError, match=f"it serves: a, b\\); pass {flag} with one of those names"):
+        choose_model(served, "x", pool(A, role=role), A)
