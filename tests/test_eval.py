@@ -18,7 +18,7 @@ from rsdchat.evaluation.grading import extract_choice, grade
 from rsdchat.evaluation.methods import parse_method, parse_methods
 from rsdchat.evaluation.results import ResultsFile, first_difference, read_results
 from rsdchat.evaluation.runner import RunTools, fingerprint, run_methods
-from rsdchat.evaluation.summary import mcnemar, summarise, wilson
+from rsdchat.evaluation.summary import SweepTime, mcnemar, summarise, sweep_time, wilson
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
 from rsdchat.testing import ScriptedModel
@@ -209,6 +209,7 @@ async def test_a_sweep_writes_each_step_once_and_gives_what_separate_runs_give(t
         return {(r["method"], r["id"]): tuple(r[k] for k in keys) for r in records}
 
     assert view(swept) == view(alone)
+    assert all(r["seconds_measured"] >= 0 for r in swept)
     assert [r["cost"]["total_flops"] for r in swept] == [r["cost"]["total_flops"] for r in alone]
     run_tools, chosen, draft, target = tools(cache=True)
     with ResultsFile(tmp_path / "count.jsonl", fingerprint(chosen, "test")) as results:
@@ -219,6 +220,17 @@ async def test_a_sweep_writes_each_step_once_and_gives_what_separate_runs_give(t
 
 
 # -- the summary -------------------------------------------------------------------------------
+
+
+def test_a_sweep_says_what_it_cost_against_one_run_alone() -> None:
+    def record(method: str, alone: float, measured: float) -> dict[str, Any]:
+        return {"id": "q", "method": method, "correct": True, "seconds": alone, "seconds_measured": measured}
+
+    swept = [record("target-only", 9, 9), record("rsd:delta=0.5", 10, 10), record("rsd:delta=0.7", 12, 3)]
+    timing = sweep_time(summarise(swept))
+    assert timing == SweepTime(runs=2, measured=13, one_run=11) and timing.ratio == pytest.approx(13 / 11)
+    assert "2 rsd runs took 13 s together; one run alone takes 11 s" in timing.describe()
+    assert sweep_time(summarise([record("rsd:delta=0.5", 10, 10), record("rsd:delta=0.7", 12, 12)])) is None
 
 
 def test_interval_and_paired_test_values() -> None:

@@ -20,7 +20,7 @@ from rsdchat.evaluation.data import Problem, load_problems, load_questions
 from rsdchat.evaluation.methods import MethodSpec, parse_method, parse_methods
 from rsdchat.evaluation.results import Record, ResultsFile, read_results
 from rsdchat.evaluation.runner import RunTools, fingerprint, needed_mode, run_methods
-from rsdchat.evaluation.summary import cost_line, markdown_table, rich_table, summarise
+from rsdchat.evaluation.summary import cost_line, markdown_table, rich_table, summarise, sweep_time
 from rsdchat.jsonlines import dumps
 from rsdchat.runtime import Runtime
 from rsdchat.settings import RSD, Settings, setting_fields
@@ -155,7 +155,9 @@ def report(
         except OSError as exc:
             raise ConfigError(f"cannot write {markdown}: {exc.strerror or exc}") from None
     if as_json:
-        print(dumps({"methods": [s.to_dict() for s in summaries]}))
+        swept = sweep_time(summaries)
+        sweep = None if swept is None else {**vars(swept), "ratio": swept.ratio}
+        print(dumps({"methods": [s.to_dict() for s in summaries], "sweep": sweep}))
         return
     out.print(rich_table(summaries, "ratios against target-only on the same questions"))
     for summary in summaries:
@@ -163,6 +165,9 @@ def report(
         if summary.levels:
             levels = ", ".join(f"{lv} {c}/{n}" for lv, (c, n) in sorted(summary.levels.items()))
             out.print(f"  by level: {levels}", highlight=False)
+    swept = sweep_time(summaries)
+    if swept is not None:
+        out.print(swept.describe(), highlight=False)
 
 
 def eval_command(

@@ -53,7 +53,8 @@ class MethodSummary:
     n: int = 0
     correct: int = 0
     errors: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # what the runs would take alone (a step from the sweep's cache: its cost)
+    measured: float = 0.0  # the wall time they took in this file's runs (less when steps were shared)
     flops: float = 0.0
     tokens: dict[str, dict[str, int]] = field(default_factory=dict)  # role -> prefill/generated
     flops_by_role: dict[str, float] = field(default_factory=dict)
@@ -95,6 +96,7 @@ class MethodSummary:
             "ci95": [low, high],
             "errors": self.errors,
             "seconds": self.seconds,
+            "seconds_measured": self.measured,
             "flops": self.flops,
             "wall_x": self.wall_x,
             "flops_x": self.flops_x,
@@ -133,6 +135,7 @@ def _summary(name: str, records: list[dict[str, Any]]) -> MethodSummary:
         summary.correct += bool(record.get("correct"))
         summary.errors += record.get("error") is not None
         summary.seconds += float(record.get("seconds") or 0.0)
+        summary.measured += float(record.get("seconds_measured", record.get("seconds")) or 0.0)
         cost = record.get("cost") or {}
         summary.flops += float(cost.get("total_flops") or 0.0)
         for role in Role:
@@ -228,6 +231,34 @@ def markdown_table(summaries: Sequence[MethodSummary]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(summaries)]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class SweepTime:
+    """What a sweep of several rsd runs cost against one of them alone."""
+
+    runs: int
+    measured: float  # wall seconds the sweep took, shared steps counted once
+    one_run: float  # wall seconds one run takes alone (mean of the runs' own ledgers)
+
+    @property
+    def ratio(self) -> float:
+        return self.measured / self.one_run if self.one_run else float("nan")
+
+    def describe(self) -> str:
+        return (
+            f"sweep: {self.runs} rsd runs took {self.measured:.0f} s together; one run alone takes "
+            f"{self.one_run:.0f} s → the sweep cost {self.ratio:.2f}× a single run"
+        )
+
+
+def sweep_time(summaries: Sequence[MethodSummary]) -> SweepTime | None:
+    """For two or more rsd runs that shared steps; None otherwise."""
+    runs = [s for s in summaries if s.method.split(":")[0] == "rsd"]
+    measured, alone = sum(s.measured for s in runs), sum(s.seconds for s in runs)
+    if len(runs) < 2 or not measured < alone:
+        return None
+    return SweepTime(len(runs), measured, alone / len(runs))
 
 
 def cost_line(summary: MethodSummary) -> str:
