@@ -21,12 +21,15 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from rsdchat.errors import ConfigError
 from rsdchat.protocols import Backend, RewardSource, StepGenerator
+
+if TYPE_CHECKING:
+    import typer
 
 C = TypeVar("C", bound="PluginConfig")
 
@@ -53,6 +56,7 @@ class BackendPlugin:
     config: type[PluginConfig]  # its settings: [backends.<name>], RSDCHAT_<FIELD>, --<field>
     create: Callable[[Any], Backend]  # (config) -> Backend; imports the heavy engine lazily
     title: str  # one line for `rsdchat backends` and the --help panel
+    commands: Callable[[typer.Typer], None] | None = None  # adds the plugin's own `rsdchat` commands
 
 
 @dataclass(frozen=True)

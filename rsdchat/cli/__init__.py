@@ -19,6 +19,7 @@ from rsdchat.cli.info import info_commands
 from rsdchat.cli.options import Given, with_settings
 from rsdchat.errors import ConfigError, RsdchatError, redact
 from rsdchat.evaluation.data import Problem, load_jsonl_questions
+from rsdchat.plugins import backend_plugins
 
 app = typer.Typer(
     name="rsdchat",
@@ -37,6 +38,9 @@ app = typer.Typer(
 info_commands(app)
 evaluate.register(app)
 calibrate.register(app)
+for _plugin in backend_plugins().values():  # a backend may bring commands (rsdchat-vllm: serve-models)
+    if _plugin.commands is not None:
+        _plugin.commands(app)
 
 
 def _version(shown: bool) -> None:

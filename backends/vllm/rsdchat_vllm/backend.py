@@ -1,0 +1,142 @@
+"""The vllm backend: starts a role's server on first use, then talks to it as the openai backend does.
+
+Each role's generator is the openai backend's (`rsdchat_openai`, pointed at the launched
+server) inside a thin wrapper that turns a failed request into one line naming the role
+and its log, says whether the server died, and (with sleep mode) wakes the server first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import threading
+
+from rsdchat.doctor import RoleCheck
+from rsdchat.errors import BackendError, RsdchatError
+from rsdchat.protocols import Logprobs, TokenSink
+from rsdchat.threads import in_thread
+from rsdchat.types import Context, Generation, ModelInfo, Role, StepRequest
+from rsdchat_openai import OpenAIBackend, OpenAIConfig
+from rsdchat_openai.generator import HttpGenerator, HttpLogprobGenerator
+from rsdchat_vllm.config import VllmConfig
+from rsdchat_vllm.launcher import Launcher, Say, to_stderr
+from rsdchat_vllm.server import Server
+
+
+def client_config(config: VllmConfig, role: Role, server: Server, **more: object) -> OpenAIConfig:
+    """The openai backend's settings for one launched server (and nothing from the environment)."""
+    return OpenAIConfig.model_validate(
+        {
+            "base_url": None,
+            "http_read_timeout": config.http_read_timeout,
+            "draft_logprobs": config.draft_logprobs,
+            f"{role.value}_url": server.url,
+            **more,
+        }
+    )
+
+
+class VllmGenerator:
+    """A launched server's generator: the openai one, with failures that name the role and the log."""
+
+    def __init__(self, inner: HttpGenerator, server: Server, launcher: Launcher) -> None:
+        self.inner, self.server, self.launcher = inner, server, launcher
+        self.info: ModelInfo = dataclasses.replace(inner.info, backend="vllm")
+
+    async def generate(
+        self, context: Context, request: StepRequest, on_token: TokenSink | None = None
+    ) -> Generation:
+        async with self.launcher.turns.use(self.server):
+            try:
+                return await self.inner.generate(context, request, on_token)
+            except BackendError as exc:
+                raise self.server.failure(exc) from None
+
+
+class VllmLogprobGenerator(VllmGenerator):
+    """The same, for a server that also scores given text (vLLM's prompt_logprobs)."""
+
+    inner: HttpLogprobGenerator
+
+    async def logprobs(self, context: Context, continuation: str) -> Logprobs:
+        async with self.launcher.turns.use(self.server):
+            try:
+                return await self.inner.logprobs(context, continuation)
+            except BackendError as exc:
+                raise self.server.failure(exc) from None
+
+
+class VllmBackend:
+    """One server per role, started on first use, all stopped by `aclose`."""
+
+    def __init__(self, config: VllmConfig, *, say: Say = to_stderr) -> None:
+        self.config = config
+        self.launcher = Launcher(config, say=say)  # finds vLLM now: a missing one is a ConfigError
+        self._clients: dict[Role, tuple[Server, OpenAIBackend]] = {}
+        self._lock = threading.Lock()
+        self._facts_lock = threading.Lock()
+        self._facts: tuple[str, ...] | None = None
+
+    def generator(self, role: Role, model: str) -> VllmGenerator:
+        """Blocking: starts the role's server if it is not up (minutes for a large model)."""
+        server = self.launcher.start(role, model)
+        inner = self._client(role, server).generator(role, model)
+        kind = VllmLogprobGenerator if isinstance(inner, HttpLogprobGenerator) else VllmGenerator
+        return kind(inner, server, self.launcher)
+
+    def _client(self, role: Role, server: Server) -> OpenAIBackend:
+        with self._lock:
+            known = self._clients.get(role)
+            if known is None or known[0] is not server:
+                self._clients[role] = (server, OpenAIBackend(client_config(self.config, role, server)))
+            return self._clients[role][1]
+
+    async def aclose(self) -> None:
+        try:
+            for _, client in list(self._clients.values()):
+                await client.aclose()
+        finally:
+            self._clients.clear()
+            self.launcher.close()  # blocks up to stop_timeout: nothing may outlive us
+
+    async def diagnose(self, role: Role, model: str) -> RoleCheck:
+        """vLLM's version and the GPUs seen, then the server started and checked like any openai one."""
+        facts = await in_thread(self.facts)
+        check = RoleCheck(role.value, "vllm", model, notes=facts)
+        try:
+            server = await in_thread(self.launcher.start, role, model)
+        except RsdchatError as exc:
+            return check.replace(error=str(exc))
+        found = await self._client(role, server).diagnose(role, model)
+        where = f"pid {server.pid} · log {server.log_path}"
+        return found.replace(backend="vllm", notes=(*facts, *found.notes, where))
+
+    def facts(self) -> tuple[str, ...]:
+        """'vllm 0.x found', and the GPUs nvidia-smi lists (information only: nothing is refused on it)."""
+        with self._facts_lock:
+            if self._facts is None:
+                self._facts = (_version(self.launcher.command), _gpus())
+            return self._facts
+
+
+def _version(command: list[str]) -> str:
+    try:
+        done = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=180)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{command[0]} found; `--version` failed ({type(exc).__name__})"
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return f"vllm {lines[-1].strip()} found" if done.returncode == 0 and lines else f"{command[0]} found"
+
+
+def _gpus() -> str:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return "GPUs: not listed (no nvidia-smi on PATH)"
+    query = [smi, "--query-gpu=index,name,memory.total", "--format=csv,noheader"]
+    try:
+        done = subprocess.run(query, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"GPUs: nvidia-smi failed ({type(exc).__name__})"
+    rows = [" ".join(row.split()) for row in done.stdout.strip().splitlines() if row.strip()]
+    return f"GPUs: {'; '.join(rows)}" if done.returncode == 0 and rows else "GPUs: none listed by nvidia-smi"

@@ -1,0 +1,246 @@
+"""`rsdchat … --backend vllm` end to end, with the stand-in engine: two (or three) launched servers,
+a real answer, crashes, Ctrl-C and SIGTERM, and after each the proof that no process is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import SMOLLM2, STARTED, engine_pids, wait_gone
+
+RSDCHAT = [sys.executable, "-c", "from rsdchat.cli import main; main()"]
+GSM8K = (  # GSM8K test, problem 0
+    "Janet’s ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins "
+    "for her friends every day with four. She sells the remainder at the farmers' market daily for $2 "
+    "per fresh duck egg. How much in dollars does she make every day at the farmers' market?"
+)
+
+
+def flags(standin: str, *more: str) -> list[str]:
+    """Two stand-in servers of the test model; a cheap reward and no draft log-probabilities (slow here)."""
+    return [
+        "--backend", "vllm", "--vllm-command", standin, "--draft", SMOLLM2, "--target", SMOLLM2,
+        "--reward", "arithmetic", "--no-draft-logprobs", "--max-step-tokens", "48", *more,
+    ]  # fmt: skip
+
+
+def servers(stderr: str) -> dict[str, tuple[int, Path]]:
+    """role -> (pid, log) from the 'vllm: starting the … server' lines."""
+    return {role: (int(pid), Path(log)) for role, pid, log in STARTED.findall(stderr)}
+
+
+def assert_nothing_left(started: dict[str, tuple[int, Path]]) -> None:
+    """No server, no process of its group, no engine process it ran: all gone."""
+    pids = [pid for pid, _ in started.values()]
+    engines = [pid for _, log in started.values() for pid in engine_pids(log)]
+    assert engines, "the stand-ins said which engine processes they ran"
+    assert wait_gone([*pids, *engines], timeout=2) == []
+
+
+def test_solve_answers_with_draft_and_target_on_two_launched_servers(
+    standin: str, state: Path, reaper: list[int]
+) -> None:
+    done = subprocess.run(
+        [*RSDCHAT, "solve", *flags(standin, "--max-tokens", "120"), GSM8K],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    started = servers(done.stderr)
+    reaper += [pid for pid, _ in started.values()]
+    assert done.returncode == 0, done.stderr
+    assert sorted(started) == ["draft", "target"] and started["draft"][0] != started["target"][0]
+    for role, (_, log) in started.items():
+        assert log.is_file() and log.parent == state / "vllm"
+        assert f"vllm: {role} server ready at http://127.0.0.1:" in done.stderr
+    assert "draft  │" in done.stderr and "answer:" in done.stderr
+    assert done.stdout.strip()  # the reply
+    assert_nothing_left(started)
+
+
+def test_a_server_that_dies_mid_answer_ends_it_with_one_line(
+    standin: str, state: Path, reaper: list[int]
+) -> None:
+    dies = ["--draft-vllm-args", "--standin-die-after 1"]  # the draft's second step never comes
+    done = subprocess.run(
+        [*RSDCHAT, "solve", *flags(standin, "--max-tokens", "300", *dies), GSM8K],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    started = servers(done.stderr)
+    reaper += [pid for pid, _ in started.values()]
+    assert done.returncode == 1, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("q1: ")]
+    log = started["draft"][1]
+    assert said == [
+        f"q1: the draft vLLM server stopped (exit status 3): stand-in vllm: dying on completion request 2, "
+        f"as asked — log: {log}"
+    ]
+    assert_nothing_left(started)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill -TERM"])
+def test_stopping_rsdchat_mid_answer_stops_every_server(
+    how: str, standin: str, state: Path, reaper: list[int]
+) -> None:
+    process = subprocess.Popen(
+        [*RSDCHAT, "solve", *flags(standin, "--max-tokens", "1000"), GSM8K],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a terminal of its own: ^C goes to its foreground group
+    )
+    lines: list[str] = []
+    streaming = threading.Event()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if "draft  │" in line:
+                streaming.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert streaming.wait(180), "".join(lines)
+        started = servers("".join(lines))
+        reaper += [pid for pid, _ in started.values()]
+        if how == "ctrl-c":
+            os.killpg(process.pid, signal.SIGINT)  # what the terminal does: rsdchat's group, not the servers'
+        else:
+            process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    reader.join(10)
+    assert "interrupted" in "".join(lines)
+    assert "answer:" not in "".join(lines)  # it was stopped mid-answer
+    assert_nothing_left(started)
+
+
+def test_a_server_that_cannot_start_stops_the_others(standin: str, state: Path, reaper: list[int]) -> None:
+    cli = [*RSDCHAT, "solve", *flags(standin), "--target", "no-such/model", "What is 2 + 3?"]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=300)
+    started = servers(done.stderr)
+    reaper += [pid for pid, _ in started.values()]
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    log = started["target"][1]
+    assert re.fullmatch(
+        r"rsdchat: the target vLLM server did not start \(exit status 1\): # rsdchat target server: .* \| "
+        r"stand-in vllm: serve no-such/model .* \| OSError: no-such/model is not a local file nor a model "
+        rf"this stand-in knows — log: {re.escape(str(log))}",
+        last,
+    ), last
+    assert_nothing_left({"draft": started["draft"]})  # the draft was up, and is stopped
+
+
+def test_no_vllm_is_one_line_and_exit_2(state: Path) -> None:
+    done = subprocess.run(
+        [*RSDCHAT, "solve", "--backend", "vllm", "--vllm-command", "/nonexistent/vllm", "What is 2 + 3?"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "rsdchat: vLLM not found: '/nonexistent/vllm' is not an executable file; install vLLM on this "
+        "machine (pip install vllm; it needs a GPU), or set vllm_command (--vllm-command)"
+    ]
+
+
+def test_serve_models_keeps_servers_up_for_other_commands_until_ctrl_c(
+    standin: str, state: Path, reaper: list[int]
+) -> None:
+    serve = subprocess.Popen(
+        [*RSDCHAT, "serve-models", *flags(standin)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    printed: list[str] = []
+    try:
+        assert serve.stdout is not None
+        for line in serve.stdout:
+            printed.append(line)
+            if line.startswith("target_url = "):
+                break
+        text = "".join(printed)
+        command = next(line for line in printed if line.startswith("rsdchat solve --backend openai"))
+        assert f"--draft {SMOLLM2} --draft-url http://127.0.0.1:" in command
+        assert 'backend = "openai"' in text and "[backends.openai]" in text
+        urls = re.findall(r"--(draft|target)-url (\S+)", command)
+        use = [*RSDCHAT, "solve", "--backend", "openai", "--draft", SMOLLM2, "--target", SMOLLM2]
+        use += [arg for role, url in urls for arg in (f"--{role}-url", url)]
+        use += ["--reward", "arithmetic", "--no-draft-logprobs", "--max-tokens", "40", "What is 2 + 3?"]
+        answered = subprocess.run(use, capture_output=True, text=True, timeout=300)
+        assert answered.returncode == 0, answered.stderr
+        assert "vllm: starting" not in answered.stderr  # it used the running servers
+        os.killpg(serve.pid, signal.SIGINT)
+        assert serve.wait(60) == 130
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        _, err = serve.communicate()
+    started = servers(err)
+    reaper += [pid for pid, _ in started.values()]
+    assert sorted(started) == ["draft", "target"]
+    assert_nothing_left(started)
+
+
+def test_doctor_reports_vllm_and_each_launched_server(standin: str, state: Path, reaper: list[int]) -> None:
+    done = subprocess.run(
+        [*RSDCHAT, "doctor", "--json", *flags(standin), "--reward", "vllm-orm", "--reward-model", SMOLLM2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    started = servers(done.stderr)
+    reaper += [pid for pid, _ in started.values()]
+    report = json.loads(done.stdout)
+    assert done.returncode == 0 and report["ok"], done.stdout + done.stderr
+    roles = {row["role"]: row for row in report["roles"]}
+    assert sorted(roles) == ["draft", "reward", "target"] and sorted(started) == ["draft", "reward", "target"]
+    for role in ("draft", "target"):
+        row = roles[role]
+        assert row["backend"] == "vllm" and row["reachable"] and row["model_served"] and row["streaming"]
+        assert "vllm 0.0.0+standin found" in row["notes"]
+        assert any(note.startswith(f"pid {started[role][0]} · log ") for note in row["notes"])
+    assert roles["reward"]["reward_api"] and roles["reward"]["backend"] == "vllm"
+    assert "--runner pooling" in started["reward"][1].read_text().splitlines()[0]
+    assert_nothing_left(started)
+
+
+def test_sleep_mode_lets_the_servers_take_turns(standin: str, state: Path, reaper: list[int]) -> None:
+    every_step_to_the_target = ["--weighting", "constant", "--p", "0"]  # ω = 0: draft, target, draft, …
+    settings = flags(standin, "--sleep-mode", "--max-tokens", "60", *every_step_to_the_target)
+    done = subprocess.run(
+        [*RSDCHAT, "solve", *settings, GSM8K],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    started = servers(done.stderr)
+    reaper += [pid for pid, _ in started.values()]
+    assert done.returncode == 0, done.stderr
+    for _, log in started.values():
+        text = log.read_text()
+        assert "--enable-sleep-mode" in text.splitlines()[0]
+        assert (
+            text.count("stand-in vllm: sleep") >= 1
+        )  # asleep once ready: the next one starts in free memory
+    woken = sum(log.read_text().count("stand-in vllm: wake_up") for _, log in started.values())
+    assert woken >= 2, done.stderr  # the draft, then the target
+    assert_nothing_left(started)
