@@ -282,3 +282,18 @@ def test_continue_reopens_the_newest_saved_chat(tmp_path: Path, monkeypatch: pyt
     assert CliRunner().invoke(app, ["-c"]).exit_code == 0 and opened == [newest]
     both = CliRunner().invoke(app, ["-c", "--resume", str(newest)])
     assert "--continue and --resume both name a chat" in str(both.exception)
+
+
+def test_a_failed_answer_names_its_error_once() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from rsdchat.cli.render import print_summary
+    from rsdchat.trace import Trace
+
+    out = StringIO()
+    trace = Trace("q1", "2+2?", finish_reason="error", error="target server http://x: connection lost")
+    print_summary(Console(file=out, width=120), trace, {})
+    shown = out.getvalue()
+    assert "finished: error" in shown and "connection lost" not in shown  # the error line went to stderr

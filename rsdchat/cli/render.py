@@ -86,11 +86,9 @@ def verdict(decision: Decision) -> Text:
 
 
 def print_summary(console: Console, trace: Trace, described: dict[str, str]) -> None:
-    """The answer, why it ended, and the measured cost per role."""
+    """The answer, why it ended, and the measured cost per role (an error went to stderr, once)."""
     answer = trace.final_answer
     console.print()
-    if trace.error:
-        console.print(Text(f"error: {trace.error}", style="bold red"))
     console.print(
         Text.assemble(
             ("answer: ", "bold"),
