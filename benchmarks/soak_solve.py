@@ -53,8 +53,8 @@ def main() -> None:
             *RSDCHAT, "solve", "--file", str(questions), "--json", "--output", str(output),
             "--concurrency", str(args.concurrency), "--backend", "openai", "--draft", "m", "--target", "m",
             "--draft-url", draft.url, "--target-url", target.url, "--reward", "draft-confidence",
-            "--delta", "1", "--max-steps", "2", "--max-step-tokens", "12", "--http-connect-timeout", "2",
-            "--http-retries", "1",
+            "--delta", "1", "--max-steps", "2", "--max-step-tokens", "12", "--http-connect-timeout", "4",
+            "--http-retries", "3",
         ]  # fmt: skip
         started = time.monotonic()
         run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -65,7 +65,7 @@ def main() -> None:
             if run.poll() is not None:
                 break
             draft.kill()
-            time.sleep(OUTAGE)  # longer than the client's connect timeout and retries: some questions fail
+            time.sleep(OUTAGE)  # longer than the client waits (4 s): the questions asked now fail
             draft.start()
             restarts += 1
         _, err = run.communicate(timeout=1800)
