@@ -18,7 +18,7 @@ from rsdchat.evaluation.grading import extract_choice, grade
 from rsdchat.evaluation.methods import parse_method, parse_methods
 from rsdchat.evaluation.results import ResultsFile, first_difference, read_results
 from rsdchat.evaluation.runner import RunTools, fingerprint, run_methods
-from rsdchat.evaluation.summary import SweepTime, mcnemar, summarise, sweep_time, wilson
+from rsdchat.evaluation.summary import SweepTime, mcnemar, speed_line, summarise, sweep_time, wilson
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
 from rsdchat.testing import ScriptedModel
@@ -220,6 +220,20 @@ async def test_a_sweep_writes_each_step_once_and_gives_what_separate_runs_give(t
 
 
 # -- the summary -------------------------------------------------------------------------------
+
+
+def test_each_models_speed_comes_from_the_method_where_it_worked_alone() -> None:
+    def record(method: str, role: str, read: int, written: int, seconds: float) -> dict[str, Any]:
+        cost = {role: {"prefill_tokens": read, "generated_tokens": written, "seconds": seconds}}
+        return {"id": "q", "method": method, "correct": True, "cost": cost}
+
+    summaries = summarise(
+        [record("target-only", "target", 100, 200, 10.0), record("draft-only", "draft", 100, 300, 10.0)]
+    )
+    line = speed_line(summaries)
+    assert "draft 30.0 tok/s (100 tokens read and 300 written in 10 s" in line
+    assert "target 20.0 tok/s" in line
+    assert speed_line(summarise([record("rsd", "draft", 1, 1, 1.0)])) == ""
 
 
 def test_a_sweep_says_what_it_cost_against_one_run_alone() -> None:

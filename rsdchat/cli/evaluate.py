@@ -20,7 +20,14 @@ from rsdchat.evaluation.data import Problem, load_problems, load_questions
 from rsdchat.evaluation.methods import MethodSpec, parse_method, parse_methods
 from rsdchat.evaluation.results import Record, ResultsFile, read_results
 from rsdchat.evaluation.runner import RunTools, fingerprint, needed_mode, run_methods
-from rsdchat.evaluation.summary import cost_line, markdown_table, rich_table, summarise, sweep_time
+from rsdchat.evaluation.summary import (
+    cost_line,
+    markdown_table,
+    rich_table,
+    speed_line,
+    summarise,
+    sweep_time,
+)
 from rsdchat.jsonlines import dumps
 from rsdchat.runtime import Runtime
 from rsdchat.settings import RSD, Settings, setting_fields
@@ -168,6 +175,9 @@ def report(
     swept = sweep_time(summaries)
     if swept is not None:
         out.print(swept.describe(), highlight=False)
+    speeds = speed_line(summaries)
+    if speeds:
+        out.print(speeds, highlight=False)
 
 
 def eval_command(

@@ -58,6 +58,7 @@ class MethodSummary:
     flops: float = 0.0
     tokens: dict[str, dict[str, int]] = field(default_factory=dict)  # role -> prefill/generated
     flops_by_role: dict[str, float] = field(default_factory=dict)
+    seconds_by_role: dict[str, float] = field(default_factory=dict)  # each model's own time
     judged: int = 0
     accepted: int = 0
     decided_by: dict[str, int] = field(default_factory=dict)  # judged steps per deciding reward
@@ -102,6 +103,7 @@ class MethodSummary:
             "flops_x": self.flops_x,
             "tokens": self.tokens,
             "flops_by_role": self.flops_by_role,
+            "seconds_by_role": self.seconds_by_role,
             "acceptance_rate": self.acceptance,
             "decided_by": self.decided_by,
             "target_share": self.target_share,
@@ -145,6 +147,9 @@ def _summary(name: str, records: list[dict[str, Any]]) -> MethodSummary:
             tokens["generated"] += int(spent.get("generated_tokens") or 0)
             summary.flops_by_role[role.value] = summary.flops_by_role.get(role.value, 0.0) + float(
                 spent.get("flops") or 0.0
+            )
+            summary.seconds_by_role[role.value] = summary.seconds_by_role.get(role.value, 0.0) + float(
+                spent.get("seconds") or 0.0
             )
         acceptance = record.get("acceptance") or {}
         summary.judged += int(acceptance.get("judged") or 0)
@@ -259,6 +264,24 @@ def sweep_time(summaries: Sequence[MethodSummary]) -> SweepTime | None:
     if len(runs) < 2 or not measured < alone:
         return None
     return SweepTime(len(runs), measured, alone / len(runs))
+
+
+def speed_line(summaries: Sequence[MethodSummary]) -> str:
+    """Each model's raw speed in this run, from the methods where it worked alone."""
+    alone = {"draft-only": Role.DRAFT, BASELINE: Role.TARGET}
+    parts = []
+    for summary in summaries:
+        role = alone.get(summary.method)
+        seconds = summary.seconds_by_role.get(role.value, 0.0) if role is not None else 0.0
+        if role is None or not seconds:
+            continue
+        tokens = summary.tokens.get(role.value, {})
+        read, written = tokens.get("prefill", 0), tokens.get("generated", 0)
+        parts.append(
+            f"{role.value} {written / seconds:.1f} tok/s ({read} tokens read and {written} written "
+            f"in {seconds:.0f} s of its own time)"
+        )
+    return "each model alone in this run: " + "; ".join(parts) if parts else ""
 
 
 def cost_line(summary: MethodSummary) -> str:
