@@ -207,7 +207,7 @@ class Engine:
         decision = decide(signals, policy.weighting, run.rng)
         step.decision, step.accepted = decision, decision.accepted
         step.seconds += time.perf_counter() - started
-        run.emit(StepScored(trace.request_id, step.index, decision))
+        run.emit(StepScored(trace.request_id, step.index, decision, step.reward_source or "", step.detail))
         return decision
 
     async def _with_logprobs(

@@ -42,6 +42,8 @@ class StepScored:
     request_id: str
     index: int
     decision: Decision
+    source: str = ""  # the reward (or cascade stage) that decided
+    detail: str = ""  # its explanation, e.g. "1 of 2 equations wrong"
 
 
 @dataclass(frozen=True)

@@ -297,3 +297,15 @@ def test_a_failed_answer_names_its_error_once() -> None:
     print_summary(Console(file=out, width=120), trace, {})
     shown = out.getvalue()
     assert "finished: error" in shown and "connection lost" not in shown  # the error line went to stderr
+
+
+def test_the_verdict_says_why_the_reward_decided() -> None:
+    from rsdchat.cli.render import verdict
+    from rsdchat.decision import Decision
+    from rsdchat.weighting import BinaryStep
+
+    kept = Decision(0.6, 1.0, True, BinaryStep(0.5))
+    why = "grey zone (draft-scorer 0.55): target-min-prob 0.31 ≥ 0.1"
+    assert verdict(kept, why).plain.endswith(f"✓ accepted · reward 0.600 · ω 1.00 · {why}")
+    rejected = Decision(0.0, 0.0, False, BinaryStep(0.5))
+    assert verdict(rejected).plain.endswith("→ the target rewrites this step")

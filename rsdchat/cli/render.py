@@ -51,7 +51,7 @@ class LivePrinter:
                 self._live.update(self._frame(), refresh=True)
         elif isinstance(event, StepScored):
             self._close()
-            self.console.print(verdict(event.decision))
+            self.console.print(verdict(event.decision, event.detail))
         elif isinstance(event, StepDone):
             self._close()
 
@@ -73,13 +73,15 @@ class LivePrinter:
         self._open = False
 
 
-def verdict(decision: Decision) -> Text:
-    """'✓ accepted · reward 0.93 · ω 1.00' under a judged draft step."""
+def verdict(decision: Decision, detail: str = "") -> Text:
+    """'✓ accepted · reward 0.93 · ω 1.00' under a judged draft step, with the reward's reason."""
     if decision.invalid:
         return Text("         ✗ the reward is not a number: rejected", style="red")
     shown = f"reward {format_reward(decision.reward)} · ω {decision.omega:.2f}"
     if decision.u is not None:
         shown += f" · u {decision.u:.2f}"
+    if detail:
+        shown += f" · {detail}"
     if decision.accepted:
         return Text(f"         ✓ accepted · {shown}", style="green")
     return Text(f"         ✗ rejected · {shown} → the target rewrites this step", style="red")
