@@ -217,7 +217,8 @@ async def test_judge_asks_about_the_step_in_context() -> None:
     [
         ("So 6 x 7 = 48.\n\n", 0.0, "1 of 1 equations wrong"),
         ("12 x 3 = 36 and 5 + 5 = 11.\n\n", 0.5, "1 of 2 equations wrong"),
-        ("So 6 x 7 = 42.\n\n", 1.0, "0 of 1 equations wrong"),
+        ("So 6 x 7 = 42.\n\n", 1.0, "1 equation checks out"),
+        ("6 x 7 = 42 and 5 + 5 = 10.\n\n", 1.0, "2 equations check out"),
         ("No sums in this step.\n\n", 1.0, ""),
     ],
 )

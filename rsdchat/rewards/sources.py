@@ -17,7 +17,7 @@ from typing import Literal
 from rsdchat.errors import ConfigError
 from rsdchat.plugins import RewardPlugin
 from rsdchat.protocols import LogprobModel, Score, StepGenerator
-from rsdchat.rewards.arithmetic import check_arithmetic
+from rsdchat.rewards.arithmetic import ArithmeticReport, check_arithmetic
 from rsdchat.types import Context, Generation, Message, Usage
 
 Kind = Literal["process", "outcome"]
@@ -140,8 +140,16 @@ class Arithmetic(_Local):
     async def score(self, context: Context, step: Generation) -> Score:
         started = time.perf_counter()
         report = check_arithmetic(step.text)
-        detail = f"{report.wrong} of {report.checked} equations wrong" if report.checked else ""
-        return Score(report.reward, Usage(seconds=time.perf_counter() - started), detail=detail)
+        return Score(report.reward, Usage(seconds=time.perf_counter() - started), detail=_checked(report))
+
+
+def _checked(report: ArithmeticReport) -> str:
+    """'1 of 2 equations wrong', '2 equations check out', or '' when the step writes none."""
+    if not report.checked:
+        return ""
+    if report.wrong:
+        return f"{report.wrong} of {report.checked} equations wrong"
+    return "1 equation checks out" if report.checked == 1 else f"{report.checked} equations check out"
 
 
 TARGET_LOGPROB = RewardPlugin(
