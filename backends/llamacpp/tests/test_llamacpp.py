@@ -192,8 +192,12 @@ def test_speculative_decoding_writes_the_targets_own_greedy_text(tmp_path: Path)
         assert fast.usage.generated_tokens == alone.usage.generated_tokens == 48
         (helper,) = fast.assists
         assert helper.role is Role.DRAFT and helper.n_params == draft.info.n_params
-        assert helper.usage.generated_tokens >= 40  # the draft proposed (almost) every token
-        assert fast.usage.prefill_tokens <= helper.usage.generated_tokens  # few proposals were refused
+        # Each round the draft proposes 4 and the target adds its own 5th: with every proposal taken,
+        # 39 of the 48 tokens were proposed (9 rounds of 4, then 3); a refused one only adds proposals.
+        assert helper.usage.generated_tokens >= 39
+        # What the target read beyond the prompt it had cached and the tokens it kept: the refused
+        # proposals. A near-tie split by batch numerics refuses at most a round or two.
+        assert fast.usage.prefill_tokens <= 9
         same_text_or_a_near_tie(alone, fast)
         with pytest.raises(ConfigError, match="greedy only"):
             asyncio.run(
