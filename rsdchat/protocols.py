@@ -59,6 +59,13 @@ class LogprobModel(Protocol):
 
 
 @runtime_checkable
+class Tokenizes(Protocol):
+    """A model that can list the tokens it reads for a context (its prompt, rendered)."""
+
+    def tokens(self, context: Context) -> list[int]: ...
+
+
+@runtime_checkable
 class Speculates(Protocol):
     """A model that writes its own greedy steps faster with a smaller model's token proposals.
 

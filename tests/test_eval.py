@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from rsdchat.evaluation.summary import SweepTime, mcnemar, speed_line, summarise
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
 from rsdchat.testing import ScriptedModel
-from rsdchat.types import Context, StepRequest
+from rsdchat.types import Context, Generation, StepRequest
 
 # The draft gets 2+2 right and 3+3 wrong (its arithmetic says so); the target gets both right.
 # Each then concludes with the number its reply so far arrived at.
@@ -305,3 +306,54 @@ async def test_plots_are_png_files(tmp_path: Path) -> None:
     saved = save_plots(records, methods.split(","), tmp_path / "plots")
     assert [p.name for p in saved] == ["accuracy-vs-flops.png", "delta-sweep.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in saved)
+
+
+class HoldingModel(ScriptedModel):
+    """A scripted model with a KV cache: it reads only what its cache does not hold (a token per
+    character of the rendered context), as llama.cpp does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held: list[int] = []
+
+    def tokens(self, context: Context) -> list[int]:
+        return [ord(c) for c in "".join(m.content for m in context.messages) + "|" + context.response]
+
+    async def generate(self, context: Context, request: StepRequest, on_token: Any = None) -> Generation:
+        step = await super().generate(context, request, on_token)
+        new = self.tokens(context)
+        common = next((i for i, (a, b) in enumerate(zip(new, self.held, strict=False)) if a != b), None)
+        common = min(len(new), len(self.held)) if common is None else common
+        self.held = self.tokens(context.extend(step.text))
+        return replace(step, usage=replace(step.usage, prefill_tokens=len(new) - min(common, len(new) - 1)))
+
+
+async def test_a_step_after_one_from_memory_is_charged_what_it_reads_in_a_run_alone(tmp_path: Path) -> None:
+    # Steps from memory leave the model's cache behind: its next real step reads more than a run
+    # alone would. Each run's ledger must still say what the run costs alone.
+    problems = [Problem("a", "2+2, what is it?", "4"), Problem("b", "Compute 3+3.", "6")]
+    methods = parse_methods("draft-only,rsd:delta=0.5,rsd:delta=1")
+
+    hits = []
+
+    async def run_with(path: Path, specs: list[Any], cache: bool) -> list[dict[str, Any]]:
+        chosen = Settings(draft="d", target="t", reward="arithmetic")
+        wrong = {"2+2": "2 + 2 = 5.\n\n", "3+3": "3 + 3 = 7.\n\n"}  # every first step is rewritten
+        draft, target = HoldingModel(script(wrong), name="d"), HoldingModel(script(TARGET), name="t")
+        tools = RunTools(Runtime(chosen, Engine(draft=draft, target=target)), cache=cache)
+        with ResultsFile(path, fingerprint(chosen, "test")) as results:
+            await run_methods(tools, chosen, problems, specs, results, lambda *a: None)
+        hits.append(tools.cache_hits()[0])
+        return results.records
+
+    swept = await run_with(tmp_path / "sweep.jsonl", methods, cache=True)
+    alone = [r for spec in methods for r in await run_with(tmp_path / f"{spec.text}.jsonl", [spec], False)]
+
+    def reads(records: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, ...]]:
+        def read(record: dict[str, Any]) -> tuple[int, ...]:
+            return tuple(record["cost"][role]["prefill_tokens"] for role in ("draft", "target"))
+
+        return {(r["method"], r["id"]): read(r) for r in records}
+
+    assert hits[0] >= 4  # the rsd runs took their first draft steps from memory
+    assert reads(swept) == reads(alone)

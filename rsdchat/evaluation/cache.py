@@ -6,14 +6,41 @@ the same target step. `CachedGenerator` and `CachedReward` wrap a model and a re
 source and answer repeated requests from memory. A step from memory is charged what it
 cost when it was written (its `Usage` is kept with it), so each run's ledger says what
 that run would have cost alone; the time the sweep really took is measured apart.
+
+A step taken from memory leaves the model's KV cache where it was, so the model's next real
+step has to read more than it would have in a run alone (the prefix that run would have had
+cached). Each question's pipeline (`new_pipeline`) remembers what each model would hold, and
+a model that can list its tokens (`Tokenizes`) is charged the prompt tokens a run alone
+would have read. The step's seconds stay as measured.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 
-from rsdchat.protocols import LogprobModel, Logprobs, RewardSource, Score, StepGenerator, TokenSink
+from rsdchat.protocols import LogprobModel, Logprobs, RewardSource, Score, StepGenerator, Tokenizes, TokenSink
 from rsdchat.types import Context, Generation, ModelInfo, StepRequest
+
+# What each cached model would hold in its KV cache in this pipeline run alone: the context
+# of its last step there with that step appended. One dict per question's pipeline (a task).
+_HELD: ContextVar[dict[int, Context] | None] = ContextVar("rsdchat_cache_held", default=None)
+
+
+def new_pipeline() -> None:
+    """Start a question's pipeline (in its own task): nothing is held for it yet."""
+    _HELD.set({})
+
+
+def read_alone(model: Tokenizes, held: Context, context: Context) -> int:
+    """Prompt tokens `model` reads for `context` when its cache holds `held` (the last one is always read)."""
+    new, old = model.tokens(context), model.tokens(held)
+    common = 0
+    for a, b in zip(new, old, strict=False):
+        if a != b:
+            break
+        common += 1
+    return len(new) - min(common, len(new) - 1)
 
 
 @dataclass
@@ -46,22 +73,34 @@ class CachedGenerator:
     async def generate(
         self, context: Context, request: StepRequest, on_token: TokenSink | None = None
     ) -> Generation:
-        key = (_context_key(context), _request_key(request))
-        known = self._steps.get(key) if request.temperature == 0 else None
-        if known is not None:
-            budget, step = known
-            # the same greedy step, unless this request's budget would have cut it shorter
-            fits = step.finish_reason != "length" and step.usage.generated_tokens <= request.max_tokens
-            if budget == request.max_tokens or fits:
-                self.stats.hits += 1
-                if on_token is not None and step.text:
-                    on_token(step.text)
-                return step
-        self.stats.misses += 1
-        step = await self.model.generate(context, request, on_token)
-        if request.temperature == 0:
-            self._steps[key] = (request.max_tokens, step)
+        step = self._remembered(context, request)
+        if step is not None:
+            self.stats.hits += 1
+            if on_token is not None and step.text:
+                on_token(step.text)
+        else:
+            self.stats.misses += 1
+            step = await self.model.generate(context, request, on_token)
+            if request.temperature == 0:
+                self._steps[(_context_key(context), _request_key(request))] = (request.max_tokens, step)
+        held = _HELD.get()
+        if held is None:
+            return step
+        before = held.get(id(self))
+        held[id(self)] = context.extend(step.text)
+        if before is not None and isinstance(self.model, Tokenizes) and not request.proposal:
+            alone = read_alone(self.model, before, context)
+            step = replace(step, usage=replace(step.usage, prefill_tokens=alone))
         return step
+
+    def _remembered(self, context: Context, request: StepRequest) -> Generation | None:
+        """The same greedy step, unless this request's budget would have cut it shorter."""
+        known = self._steps.get((_context_key(context), _request_key(request)))
+        if known is None or request.temperature > 0:
+            return None
+        budget, step = known
+        fits = step.finish_reason != "length" and step.usage.generated_tokens <= request.max_tokens
+        return step if budget == request.max_tokens or fits else None
 
 
 @dataclass

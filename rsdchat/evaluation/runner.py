@@ -17,7 +17,7 @@ from typing import Any
 
 from rsdchat.engine import Engine
 from rsdchat.errors import BackendError, ConfigError
-from rsdchat.evaluation.cache import CachedGenerator, CachedReward, cached
+from rsdchat.evaluation.cache import CachedGenerator, CachedReward, cached, new_pipeline
 from rsdchat.evaluation.catalog import build_method
 from rsdchat.evaluation.data import Problem
 from rsdchat.evaluation.grading import extract_answer, extract_choice, grade
@@ -201,6 +201,7 @@ async def _run_one_method(
             if failure:
                 return
             hits_before = tools.cache_hits()[0]
+            new_pipeline()
             started = time.perf_counter()
             outcome = await method.run(problem, tools, question_seed(settings, problem))
             seconds = time.perf_counter() - started
