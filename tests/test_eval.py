@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 from dataclasses import replace
@@ -10,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
-from rsdchat.cli.evaluate import expand_sweeps
+from rsdchat.cli.evaluate import expand_sweeps, report
 from rsdchat.engine import Engine
 from rsdchat.errors import BackendError, ConfigError
 from rsdchat.evaluation.data import Problem
@@ -246,6 +248,12 @@ def test_a_sweep_says_what_it_cost_against_one_run_alone() -> None:
     assert timing == SweepTime(runs=2, measured=13, one_run=11) and timing.ratio == pytest.approx(13 / 11)
     assert "2 rsd runs took 13 s together; one run alone takes 11 s" in timing.describe()
     assert sweep_time(summarise([record("rsd:delta=0.5", 10, 10), record("rsd:delta=0.7", 12, 12)])) is None
+    # A report of runs made by separate commands is no sweep, even when some of them were one.
+    shown, order = io.StringIO(), [r["method"] for r in swept]
+    report(swept, order, as_json=False, markdown=None, out=Console(file=shown), sweep=False)
+    assert "sweep" not in shown.getvalue()
+    report(swept, order, as_json=False, markdown=None, out=Console(file=shown), sweep=True)
+    assert "sweep: 2 rsd runs took 13 s" in shown.getvalue()
 
 
 def test_interval_and_paired_test_values() -> None:

@@ -153,18 +153,25 @@ async def evaluate(
 
 
 def report(
-    records: list[Record], order: list[str], *, as_json: bool, markdown: Path | None, out: Console
+    records: list[Record],
+    order: list[str],
+    *,
+    as_json: bool,
+    markdown: Path | None,
+    out: Console,
+    sweep: bool = False,
 ) -> None:
+    """The summary table (or JSON); `sweep`: the rsd runs are one sweep, so say what it cost."""
     summaries = summarise(records, order)
+    swept = sweep_time(summaries) if sweep else None
     if markdown is not None:
         try:
             markdown.write_text(markdown_table(summaries), encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot write {markdown}: {exc.strerror or exc}") from None
     if as_json:
-        swept = sweep_time(summaries)
-        sweep = None if swept is None else {**vars(swept), "ratio": swept.ratio}
-        print(dumps({"methods": [s.to_dict() for s in summaries], "sweep": sweep}))
+        timing = None if swept is None else {**vars(swept), "ratio": swept.ratio}
+        print(dumps({"methods": [s.to_dict() for s in summaries], "sweep": timing}))
         return
     out.print(rich_table(summaries, "ratios against target-only on the same questions"))
     for summary in summaries:
@@ -172,7 +179,6 @@ def report(
         if summary.levels:
             levels = ", ".join(f"{lv} {c}/{n}" for lv, (c, n) in sorted(summary.levels.items()))
             out.print(f"  by level: {levels}", highlight=False)
-    swept = sweep_time(summaries)
     if swept is not None:
         out.print(swept.describe(), highlight=False)
     speeds = speed_line(summaries)
@@ -238,9 +244,9 @@ def eval_command(
 ) -> None:
     """Compare methods on the same questions: accuracy, cost, and RSD against target-only.
 
-    Results are written as they finish; rerunning the same command resumes. A setting given
-    several values (--delta 0.5:0.95:0.05) runs once per value, sharing the steps they have in
-    common.
+    Results are written as they finish; rerunning the same command resumes.
+
+    A setting given several values (--delta 0.5:0.95:0.05) runs once per value, sharing their steps.
 
     [dim]Examples:[/dim]
 
@@ -256,7 +262,8 @@ def eval_command(
     path = output or Path(f"rsdchat-eval-{(file.stem if file else dataset)}.jsonl")
     if report_only:
         _, records = read_results(path)
-        report(records, [s.text for s in specs], as_json=as_json, markdown=markdown, out=out)
+        order = [s.text for s in specs]
+        report(records, order, as_json=as_json, markdown=markdown, out=out, sweep=bool(given.sweeps))
         return
     name, problems = _problems(
         dataset, file, offset, limit, ids, skip_bad, (question_field, answer_field), err
@@ -272,7 +279,8 @@ def eval_command(
         raise typer.Exit(exc.exit_code) from None
     wanted = {p.id for p in problems}
     records = [r for r in records if r["id"] in wanted and r["method"] in {s.text for s in specs}]
-    report(records, [s.text for s in specs], as_json=as_json, markdown=markdown, out=out)
+    order = [s.text for s in specs]
+    report(records, order, as_json=as_json, markdown=markdown, out=out, sweep=bool(given.sweeps))
     if plot is not None:
         from rsdchat.evaluation.plots import save_plots
 
