@@ -96,5 +96,8 @@ def test_eval_runs_summarises_and_resumes_after_kill_9(tmp_path: Path) -> None:
     methods = {m["method"]: m for m in summary["methods"]}
     assert methods["target-only"]["questions"] == 6 and methods["target-only"]["flops_x"] == 1.0
     assert methods["rsd"]["vs_target_only"]["questions"] == 6
-    report = run("eval", "--file", str(file), "-m", "target-only,rsd", "-o", str(out), "--report")
-    assert report.returncode == 0 and "target-only" in report.stdout and "rsd" in report.stdout
+    report = run("eval", "--file", str(file), "-o", str(out), "--report", "--json")  # every method it holds
+    assert report.returncode == 0, report.stderr
+    assert [m["method"] for m in json.loads(report.stdout)["methods"]] == ["target-only", "rsd"]
+    report = run("eval", "--file", str(file), "-m", "rsd", "-o", str(out), "--report", "--json")
+    assert [m["method"] for m in json.loads(report.stdout)["methods"]] == ["rsd"]

@@ -200,16 +200,17 @@ def eval_command(
     limit: Annotated[int, typer.Option(help="How many questions (0: all to the end).")] = 20,
     ids: Annotated[str | None, typer.Option(help="Only these question ids, comma-separated.")] = None,
     methods: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--methods",
             "-m",
             help=(
                 "Comma-separated: target-only, draft-only, rsd, random, sd, maj, bon, pbon, beam; "
-                "options after ':' (bon:n=4, rsd:delta=0.8)."
+                f"options after ':' (bon:n=4, rsd:delta=0.8). Default: {DEFAULT_METHODS} "
+                "(with --report: every method in the file)."
             ),
         ),
-    ] = DEFAULT_METHODS,
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -256,13 +257,16 @@ def eval_command(
     """
     err, out = Console(stderr=True), Console(width=None if sys.stdout.isatty() else 160)
     given = _settings_given
-    specs = parse_methods(methods)
+    specs = expand_sweeps(parse_methods(methods or DEFAULT_METHODS), given.sweeps)
     settings = given.settings()
-    specs = expand_sweeps(specs, given.sweeps)
     path = output or Path(f"rsdchat-eval-{(file.stem if file else dataset)}.jsonl")
     if report_only:
         _, records = read_results(path)
-        order = [s.text for s in specs]
+        if methods is None and not given.sweeps:
+            order = list(dict.fromkeys(r["method"] for r in records))
+        else:
+            order = [s.text for s in specs]
+            records = [r for r in records if r["method"] in order]
         report(records, order, as_json=as_json, markdown=markdown, out=out, sweep=bool(given.sweeps))
         return
     name, problems = _problems(
