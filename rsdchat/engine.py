@@ -124,9 +124,11 @@ class Engine:
     async def _loop(self, context: Context, source: PolicySource, run: _Run) -> None:
         """Algorithm 1: draft a step, score it, keep it or let the target write it.
 
-        An empty draft step (the draft ends the reply) is taken as it is, unscored.
+        An empty draft step (the draft ends the reply) is taken as it is, unscored. With
+        `keep_pen` k > 0 the target, having rewritten a rejected step, also writes the next k.
         """
         trace, index = run.trace, 0
+        pen = 0  # steps the target still writes undrafted after a rejection (keep_pen)
         while True:
             policy = source(index)  # asked once per step: a change applies from the next one
             self.check(policy)
@@ -138,6 +140,9 @@ class Engine:
 
             if policy.mode is Mode.TARGET_ONLY:
                 step = await self._write(Role.TARGET, context, index, budget, policy, run)
+            elif policy.mode is Mode.RSD and pen > 0:  # the target keeps the pen after a rejection
+                pen -= 1
+                step = await self._write(Role.TARGET, context, index, budget, policy, run)
             else:
                 step = await self._write(Role.DRAFT, context, index, budget, policy, run)  # ŷ_i ~ m
                 if policy.mode is Mode.RSD and step.text.strip():
@@ -148,6 +153,7 @@ class Engine:
                         step = await self._write(
                             Role.TARGET, context, index, budget, policy, run, proposal
                         )  # y_i ~ M
+                        pen = policy.keep_pen
 
             if policy.score_target_steps and policy.reward is not None and step.author is Role.TARGET:
                 await self._score_only(context, step, policy.reward, run.trace)

@@ -50,6 +50,7 @@ class Policy:
     stop_at_answer: bool = True  # end once a step holds a complete \boxed{...}
     score_target_steps: bool = False  # also score the target's steps (shown, never decided on)
     reuse_draft: bool = False  # the target checks a rejected draft in batches and keeps what it agrees with
+    keep_pen: int = 0  # after rewriting a rejected step the target writes the next keep_pen too
 
     def describe(self) -> str:
         """'rsd · arithmetic · binary δ=0.88', 'target-only'."""

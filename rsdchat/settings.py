@@ -99,6 +99,12 @@ class Settings(BaseModel):
     reuse_draft: bool = setting(
         False, "the target checks a rejected draft step in batches and keeps the tokens it agrees with", RSD
     )
+    keep_pen: int = setting(
+        0,
+        "after the target rewrites a rejected draft step it writes the next N too (undrafted, unjudged)",
+        RSD,
+        ge=0,
+    )
     cascade_low: float = setting(
         0.4, "cascade reward: a free score below this rejects the step without the target", RSD, ge=0, le=1
     )
@@ -212,6 +218,7 @@ class Settings(BaseModel):
             stop_at_answer=self.stop_at_answer,
             score_target_steps=self.score_target_steps,
             reuse_draft=self.reuse_draft,
+            keep_pen=self.keep_pen,
         )
 
 
@@ -355,11 +362,14 @@ def load_settings(config: Path | None = None, **flags: Any) -> Settings:
     return settings.with_backends(backends)
 
 
-def output_settings(settings: Settings) -> dict[str, Any]:
-    """The settings that decide what the models write (no RUNTIME_ONLY ones): a run's identity."""
+def output_settings(settings: Settings, *, defaults: bool = False) -> dict[str, Any]:
+    """The settings that decide what the models write (no RUNTIME_ONLY ones): a run's identity.
+
+    With `defaults`, the same keys with each setting's default value instead.
+    """
 
     def kept(model: BaseModel) -> dict[str, Any]:
-        values = model.model_dump(mode="json")
+        values = (type(model).model_construct() if defaults else model).model_dump(mode="json")
         return {
             name: values[name]
             for name, info in type(model).model_fields.items()

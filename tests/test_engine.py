@@ -91,6 +91,21 @@ async def test_mixed_rewards_interleave_exactly() -> None:
     assert r.calls == D and trace.acceptance.rate == pytest.approx(2 / 3)
 
 
+@pytest.mark.parametrize("keep_pen", [1, 2])
+async def test_the_target_keeps_the_pen_for_keep_pen_steps_after_a_rejection(keep_pen: int) -> None:
+    draft, target = [f"d{i}\n\n" for i in range(6)], [f"t{i}\n\n" for i in range(6)]
+    table = {text: 0.9 for text in draft} | {draft[1]: 0.1}  # only step 1 is rejected
+    engine, d, t, r = make(draft, target, table, keep_pen=keep_pen, max_steps=5)
+    trace = await engine.solve(Q)
+    pen = [(TARGET, target[i], True) for i in range(2, 2 + keep_pen)]  # undrafted, unjudged
+    rest = [(DRAFT, draft[i], True) for i in range(2 + keep_pen, 5)]
+    start = [(DRAFT, draft[0], True), (DRAFT, draft[1], False), (TARGET, target[1], True)]
+    assert shape(trace) == [*start, *pen, *rest]
+    assert r.calls == draft[:2] + draft[2 + keep_pen : 5]  # the pen steps were never drafted or scored
+    assert len(d.calls) == 5 - keep_pen and len(t.calls) == 1 + keep_pen
+    assert [s.decision is None for s in trace.steps if s.author is TARGET] == [True] * (1 + keep_pen)
+
+
 def compress(events: list[Event]) -> list[tuple[Any, ...]]:
     """The events in order (a run of tokens as one), checking that a step's tokens spell its text."""
     out: list[tuple[Any, ...]] = []

@@ -168,6 +168,15 @@ async def test_a_file_from_other_settings_is_refused_with_the_setting(tmp_path: 
     assert first_difference({"a": {"b": 1}}, {"a": {"b": 1}}) is None
 
 
+def test_a_setting_newer_than_the_file_matches_at_its_default() -> None:
+    old, defaults = {"settings": {"delta": 0.9}}, {"settings": {"delta": None, "keep_pen": 0}}
+    assert first_difference(old, {"settings": {"delta": 0.9, "keep_pen": 0}}, defaults) is None
+    assert first_difference(old, {"settings": {"delta": 0.9, "keep_pen": 1}}, defaults) == (
+        "settings.keep_pen: None in the file, 1 now"
+    )
+    assert first_difference(old, {"settings": {"delta": 0.9, "keep_pen": 0}}) is not None  # no defaults given
+
+
 def test_one_results_file_one_writer(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     with ResultsFile(path, {"x": 1}), pytest.raises(ConfigError, match="in use by another rsdchat"):

@@ -127,7 +127,7 @@ async def evaluate(
     err: Console,
 ) -> list[Record]:
     """Run what `output` does not hold yet (loading the models only then); every record in it."""
-    results = ResultsFile(output, fingerprint(settings, name))
+    results = ResultsFile(output, fingerprint(settings, name), fingerprint(settings, name, defaults=True))
     done = results.done()
     if all((p.id, s.text) in done for p in problems for s in specs):
         results.close()

@@ -32,10 +32,18 @@ def _flat(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]
             yield f"{prefix}{key}", value
 
 
-def first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
-    """'delta: 0.7 in the file, 0.8 now' for the first setting that differs, else None."""
-    before, after = dict(_flat(old)), dict(_flat(new))
+def first_difference(
+    old: Mapping[str, Any], new: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
+) -> str | None:
+    """'delta: 0.7 in the file, 0.8 now' for the first setting that differs, else None.
+
+    A setting the file does not name (it is newer than the file) matches its value in
+    `defaults`: files from before it was added behaved as the default does.
+    """
+    before, after, default = dict(_flat(old)), dict(_flat(new)), dict(_flat(defaults or {}))
     for key in sorted(before.keys() | after.keys()):
+        if key not in before and key in default and after.get(key) == default[key]:
+            continue
         if before.get(key) != after.get(key):
             return f"{key}: {before.get(key)!r} in the file, {after.get(key)!r} now"
     return None
@@ -131,7 +139,9 @@ class JsonLines:
 class ResultsFile(JsonLines):
     """An eval results file: a header line with the run's settings, then one line per result."""
 
-    def __init__(self, path: Path, config: Mapping[str, Any]) -> None:
+    def __init__(
+        self, path: Path, config: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
+    ) -> None:
         self.config = dict(config)
         super().__init__(path)
         if not self.lines:
@@ -146,7 +156,7 @@ class ResultsFile(JsonLines):
             raise ConfigError(
                 f"{self.path}: results version {header.get('version')!r} (this rsdchat writes {VERSION})"
             )
-        differs = first_difference(header.get("config", {}), self.config)
+        differs = first_difference(header.get("config", {}), self.config, defaults)
         if differs:
             self.close()
             raise ConfigError(

@@ -35,9 +35,9 @@ Progress = Callable[
 ]  # method, the new record (None: started), done, total
 
 
-def fingerprint(settings: Settings, dataset: str) -> dict[str, Any]:
-    """What must be the same for two runs to share a results file."""
-    return {"dataset": dataset, **output_settings(settings)}
+def fingerprint(settings: Settings, dataset: str, *, defaults: bool = False) -> dict[str, Any]:
+    """What must be the same for two runs to share a results file (with `defaults`: its default values)."""
+    return {"dataset": dataset, **output_settings(settings, defaults=defaults)}
 
 
 def question_seed(settings: Settings, problem: Problem) -> int:
