@@ -2,7 +2,8 @@
 
 Each server is a child in its own session and process group (so a Ctrl-C in the
 terminal reaches rsdchat only, and stopping the group also stops vLLM's engine and
-worker processes), listens on a leased loopback port, and writes its log to a file
+worker processes), led by a guard that stops the group should rsdchat die without a
+word (`kill -9`), listens on a leased loopback port, and writes its log to a file
 under rsdchat's state folder. Servers start one after another (each measures the
 GPU's free memory while it starts) and are ready when `GET /v1/models` lists the
 served name. `Launcher.close()` stops them all: SIGTERM to each group, SIGKILL after
@@ -38,6 +39,7 @@ from rsdchat_vllm.turns import Turns, sleep_now
 POLL = 0.5  # seconds between readiness checks
 PORT_RETRIES = 3  # starts on another free port after "address already in use"
 KEEP_LOGS = 60  # newest log files kept in the log folder
+GUARD = (sys.executable, "-m", "rsdchat_vllm.guard")  # leads the server's group; see rsdchat_vllm.guard
 IN_USE = re.compile(r"address already in use|errno 98\b", re.IGNORECASE)
 Say = Callable[[str], None]
 
@@ -76,6 +78,8 @@ class _Fleet:
         for server in chosen:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 server.process.wait(1.0)  # reap the leader
+            if server.process.stdin is not None:
+                server.process.stdin.close()  # the lifeline of a stopped server
             server.lease.release()
 
     def shutdown(self) -> None:
@@ -193,8 +197,8 @@ class Launcher:
                 if self._fleet.closed.is_set():
                     raise BackendError(f"not starting the {role.value} server: rsdchat is stopping")
                 process = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
+                    [*GUARD, f"{self.config.stop_timeout:g}", *argv],  # stops the server if rsdchat dies
+                    stdin=subprocess.PIPE,  # the guard's lifeline: never written, closed when rsdchat exits
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=self.config.env(role, os.environ),
