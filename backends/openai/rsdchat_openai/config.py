@@ -19,7 +19,20 @@ from rsdchat.plugins import RUNTIME_ONLY, PluginConfig
 from rsdchat.types import Role
 
 
-class OpenAIConfig(PluginConfig):
+class ClientConfig(PluginConfig):
+    """How rsdchat's HTTP client talks to model servers: shared by every backend that uses it."""
+
+    http_read_timeout: float = Field(
+        60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="longest silence allowed from a model server (its first token included); not retried",
+        json_schema_extra=RUNTIME_ONLY,
+    )
+    draft_logprobs: bool = Field(True, description="ask the draft server for token log-probabilities")
+
+
+class OpenAIConfig(ClientConfig):
     """Models on OpenAI-compatible servers: `[backends.openai]`, `RSDCHAT_<FIELD>`, `--<field>`."""
 
     base_url: str | None = Field(
@@ -67,13 +80,6 @@ class OpenAIConfig(PluginConfig):
         description="seconds to connect to a model server",
         json_schema_extra=RUNTIME_ONLY,
     )
-    http_read_timeout: float = Field(
-        60.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="longest silence allowed from a model server (its first token included); not retried",
-        json_schema_extra=RUNTIME_ONLY,
-    )
     http_retries: int = Field(
         2,
         ge=0,
@@ -83,7 +89,6 @@ class OpenAIConfig(PluginConfig):
     chat_template: str | None = Field(
         None, description="for servers that cannot render one: 'chatml', a Jinja file, or the template text"
     )
-    draft_logprobs: bool = Field(True, description="ask the draft server for token log-probabilities")
 
     @field_validator("base_url", "draft_url", "target_url", "reward_url")
     @classmethod

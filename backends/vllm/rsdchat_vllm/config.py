@@ -19,8 +19,9 @@ import platformdirs
 from pydantic import Field, field_validator
 
 from rsdchat.errors import ConfigError
-from rsdchat.plugins import RUNTIME_ONLY, PluginConfig
+from rsdchat.plugins import RUNTIME_ONLY
 from rsdchat.types import Role
+from rsdchat_openai.config import ClientConfig
 
 HOST = "127.0.0.1"  # every server listens on loopback only
 RESERVED = ("--host", "--port", "--served-model-name")  # set by rsdchat; a role's port setting is the way
@@ -70,8 +71,12 @@ def _role_args(role: str) -> Any:
     return Field("", description=f"more `vllm serve` arguments for the {role} server only (shell-quoted)")
 
 
-class VllmConfig(PluginConfig):
-    """vLLM servers rsdchat starts on this machine: `[backends.vllm]`, `RSDCHAT_<FIELD>`, `--<field>`."""
+class VllmConfig(ClientConfig):
+    """vLLM servers rsdchat starts on this machine: `[backends.vllm]`, `RSDCHAT_<FIELD>`, `--<field>`.
+
+    The client's settings (`ClientConfig`: read timeout, draft log-probabilities) are the openai
+    backend's, declared once; one flag sets both.
+    """
 
     vllm_command: str = Field(
         "vllm",
@@ -131,15 +136,6 @@ class VllmConfig(PluginConfig):
         description="where the servers' logs go (default: $XDG_STATE_HOME/rsdchat/vllm, ~/.local/state/…)",
         json_schema_extra=RUNTIME_ONLY,
     )
-    # The same settings as the openai backend's (one flag sets both): they reach its client.
-    http_read_timeout: float = Field(
-        60.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="longest silence allowed from a model server (its first token included); not retried",
-        json_schema_extra=RUNTIME_ONLY,
-    )
-    draft_logprobs: bool = Field(True, description="ask the draft server for token log-probabilities")
 
     @field_validator("draft_gpus", "target_gpus", "reward_gpus")
     @classmethod
