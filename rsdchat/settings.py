@@ -127,7 +127,9 @@ class Settings(BaseModel):
     step_delimiter: str = setting("\n\n", "a step ends at this text (a blank line)", BUDGETS, min_length=1)
     stop_at_answer: bool = setting(True, "end the answer at the first complete \\boxed{}", BUDGETS)
     system_prompt: str = setting(MATH_SYSTEM_PROMPT, "system prompt", BUDGETS, flag="system")
-    concurrency: int = setting(1, "questions in flight at once", BUDGETS, runtime_only=True, ge=1)
+    concurrency: int = setting(
+        1, "questions (and a question's samples) in flight at once", BUDGETS, runtime_only=True, ge=1
+    )
 
     _backends: Mapping[str, PluginConfig] = PrivateAttr(default_factory=dict)
 

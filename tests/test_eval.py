@@ -117,6 +117,20 @@ async def test_every_method_answers_every_question(tmp_path: Path) -> None:
         assert record["cost"]["total_flops"] > 0 and record["error"] is None
 
 
+@pytest.mark.parametrize(("concurrency", "interleaved"), [(1, False), (3, True)])
+async def test_a_questions_samples_are_in_flight_concurrency_at_a_time(
+    tmp_path: Path, concurrency: int, interleaved: bool
+) -> None:
+    """One at a time, each sample's steps follow each other: a one-sequence model (llama.cpp)
+    keeps its context cached instead of re-reading each sample's at every step."""
+    run_tools, chosen, draft, _ = tools(concurrency=concurrency)
+    draft.delay = 1e-4  # each token awaits: samples in flight together interleave
+    with ResultsFile(tmp_path / "r.jsonl", fingerprint(chosen, "test")) as results:
+        await run_methods(run_tools, chosen, PROBLEMS[:1], parse_methods("maj:n=3"), results, lambda *a: None)
+    steps_done = [call.response.count("\n\n") for call in draft.calls]
+    assert steps_done == ([0, 0, 0, 1, 1, 1] if interleaved else [0, 1, 0, 1, 0, 1])
+
+
 async def test_random_routing_matches_the_target_share_of_rsd(tmp_path: Path) -> None:
     records = await run(tmp_path / "r.jsonl", "rsd:delta=1,random")
     rsd = [r for r in records if r["method"] == "rsd:delta=1"]

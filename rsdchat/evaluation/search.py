@@ -49,17 +49,16 @@ class Sampled(Method):
     async def samples(
         self, problem: Problem, tools: Tools, seeds: list[int], prefix: str = "", policy: Policy | None = None
     ) -> list[Trace]:
-        messages = self.messages(problem)
-        return list(
-            await asyncio.gather(
-                *(
-                    tools.engine.solve(
-                        messages, policy or self.policy, request_id=f"{problem.id}#{s}", seed=s, prefix=prefix
-                    )
-                    for s in seeds
-                )
-            )
-        )
+        """One answer per seed, `concurrency` of them in flight at a time: one at a time, a model
+        that holds one sequence (llama.cpp) keeps each sample's context cached from step to step."""
+        messages, slots = self.messages(problem), asyncio.Semaphore(self.settings.concurrency)
+
+        async def sample(seed: int) -> Trace:
+            async with slots:
+                chosen, name = policy or self.policy, f"{problem.id}#{seed}"
+                return await tools.engine.solve(messages, chosen, request_id=name, seed=seed, prefix=prefix)
+
+        return list(await asyncio.gather(*(sample(seed) for seed in seeds)))
 
     async def score(self, messages: list[Message], before: str, step: Step, ledger: Ledger) -> float:
         """The reward of `step` after the reply `before`, charged to `ledger`."""
