@@ -24,6 +24,7 @@ from textual.widgets.collapsible import CollapsibleTitle
 
 from rsdchat.chat.history import saved_chats
 from rsdchat.errors import BackendError, ConfigError
+from rsdchat.progress import PROGRESS
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
 from rsdchat.testing import ScriptedModel
@@ -239,12 +240,14 @@ async def test_a_question_sent_while_the_models_load_stays_in_the_input(
     runtime = make_runtime()
 
     async def slow_open(settings: Settings) -> Runtime:
+        await asyncio.to_thread(PROGRESS.info, "vllm: draft server ready at http://127.0.0.1:9 (1.0 s)")
         await ready.wait()
         return runtime
 
     monkeypatch.setattr("rsdchat.chat.session.open_models", slow_open)
     app = RsdChatApp(runtime.settings)
     async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await wait_until(lambda: "vllm: draft server ready" in screen_text(app))  # said from a thread
         await pilot.pause()
         text = screen_text(app)
         assert "loading models: draft tiny-draft, target tiny-target…" in text

@@ -71,10 +71,10 @@ class Notice:
 
 @dataclass(frozen=True)
 class Loading:
-    """The models: being loaded, ready, or failed to load."""
+    """The models: being loaded, what a backend said while they load, ready, or failed to load."""
 
     text: str
-    state: Literal["loading", "ready", "failed"]
+    state: Literal["loading", "progress", "ready", "failed"]
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from rsdchat.engine import Engine
 from rsdchat.errors import ConfigError
 from rsdchat.events import Event, StepDone
 from rsdchat.policy import Mode, Policy, PolicySource
+from rsdchat.progress import progress_to
 from rsdchat.prompts import build_messages
 from rsdchat.protocols import RewardSource, StepGenerator
 from rsdchat.runtime import Runtime
@@ -146,7 +147,8 @@ class ChatSession:
             )
             self._emit(StateChanged())
             try:
-                self.runtime = await open_models(settings)
+                with progress_to(lambda line: self._emit(Loading(line, "progress"))):  # e.g. a server started
+                    self.runtime = await open_models(settings)
             except Exception as exc:  # any failure is shown; the chat stays open
                 self.load_error = str(exc) or type(exc).__name__
                 self.notify(self.load_error, "error", "could not load the models")

@@ -20,6 +20,7 @@ from rsdchat.cli.options import Given, with_settings
 from rsdchat.errors import ConfigError, RsdchatError, redact
 from rsdchat.evaluation.data import Problem, load_jsonl_questions
 from rsdchat.plugins import backend_plugins
+from rsdchat.progress import print_on_stderr
 
 app = typer.Typer(
     name="rsdchat",
@@ -168,6 +169,7 @@ def _problems(question: str | None, file: Path | None) -> list[Problem]:
 
 def main() -> None:
     """Console entry point: user mistakes get one line and exit 2, never a traceback."""
+    print_on_stderr()  # what backends say while they start
     try:
         app()
     except RsdchatError as exc:

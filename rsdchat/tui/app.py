@@ -147,6 +147,8 @@ class RsdChatApp(App[None]):
         elif isinstance(event, Loading):
             if event.state == "loading":
                 await view.show_message(event.text, "info loading")
+            elif event.state == "progress":
+                await view.show_message(event.text)
             else:
                 view.loaded(event.text, failed=event.state == "failed")
         elif isinstance(event, Cleared):

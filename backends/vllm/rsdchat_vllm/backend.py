@@ -14,13 +14,14 @@ import threading
 
 from rsdchat.doctor import RoleCheck
 from rsdchat.errors import BackendError, RsdchatError
+from rsdchat.progress import PROGRESS
 from rsdchat.protocols import Logprobs, TokenSink
 from rsdchat.threads import in_thread
 from rsdchat.types import Context, Generation, ModelInfo, Role, StepRequest
 from rsdchat_openai import OpenAIBackend, OpenAIConfig
 from rsdchat_openai.generator import HttpGenerator, HttpLogprobGenerator
 from rsdchat_vllm.config import VllmConfig
-from rsdchat_vllm.launcher import Launcher, Say, to_stderr
+from rsdchat_vllm.launcher import Launcher, Say
 from rsdchat_vllm.server import Server
 
 
@@ -70,7 +71,7 @@ class VllmLogprobGenerator(VllmGenerator):
 class VllmBackend:
     """One server per role, started on first use, all stopped by `aclose`."""
 
-    def __init__(self, config: VllmConfig, *, say: Say = to_stderr) -> None:
+    def __init__(self, config: VllmConfig, *, say: Say = PROGRESS.info) -> None:
         self.config = config
         self.launcher = Launcher(config, say=say)  # finds vLLM now: a missing one is a ConfigError
         self._clients: dict[Role, tuple[Server, OpenAIBackend]] = {}

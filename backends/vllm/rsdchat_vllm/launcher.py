@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from rsdchat.errors import BackendError, RsdchatError
+from rsdchat.progress import PROGRESS
 from rsdchat.types import Role
 from rsdchat_openai.config import RoleEndpoint
 from rsdchat_openai.http import Pool
@@ -42,10 +43,6 @@ KEEP_LOGS = 60  # newest log files kept in the log folder
 GUARD = (sys.executable, "-m", "rsdchat_vllm.guard")  # leads the server's group; see rsdchat_vllm.guard
 IN_USE = re.compile(r"address already in use|errno 98\b", re.IGNORECASE)
 Say = Callable[[str], None]
-
-
-def to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 class _Fleet:
@@ -127,7 +124,7 @@ def group_members(pgid: int) -> list[int] | None:
 class Launcher:
     """Starts the servers the settings describe; `close()` stops every one of them."""
 
-    def __init__(self, config: VllmConfig, *, say: Say = to_stderr) -> None:
+    def __init__(self, config: VllmConfig, *, say: Say = PROGRESS.info) -> None:
         self.config = config
         self.command = resolve_command(config.vllm_command)  # a missing vLLM is a ConfigError now
         self.say = say

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,30 @@ def test_sleep_mode_lets_the_servers_take_turns(standin: str, state: Path, reape
     woken = sum(log.read_text().count("stand-in vllm: wake_up") for _, log in started.values())
     assert woken >= 2, done.stderr  # the draft, then the target
     assert_nothing_left(started)
+
+
+async def test_the_chat_app_shows_the_servers_starting_and_stops_them_on_quit(
+    standin: str, state: Path, reaper: list[int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rsdchat.settings import load_settings
+    from rsdchat.tui import RsdChatApp
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # where the chat is saved
+    settings = load_settings(
+        None, backend="vllm", vllm_command=standin, draft=SMOLLM2, target=SMOLLM2, reward="arithmetic",
+        draft_logprobs=False,
+    )  # fmt: skip
+    app = RsdChatApp(settings)
+    async with app.run_test(size=(250, 50)) as pilot:  # wide: a log's path fits on one line
+        deadline = time.monotonic() + 180
+        while not app.session.ready:
+            assert app.session.load_error is None, app.session.load_error
+            assert time.monotonic() < deadline, "the servers did not start"
+            await pilot.pause(0.1)
+        await pilot.pause()
+        text = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+        started = servers(text)  # the launcher's lines, as the conversation shows them
+        reaper += [pid for pid, _ in started.values()]
+        assert set(started) == {"draft", "target"}, text
+        assert "vllm: draft server ready at http://127.0.0.1:" in text
+    assert_nothing_left(started)  # leaving the app stops every server
