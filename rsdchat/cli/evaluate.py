@@ -16,7 +16,7 @@ from rsdchat.cli import running
 from rsdchat.cli.options import Given, with_settings
 from rsdchat.engine import Engine
 from rsdchat.errors import ConfigError, RsdchatError
-from rsdchat.evaluation.data import Problem, load_problems, load_questions
+from rsdchat.evaluation.data import DATASETS, Problem, load_problems, load_questions
 from rsdchat.evaluation.methods import MethodSpec, parse_method, parse_methods
 from rsdchat.evaluation.results import Record, ResultsFile, read_results
 from rsdchat.evaluation.runner import RunTools, fingerprint, needed_mode, run_methods
@@ -188,7 +188,7 @@ def report(
 
 def eval_command(
     dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="A packaged benchmark (see --help of --file).")
+        str, typer.Option("--dataset", "-d", help=f"A packaged benchmark: {', '.join(DATASETS)}.")
     ] = "gsm8k",
     file: Annotated[
         Path | None,
