@@ -101,3 +101,6 @@ def test_eval_runs_summarises_and_resumes_after_kill_9(tmp_path: Path) -> None:
     assert [m["method"] for m in json.loads(report.stdout)["methods"]] == ["target-only", "rsd"]
     report = run("eval", "--file", str(file), "-m", "rsd", "-o", str(out), "--report", "--json")
     assert [m["method"] for m in json.loads(report.stdout)["methods"]] == ["rsd"]
+    sliced = ("--offset", "2", "--limit", "3", "--report", "--json")  # a slice of the file: q2–q4
+    report = run("eval", "--file", str(file), "-m", "rsd", "-o", str(out), *sliced)
+    assert [m["questions"] for m in json.loads(report.stdout)["methods"]] == [3]

@@ -197,7 +197,10 @@ def eval_command(
         ),
     ] = None,
     offset: Annotated[int, typer.Option(help="First question (0-based).")] = 0,
-    limit: Annotated[int, typer.Option(help="How many questions (0: all to the end).")] = 20,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="How many questions (0: all to the end). Default: 20 (with --report: all)."),
+    ] = None,
     ids: Annotated[str | None, typer.Option(help="Only these question ids, comma-separated.")] = None,
     methods: Annotated[
         str | None,
@@ -260,8 +263,13 @@ def eval_command(
     specs = expand_sweeps(parse_methods(methods or DEFAULT_METHODS), given.sweeps)
     settings = given.settings()
     path = output or Path(f"rsdchat-eval-{(file.stem if file else dataset)}.jsonl")
+    fields = (question_field, answer_field)
     if report_only:
         _, records = read_results(path)
+        if offset or limit is not None or ids:  # a slice: only its questions
+            _, chosen = _problems(dataset, file, offset, limit or 0, ids, skip_bad, fields, err)
+            wanted = {p.id for p in chosen}
+            records = [r for r in records if r["id"] in wanted]
         if methods is None and not given.sweeps:
             order = list(dict.fromkeys(r["method"] for r in records))
         else:
@@ -269,9 +277,8 @@ def eval_command(
             records = [r for r in records if r["method"] in order]
         report(records, order, as_json=as_json, markdown=markdown, out=out, sweep=bool(given.sweeps))
         return
-    name, problems = _problems(
-        dataset, file, offset, limit, ids, skip_bad, (question_field, answer_field), err
-    )
+    count = 20 if limit is None else limit
+    name, problems = _problems(dataset, file, offset, count, ids, skip_bad, fields, err)
     err.print(f"{len(problems)} questions from {name} × {len(specs)} methods → {path}", highlight=False)
     try:
         records = running.run(
