@@ -71,10 +71,17 @@ class Notice:
 
 @dataclass(frozen=True)
 class Loading:
-    """The models: being loaded, what a backend said while they load, ready, or failed to load."""
+    """The models: being loaded, ready, or failed to load."""
 
     text: str
-    state: Literal["loading", "progress", "ready", "failed"]
+    state: Literal["loading", "ready", "failed"]
+
+
+@dataclass(frozen=True)
+class BackendSaid:
+    """A line a backend said (`rsdchat.progress`): a server started, ready, started again."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,7 @@ class StateChanged:
 
 ChatEvent = (
     EngineUpdate | TurnStarted | TurnKept | TurnFinished | NoteShown | NoteRemoved | Notice | Loading
-    | Cleared | Replayed | StateChanged
+    | BackendSaid | Cleared | Replayed | StateChanged
 )  # fmt: skip
 Listener = Callable[[ChatEvent], None]
 

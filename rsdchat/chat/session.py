@@ -10,6 +10,7 @@ So "applies from the next step" holds by construction, for the reward source too
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from rsdchat.chat.answer import Answer
 from rsdchat.chat.changes import Changes
 from rsdchat.chat.commands import SETTINGS_COMMANDS, InForce, change_knobs, parse_command, split_path
 from rsdchat.chat.events import (
+    BackendSaid,
     ChatEvent,
     Cleared,
     EngineUpdate,
@@ -88,6 +90,7 @@ class ChatSession:
         self._answer: Answer | None = None  # the answer being written
         self._task: asyncio.Future[Trace] | None = None
         self._stopping = False
+        self._hearing, self._heard = contextlib.ExitStack(), False
 
     # -- state ------------------------------------------------------------------------
 
@@ -141,14 +144,16 @@ class ChatSession:
     async def open(self) -> None:
         """Load the models (unless given a runtime) and put the knobs in force; never raises."""
         settings = self.settings
+        if not self._heard:  # what backends say (a server started, restarted) is shown until aclose
+            self._hearing.enter_context(progress_to(lambda line: self._emit(BackendSaid(line))))
+            self._heard = True
         if self.runtime is None:
             self._emit(
                 Loading(f"loading models: draft {settings.draft}, target {settings.target}…", "loading")
             )
             self._emit(StateChanged())
             try:
-                with progress_to(lambda line: self._emit(Loading(line, "progress"))):  # e.g. a server started
-                    self.runtime = await open_models(settings)
+                self.runtime = await open_models(settings)
             except Exception as exc:  # any failure is shown; the chat stays open
                 self.load_error = str(exc) or type(exc).__name__
                 self.notify(self.load_error, "error", "could not load the models")
@@ -186,6 +191,7 @@ class ChatSession:
     async def aclose(self) -> None:
         """Stop the answer in progress and release what the session opened."""
         await self.stop_and_wait()
+        self._hearing.close()
         self._keep_in_history()
         await self._rewards.aclose(keep=self.runtime.reward if self.runtime is not None else None)
         if self._owns_runtime and self.runtime is not None:

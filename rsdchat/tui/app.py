@@ -22,6 +22,7 @@ from textual.widgets import Collapsible, Footer, Header, Input
 
 from rsdchat.chat.commands import parse_command, server_rewards
 from rsdchat.chat.events import (
+    BackendSaid,
     ChatEvent,
     Cleared,
     EngineUpdate,
@@ -147,10 +148,10 @@ class RsdChatApp(App[None]):
         elif isinstance(event, Loading):
             if event.state == "loading":
                 await view.show_message(event.text, "info loading")
-            elif event.state == "progress":
-                await view.show_message(event.text)
             else:
                 view.loaded(event.text, failed=event.state == "failed")
+        elif isinstance(event, BackendSaid):
+            await view.show_message(event.text)
         elif isinstance(event, Cleared):
             await view.clear()
             await view.show_message("new chat")

@@ -7,6 +7,7 @@ and its log, says whether the server died, and (with sleep mode) wakes the serve
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from rsdchat.protocols import Logprobs, TokenSink
 from rsdchat.threads import in_thread
 from rsdchat.types import Context, Generation, ModelInfo, Role, StepRequest
 from rsdchat_openai import OpenAIBackend, OpenAIConfig
-from rsdchat_openai.generator import HttpGenerator, HttpLogprobGenerator
+from rsdchat_openai.generator import HttpLogprobGenerator
 from rsdchat_vllm.config import VllmConfig
 from rsdchat_vllm.launcher import Launcher, Say
 from rsdchat_vllm.server import Server
@@ -39,16 +40,31 @@ def client_config(config: VllmConfig, role: Role, server: Server, **more: object
 
 
 class VllmGenerator:
-    """A launched server's generator: the openai one, with failures that name the role and the log."""
+    """A launched server's generator: the openai one, with failures that name the role and the log.
 
-    def __init__(self, inner: HttpGenerator, server: Server, launcher: Launcher) -> None:
-        self.inner, self.server, self.launcher = inner, server, launcher
-        self.info: ModelInfo = dataclasses.replace(inner.info, backend="vllm")
+    A request that finds its server stopped (it crashed under an earlier one) starts it again
+    first, up to the `restarts` setting; the request it crashed under has failed already.
+    """
+
+    def __init__(self, backend: VllmBackend, role: Role, model: str, server: Server) -> None:
+        self.backend, self.role, self.model, self.server = backend, role, model, server
+        self.inner = backend._client(role, server).generator(role, model)
+        self.info: ModelInfo = dataclasses.replace(self.inner.info, backend="vllm")
+        self._restarting = asyncio.Lock()
+
+    async def _up(self) -> None:
+        if self.server.exited() is None:
+            return
+        async with self._restarting:  # requests in flight together restart it once
+            if self.server.exited() is not None:
+                self.server = await self.backend.restart(self.role, self.model, self.server)
+                self.inner = self.backend._client(self.role, self.server).generator(self.role, self.model)
 
     async def generate(
         self, context: Context, request: StepRequest, on_token: TokenSink | None = None
     ) -> Generation:
-        async with self.launcher.turns.use(self.server):
+        await self._up()
+        async with self.backend.launcher.turns.use(self.server):
             try:
                 return await self.inner.generate(context, request, on_token)
             except BackendError as exc:
@@ -61,7 +77,8 @@ class VllmLogprobGenerator(VllmGenerator):
     inner: HttpLogprobGenerator
 
     async def logprobs(self, context: Context, continuation: str) -> Logprobs:
-        async with self.launcher.turns.use(self.server):
+        await self._up()
+        async with self.backend.launcher.turns.use(self.server):
             try:
                 return await self.inner.logprobs(context, continuation)
             except BackendError as exc:
@@ -74,6 +91,8 @@ class VllmBackend:
     def __init__(self, config: VllmConfig, *, say: Say = PROGRESS.info) -> None:
         self.config = config
         self.launcher = Launcher(config, say=say)  # finds vLLM now: a missing one is a ConfigError
+        self.say = say
+        self._restarts: dict[Role, int] = {}  # servers started again, per role
         self._clients: dict[Role, tuple[Server, OpenAIBackend]] = {}
         self._lock = threading.Lock()
         self._facts_lock = threading.Lock()
@@ -82,9 +101,22 @@ class VllmBackend:
     def generator(self, role: Role, model: str) -> VllmGenerator:
         """Blocking: starts the role's server if it is not up (minutes for a large model)."""
         server = self.launcher.start(role, model)
-        inner = self._client(role, server).generator(role, model)
-        kind = VllmLogprobGenerator if isinstance(inner, HttpLogprobGenerator) else VllmGenerator
-        return kind(inner, server, self.launcher)
+        logprobs = isinstance(self._client(role, server).generator(role, model), HttpLogprobGenerator)
+        return (VllmLogprobGenerator if logprobs else VllmGenerator)(self, role, model, server)
+
+    async def restart(self, role: Role, model: str, stopped: Server) -> Server:
+        """The role's server again after `stopped` exited; its death as the error once restarts are spent."""
+        with self._lock:
+            done = self._restarts.get(role, 0)
+            if done >= self.config.restarts:
+                raise stopped.died()
+            self._restarts[role] = done + 1
+        self.say(f"vllm: {stopped.died()}; starting it again ({done + 1} of {self.config.restarts} restarts)")
+        server = await in_thread(self.launcher.start, role, model)
+        old = self._clients.pop(role, None)
+        if old is not None:
+            await old[1].aclose()  # the client of the server that stopped
+        return server
 
     def _client(self, role: Role, server: Server) -> OpenAIBackend:
         with self._lock:

@@ -131,6 +131,12 @@ class VllmConfig(ClientConfig):
         description="seconds a server gets to stop after SIGTERM before it is killed",
         json_schema_extra=RUNTIME_ONLY,
     )
+    restarts: int = Field(
+        2,
+        ge=0,
+        description="times a role's server that stopped is started again, for the next request (0: never)",
+        json_schema_extra=RUNTIME_ONLY,
+    )
     log_dir: Path | None = Field(
         None,
         description="where the servers' logs go (default: $XDG_STATE_HOME/rsdchat/vllm, ~/.local/state/…)",

@@ -31,7 +31,8 @@ def main(argv: list[str]) -> int:
     orphaned = threading.Event()
 
     def lifeline() -> None:
-        sys.stdin.buffer.read()  # returns at end of file: rsdchat has exited
+        while os.read(0, 4096):  # b"" at end of file: rsdchat has exited (the raw fd: no buffer lock
+            pass  # for a daemon thread to hold while the interpreter shuts down)
         orphaned.set()
         os.killpg(0, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -49,4 +50,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    os._exit(main(sys.argv[1:]) & 0xFF)  # at once: the lifeline thread may still be reading

@@ -70,7 +70,7 @@ def shared_launcher(context: RewardContext) -> Launcher | None:
     """The vllm backend's launcher, when the draft or the target came from it."""
     for model in (context.draft, context.target):
         if isinstance(model, VllmGenerator):
-            return model.launcher
+            return model.backend.launcher
     return None
 
 

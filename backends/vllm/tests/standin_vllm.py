@@ -7,6 +7,7 @@ a second process (vLLM's engine core) in its process group, and exits with an er
 when it cannot load MODEL. The `--standin-*` options exist for the tests:
 
   --standin-die-after N     exit at once on completion request N + 1 (a crash mid-answer)
+  --standin-die-once FILE   ... unless FILE exists, which dying creates (the restarted server lives)
   --standin-start-delay S   wait S seconds before loading (a slow start)
 
 With --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1 it answers POST /sleep and /wake_up
@@ -47,6 +48,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     serve.add_argument("--runner", default="auto")
     serve.add_argument("--enable-sleep-mode", action="store_true")
     serve.add_argument("--standin-die-after", type=int)
+    serve.add_argument("--standin-die-once", type=Path)
     serve.add_argument("--standin-start-delay", type=float, default=0.0)
     return parser.parse_known_args(argv)
 
@@ -134,7 +136,14 @@ class StandIn:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if path == "/v1/completions":
             self.completions += 1
-            if self.args.standin_die_after is not None and self.completions > self.args.standin_die_after:
+            once = self.args.standin_die_once
+            if (
+                self.args.standin_die_after is not None
+                and self.completions > self.args.standin_die_after
+                and not (once and once.exists())
+            ):
+                if once:
+                    once.touch()
                 print(f"stand-in vllm: dying on completion request {self.completions}, as asked", flush=True)
                 os._exit(3)
             if self.asleep:

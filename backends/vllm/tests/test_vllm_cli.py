@@ -88,6 +88,31 @@ def test_a_server_that_dies_mid_answer_ends_it_with_one_line(
     assert_nothing_left(started)
 
 
+def test_a_server_that_died_is_started_again_for_the_next_question(
+    standin: str, state: Path, reaper: list[int], tmp_path: Path
+) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question": GSM8K}) + "\n" for _ in range(2)))
+    once = tmp_path / "died"
+    dies = ["--draft-vllm-args", f"--standin-die-after 1 --standin-die-once {once}"]
+    done = subprocess.run(
+        [*RSDCHAT, "solve", *flags(standin, "--max-tokens", "100", *dies), "-f", str(questions), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    started = servers(done.stderr)
+    reaper += [pid for pid, _ in started.values()]
+    assert done.returncode == 1, done.stderr  # one question failed
+    first, second = (json.loads(line) for line in done.stdout.splitlines())
+    assert first["error"].startswith("the draft vLLM server stopped (exit status 3)")
+    assert second["error"] is None and second["steps"]  # on the draft's new server
+    restarted = [line for line in done.stderr.splitlines() if "starting it again" in line]
+    assert len(restarted) == 1 and restarted[0].endswith("starting it again (1 of 2 restarts)")
+    assert len(STARTED.findall(done.stderr)) == 3  # draft, target, the draft again
+    assert_nothing_left(started)
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "kill -TERM", "kill -9"])
 def test_stopping_rsdchat_mid_answer_stops_every_server(
     how: str, standin: str, state: Path, reaper: list[int]
