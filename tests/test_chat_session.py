@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 import pytest
 
 from rsdchat.chat.events import (
+    BackendSaid,
     ChatEvent,
     EngineUpdate,
     Loading,
@@ -30,6 +31,7 @@ from rsdchat.engine import Engine
 from rsdchat.errors import BackendError, ConfigError
 from rsdchat.events import StepDone, StepScored, TokenText
 from rsdchat.policy import Mode
+from rsdchat.progress import PROGRESS
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
@@ -215,6 +217,21 @@ async def test_models_load_in_the_background(monkeypatch: pytest.MonkeyPatch) ->
     assert (await chat.ask("What is 2+2?")).final_answer == "4"
     await chat.session.aclose()
     assert runtime.backends["llamacpp"].closed  # type: ignore[attr-defined]  # it opened the runtime
+
+
+async def test_what_a_backend_says_reaches_the_chat_until_it_closes() -> None:
+    chat = Chat(make_runtime())
+    await chat.session.open()
+    await asyncio.to_thread(PROGRESS.info, "vllm: the draft vLLM server stopped; starting it again")
+    await wait_until(lambda: bool(chat.of(BackendSaid)))
+    await chat.session.open()  # opened twice, heard once
+    await asyncio.to_thread(PROGRESS.info, "again")
+    await wait_until(lambda: len(chat.of(BackendSaid)) >= 2)
+    await chat.session.aclose()
+    PROGRESS.info("after the chat closed")
+    await asyncio.sleep(0.05)
+    assert [e.text for e in chat.of(BackendSaid)] == [
+        "vllm: the draft vLLM server stopped; starting it again", "again"]  # fmt: skip
 
 
 async def test_a_load_failure_is_reported_and_the_chat_stays_usable() -> None:
