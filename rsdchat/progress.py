@@ -8,6 +8,7 @@ its models load (`progress_to`), where stderr is not the terminal's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -37,12 +38,15 @@ class _ToLoop(logging.Handler):
         self.sink, self.loop = sink, loop
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.loop.call_soon_threadsafe(self.sink, record.getMessage())
+        with contextlib.suppress(RuntimeError):  # its loop closed without leaving the block: nobody to tell
+            self.loop.call_soon_threadsafe(self.sink, record.getMessage())
 
 
 @contextmanager
 def progress_to(sink: Callable[[str], None]) -> Iterator[None]:
     """Hand each progress line to `sink` on the running event loop while the block runs."""
+    for stale in [h for h in PROGRESS.handlers if isinstance(h, _ToLoop) and h.loop.is_closed()]:
+        PROGRESS.removeHandler(stale)  # of a chat whose loop ended without closing it
     handler = _ToLoop(sink, asyncio.get_running_loop())
     PROGRESS.addHandler(handler)
     try:

@@ -31,7 +31,7 @@ from rsdchat.engine import Engine
 from rsdchat.errors import BackendError, ConfigError
 from rsdchat.events import StepDone, StepScored, TokenText
 from rsdchat.policy import Mode
-from rsdchat.progress import PROGRESS
+from rsdchat.progress import PROGRESS, progress_to
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
@@ -217,6 +217,23 @@ async def test_models_load_in_the_background(monkeypatch: pytest.MonkeyPatch) ->
     assert (await chat.ask("What is 2+2?")).final_answer == "4"
     await chat.session.aclose()
     assert runtime.backends["llamacpp"].closed  # type: ignore[attr-defined]  # it opened the runtime
+
+
+def test_a_listener_whose_loop_closed_is_dropped_not_raised_into_the_backend() -> None:
+    heard: list[str] = []
+
+    async def open_and_forget() -> None:
+        progress_to(heard.append).__enter__()  # a chat that never closed
+
+    asyncio.run(open_and_forget())
+    PROGRESS.info("a server started")  # in the backend's thread: must not raise
+    assert heard == []
+
+    async def open_another() -> int:
+        with progress_to(heard.append):  # the next chat drops the stale listeners
+            return sum(type(h).__name__ == "_ToLoop" for h in PROGRESS.handlers)
+
+    assert asyncio.run(open_another()) == 1
 
 
 async def test_what_a_backend_says_reaches_the_chat_until_it_closes() -> None:
