@@ -20,7 +20,7 @@ from rsdchat.protocols import Logprobs, TokenSink
 from rsdchat.threads import in_thread
 from rsdchat.types import Context, Generation, ModelInfo, Role, StepRequest
 from rsdchat_openai import OpenAIBackend, OpenAIConfig
-from rsdchat_openai.generator import HttpLogprobGenerator
+from rsdchat_openai.generator import HttpGenerator, HttpLogprobGenerator
 from rsdchat_vllm.config import VllmConfig
 from rsdchat_vllm.launcher import Launcher, Say
 from rsdchat_vllm.server import Server
@@ -46,9 +46,10 @@ class VllmGenerator:
     first, up to the `restarts` setting; the request it crashed under has failed already.
     """
 
-    def __init__(self, backend: VllmBackend, role: Role, model: str, server: Server) -> None:
-        self.backend, self.role, self.model, self.server = backend, role, model, server
-        self.inner = backend._client(role, server).generator(role, model)
+    def __init__(
+        self, backend: VllmBackend, role: Role, model: str, server: Server, inner: HttpGenerator
+    ) -> None:
+        self.backend, self.role, self.model, self.server, self.inner = backend, role, model, server, inner
         self.info: ModelInfo = dataclasses.replace(self.inner.info, backend="vllm")
         self._restarting = asyncio.Lock()
 
@@ -58,7 +59,7 @@ class VllmGenerator:
         async with self._restarting:  # requests in flight together restart it once
             if self.server.exited() is not None:
                 self.server = await self.backend.restart(self.role, self.model, self.server)
-                self.inner = self.backend._client(self.role, self.server).generator(self.role, self.model)
+                self.inner = self.backend.client(self.role, self.server).generator(self.role, self.model)
 
     async def generate(
         self, context: Context, request: StepRequest, on_token: TokenSink | None = None
@@ -101,8 +102,9 @@ class VllmBackend:
     def generator(self, role: Role, model: str) -> VllmGenerator:
         """Blocking: starts the role's server if it is not up (minutes for a large model)."""
         server = self.launcher.start(role, model)
-        logprobs = isinstance(self._client(role, server).generator(role, model), HttpLogprobGenerator)
-        return (VllmLogprobGenerator if logprobs else VllmGenerator)(self, role, model, server)
+        inner = self.client(role, server).generator(role, model)
+        kind = VllmLogprobGenerator if isinstance(inner, HttpLogprobGenerator) else VllmGenerator
+        return kind(self, role, model, server, inner)
 
     async def restart(self, role: Role, model: str, stopped: Server) -> Server:
         """The role's server again after `stopped` exited; its death as the error once restarts are spent."""
@@ -118,7 +120,7 @@ class VllmBackend:
             await old[1].aclose()  # the client of the server that stopped
         return server
 
-    def _client(self, role: Role, server: Server) -> OpenAIBackend:
+    def client(self, role: Role, server: Server) -> OpenAIBackend:
         with self._lock:
             known = self._clients.get(role)
             if known is None or known[0] is not server:
@@ -141,7 +143,7 @@ class VllmBackend:
             server = await in_thread(self.launcher.start, role, model)
         except RsdchatError as exc:
             return check.replace(error=str(exc))
-        found = await self._client(role, server).diagnose(role, model)
+        found = await self.client(role, server).diagnose(role, model)
         where = f"pid {server.pid} · log {server.log_path}"
         return found.replace(backend="vllm", notes=(*facts, *found.notes, where))
 
