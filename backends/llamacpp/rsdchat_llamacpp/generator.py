@@ -24,6 +24,7 @@ from rsdchat.errors import BackendError
 from rsdchat.protocols import Logprobs, StepGenerator, TokenSink
 from rsdchat.types import Assist, Context, FinishReason, Generation, ModelInfo, StepRequest, Usage, step_end
 from rsdchat_llamacpp.embedded import ModelError
+from rsdchat_llamacpp.loading import extra_buffers, model_defaults
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -135,7 +136,7 @@ class LlamaModel:
         # catch llama.cpp's log (which it prints through Python's sys.stderr) in a buffer.
         log = io.StringIO()
         try:
-            with contextlib.redirect_stderr(log):
+            with contextlib.redirect_stderr(log), model_defaults(use_extra_bufts=extra_buffers()):
                 self._llm: Llama = Llama(
                     model_path=str(path),
                     n_ctx=n_ctx,
