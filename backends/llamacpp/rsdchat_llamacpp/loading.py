@@ -5,6 +5,8 @@ weights into AMX buffers, and its AMX matrix multiply crashes the process on the
 models rsdchat ships (a segmentation fault in the first decode; ggml-org/llama.cpp#20824).
 There, rsdchat loads models without llama.cpp's extra buffer types: the plain CPU kernels
 (AVX-512 on such a CPU). Everywhere else the extra buffers (weight repacking) stay on.
+`scripts/setup.sh` builds llama.cpp without AMX, so this only applies to other builds; the
+repacking it keeps makes the 1.5B generate 1.4x faster on such a CPU than this fallback.
 """
 
 from __future__ import annotations
