@@ -17,6 +17,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from rsdchat.progress import PROGRESS
+
 _PATCH_LOCK = threading.Lock()  # the defaults are patched process-wide while one model loads
 
 
@@ -30,7 +32,19 @@ def amx_build() -> bool:
 
 def extra_buffers() -> bool:
     """Whether models load with llama.cpp's extra buffer types (weight repacking)."""
-    return not amx_build()
+    if amx_build():
+        _say_without_extra_buffers()
+        return False
+    return True
+
+
+@functools.cache
+def _say_without_extra_buffers() -> None:  # once per process
+    PROGRESS.info(
+        "llama.cpp: this build has AMX kernels, which crash on Q4_K_M models "
+        "(ggml-org/llama.cpp#20824); loading without its extra weight buffers, which is slower. "
+        "Rebuild llama-cpp-python without AMX (bash scripts/setup.sh does)"
+    )
 
 
 @contextlib.contextmanager

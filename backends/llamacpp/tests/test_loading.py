@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import llama_cpp.llama_cpp as lib
+import pytest
 
+from rsdchat.progress import PROGRESS
+from rsdchat_llamacpp import loading
 from rsdchat_llamacpp.loading import model_defaults
 
 
@@ -41,3 +45,24 @@ def test_loads_are_serialised_while_the_defaults_are_patched() -> None:
         assert lib.llama_model_default_params().use_extra_bufts is False
     thread.join()
     assert seen == [True]
+
+
+def test_an_amx_build_loads_without_extra_buffers_and_says_so_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loading, "amx_build", lambda: True)
+    loading._say_without_extra_buffers.cache_clear()
+    lines: list[str] = []
+    heard = logging.Handler()
+    heard.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    PROGRESS.addHandler(heard)
+    try:
+        assert loading.extra_buffers() is False
+        assert loading.extra_buffers() is False
+    finally:
+        PROGRESS.removeHandler(heard)
+        loading._say_without_extra_buffers.cache_clear()
+    assert len(lines) == 1 and "AMX" in lines[0] and "scripts/setup.sh" in lines[0]
+
+
+def test_a_build_without_amx_keeps_extra_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loading, "amx_build", lambda: False)
+    assert loading.extra_buffers() is True
