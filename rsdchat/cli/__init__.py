@@ -128,7 +128,12 @@ def solve(
       rsdchat solve --file questions.jsonl --json --output answers.jsonl --concurrency 4
     """
     from rsdchat.cli.solve import quiet_stdout, run_solve, write_failure
+    from rsdchat.files import same_file
 
+    if sys.stdout is None:
+        raise ConfigError("stdout is closed: send it somewhere instead (> answers.txt, or >/dev/null)")
+    if file is not None and output is not None and same_file(file, output):
+        raise ConfigError(f"--file and --output are the same file ({output}): give another --output")
     settings = _settings_given.settings()
     problems = _problems(question, file)
     err = Console(stderr=True)
@@ -146,7 +151,7 @@ def solve(
 
 
 def _problems(question: str | None, file: Path | None) -> list[Problem]:
-    from rsdchat.cli.solve import stdin_text
+    from rsdchat.cli.solve import stdin_is_terminal, stdin_text
 
     if file is not None and question is not None:
         raise ConfigError("give a question or --file, not both")
@@ -155,7 +160,7 @@ def _problems(question: str | None, file: Path | None) -> list[Problem]:
         if not problems:
             raise ConfigError(f"no questions in {'stdin' if str(file) == '-' else file}")
         return problems
-    piped = stdin_text() if question is None or question == "-" or not sys.stdin.isatty() else None
+    piped = stdin_text() if question is None or question == "-" or not stdin_is_terminal() else None
     if question is None or question == "-":
         if piped is None:
             raise ConfigError("no question: pass it as an argument, on stdin, or with --file")

@@ -26,8 +26,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rsdchat.cli.render import LivePrinter, print_summary, record
 from rsdchat.errors import RsdchatError
 from rsdchat.evaluation.data import Problem
-from rsdchat.evaluation.results import JsonLines
 from rsdchat.events import Event, ignore
+from rsdchat.files import JsonLines
 from rsdchat.jsonlines import dumps
 from rsdchat.policy import Policy
 from rsdchat.prompts import build_messages
@@ -77,11 +77,22 @@ class OrderedWriter:
         self._out.flush()
 
 
+def _not_answers(records: list[Record]) -> str | None:
+    """Why `records` are not what `solve --output` writes (None: they are, or there are none)."""
+    for number, line in enumerate(records, 1):
+        if not {"id", "status", "settings"} <= line.keys():
+            return f"is not an rsdchat solve output (record {number} is not an answer)"
+    return None
+
+
 class AppendedFile:
-    """`--output FILE`: the --json lines appended as they finish; ids already there are not asked again."""
+    """`--output FILE`: the --json lines appended as they finish; ids already there are not asked again.
+
+    A file that is not a solve output is refused before anything is written to it.
+    """
 
     def __init__(self, path: Path) -> None:
-        self.lines = JsonLines(path)
+        self.lines = JsonLines(path, ours=_not_answers)
         self.lines.keep_only(lambda line: line.get("status") == "ok")  # failed ones are asked again
         self.done = {str(line.get("id")) for line in self.lines.lines}
 
@@ -242,6 +253,11 @@ def _progress(err: Console) -> Progress:
         console=err,
         transient=True,
     )
+
+
+def stdin_is_terminal() -> bool:
+    """Whether stdin is a terminal (False when it is a pipe, a file, or closed)."""
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def stdin_text() -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import re
 import sys
@@ -45,6 +46,12 @@ class Problem:
     reference: str
     level: str | None = None  # a difficulty label, where the dataset has one (MATH: "3")
     choices: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def key(self) -> str:
+        """A short hash of what is asked and graded: a result is kept only for the same question."""
+        content = json.dumps([self.question, self.reference, list(self.choices)], ensure_ascii=False)
+        return hashlib.sha256(content.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,13 @@ that names the first setting that differs.
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from rsdchat.errors import ConfigError
-from rsdchat.jsonlines import dumps
+from rsdchat.evaluation.data import Problem
+from rsdchat.files import JsonLines, read_jsonl
 
 VERSION = 1
 Record = dict[str, Any]
@@ -49,108 +47,42 @@ def first_difference(
     return None
 
 
-class JsonLines:
-    """A JSONL file that grows one whole, fsynced line at a time; one writer at a time (a lock).
+def _line_problem(record: Record) -> str | None:
+    """What is wrong with one line of a results file (None: nothing)."""
+    if record.get("type") == "result":
+        for key in ("id", "method"):
+            if not isinstance(record.get(key), str | int) or isinstance(record.get(key), bool):
+                return f"a result without its {key!r}; was the file edited?"
+    return None
 
-    Opening it drops a last line cut short (a kill mid-write) and reads the lines before.
-    """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path.expanduser()
-        self.lines: list[Record] = []
-        self._handle: IO[str] | None = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = self.path.open("a+", encoding="utf-8")
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.close()
-            raise ConfigError(f"{self.path} is in use by another rsdchat") from None
-        except OSError as exc:
-            self.close()
-            raise ConfigError(f"cannot open {self.path}: {exc.strerror or exc}") from None
-        try:
-            self._read()
-        except BaseException:
-            self.close()
-            raise
+def _not_results(records: list[Record]) -> str | None:
+    """Why `records` are not an eval results file (None: they are, or the file is empty)."""
+    if records and records[0].get("type") != "eval":
+        return "is not an rsdchat eval results file (its first line is not an eval header)"
+    return None
 
-    def _read(self) -> None:
-        assert self._handle is not None
-        handle = self._handle
-        handle.seek(0)
-        try:
-            text = handle.read()
-        except UnicodeDecodeError:
-            raise ConfigError(f"{self.path} is not a text file") from None
-        if text and not text.endswith("\n"):  # the last line was cut short (a kill mid-write)
-            keep = text.rfind("\n") + 1
-            handle.truncate(keep)
-            text = text[:keep]
-        for number, line in enumerate(text.splitlines(), 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise ConfigError(f"{self.path}:{number}: not a JSON line; was the file edited?") from None
-            if not isinstance(record, dict):
-                raise ConfigError(f"{self.path}:{number}: not a JSON object")
-            self.lines.append(record)
 
-    def add(self, record: Record) -> None:
-        """Append one line, durably (flushed and fsynced before this returns)."""
-        if self._handle is None:
-            raise ConfigError(f"{self.path} is closed")
-        line = dumps(record)
-        self._handle.seek(0, os.SEEK_END)
-        self._handle.write(line + "\n")  # one write per line
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self.lines.append(record)
-
-    def keep_only(self, keep: Callable[[Record], bool]) -> None:
-        """Rewrite the file with the lines `keep` accepts (atomically: all of them, or none changed)."""
-        assert self._handle is not None
-        kept = [line for line in self.lines if keep(line)]
-        if len(kept) == len(self.lines):
-            return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8") as out:
-            out.writelines(dumps(line) + "\n" for line in kept)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)  # the lock stays on the old inode: take it on the new file
-        self._handle.close()
-        self._handle = self.path.open("a+", encoding="utf-8")
-        fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self.lines = kept
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()  # releases the lock
-            self._handle = None
-
-    def __enter__(self) -> JsonLines:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def key(record: Record) -> tuple[str, str]:
+    """(question id, method) of a result."""
+    return str(record["id"]), str(record["method"])
 
 
 class ResultsFile(JsonLines):
-    """An eval results file: a header line with the run's settings, then one line per result."""
+    """An eval results file: a header line with the run's settings, then one line per result.
+
+    A file that is not one is refused before anything is written to it.
+    """
 
     def __init__(
         self, path: Path, config: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
     ) -> None:
         self.config = dict(config)
-        super().__init__(path)
+        super().__init__(path, ours=_not_results, check=_line_problem)
         if not self.lines:
             self.add({"type": "eval", "version": VERSION, "config": self.config})
             return
         header = self.lines[0]
-        if header.get("type") != "eval":
-            self.close()
-            raise ConfigError(f"{self.path} is not an rsdchat eval results file (its first line says so)")
         if header.get("version") != VERSION:
             self.close()
             raise ConfigError(
@@ -169,7 +101,27 @@ class ResultsFile(JsonLines):
 
     def done(self) -> set[tuple[str, str]]:
         """(question id, method) pairs already in the file."""
-        return {(str(r.get("id")), str(r.get("method"))) for r in self.records}
+        return {key(r) for r in self.records}
+
+    def drop_changed(self, problems: Iterable[Problem]) -> int:
+        """Drop the results of questions whose text or reference changed since; how many went.
+
+        A result is keyed by its question's id and content (`Problem.key`): an edited question
+        runs again. Results written before keys existed are compared by their reference.
+        """
+        current = {p.id: p for p in problems}
+
+        def unchanged(record: Record) -> bool:
+            problem = current.get(str(record.get("id"))) if record.get("type") == "result" else None
+            if problem is None:
+                return True
+            if "question_key" in record:
+                return bool(record["question_key"] == problem.key)
+            return bool(record.get("reference") == problem.reference)
+
+        before = len(self.lines)
+        self.keep_only(unchanged)
+        return before - len(self.lines)
 
     def add_result(self, record: Record) -> None:
         self.add({"type": "result", **record})
@@ -177,23 +129,9 @@ class ResultsFile(JsonLines):
 
 def read_results(path: Path) -> tuple[dict[str, Any], list[Record]]:
     """The config and the results of a finished (or stopped) run, read only."""
-    try:
-        lines = path.expanduser().read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"cannot read results file {path}: {exc.strerror or exc}") from None
-    records: list[Record] = []
-    config: dict[str, Any] = {}
-    for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break  # cut short by a kill
-            raise ConfigError(f"{path}:{number}: not a JSON line") from None
-        if number == 1:
-            if not isinstance(record, dict) or record.get("type") != "eval":
-                raise ConfigError(f"{path} is not an rsdchat eval results file")
-            config = record.get("config", {})
-        elif isinstance(record, dict) and record.get("type") == "result":
-            records.append(record)
-    return config, records
+    lines = read_jsonl(path, check=_line_problem)
+    problem = _not_results(lines) if lines else "is empty"
+    if problem:
+        raise ConfigError(f"{path} {problem}")
+    config = lines[0].get("config")
+    return (config if isinstance(config, dict) else {}), [r for r in lines if r.get("type") == "result"]

@@ -112,6 +112,7 @@ def make_record(problem: Problem, spec: MethodSpec, outcome: Outcome, seconds: f
     acceptance = trace.acceptance if trace is not None else Acceptance()
     return {
         "id": problem.id,
+        "question_key": problem.key,
         "method": spec.text,
         "correct": grade(outcome.text, problem.reference, len(problem.choices)),
         "answer": answer,
