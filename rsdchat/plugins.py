@@ -117,6 +117,11 @@ def backend_plugins() -> Mapping[str, BackendPlugin]:
     return MappingProxyType(found)
 
 
+def backend_names() -> list[str]:
+    """The names of the installed backend plugins, those that cannot be loaded included."""
+    return sorted(_entry_points(BACKENDS))
+
+
 def backend_plugin(name: str) -> BackendPlugin:
     """The backend plugin `name`; a ConfigError lists the installed ones."""
     plugins = backend_plugins()

@@ -15,6 +15,7 @@ or TUI) and passed down; nothing reads the environment after that.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import sys
@@ -37,7 +38,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import EnvSettingsSource
 
 from rsdchat.errors import ConfigError, looks_secret
-from rsdchat.plugins import RUNTIME_ONLY, PluginConfig, backend_plugins
+from rsdchat.files import read_text
+from rsdchat.plugins import RUNTIME_ONLY, PluginConfig, backend_names, backend_plugins
 from rsdchat.policy import Mode, Policy
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.protocols import RewardSource
@@ -284,14 +286,13 @@ def describe_error(error: ValidationError, origins: Mapping[str, str]) -> str:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    """The config file's tables; one line (ConfigError) if it is a folder, not UTF-8, or not TOML."""
+    text = read_text(path, "config file")
     try:
-        with path.open("rb") as handle:
-            data: dict[str, Any] = tomllib.load(handle)
-            return data
+        data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    return data
 
 
 def _split_file(data: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -300,6 +301,15 @@ def _split_file(data: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[
     if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
         raise ConfigError(f"config file {path}: `backends` must hold tables, e.g. [backends.openai]")
     plugins = backend_plugins()
+    known = sorted(set(plugins) | set(backend_names()))  # an installed plugin that is broken included
+    for name in tables:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise ConfigError(
+                f"config file {path}: [backends.{name}] is not an installed backend"
+                f"{f' (did you mean [backends.{close[0]}]?)' if close else ''}; "
+                f"installed backends: {', '.join(known) or 'none'}"
+            )
     for key in data:
         if key not in Settings.model_fields:
             owners = [name for name, plugin in plugins.items() if key in plugin.config.model_fields]
@@ -347,9 +357,9 @@ def load_settings(config: Path | None = None, **flags: Any) -> Settings:
     """
     explicit = config is not None or bool(os.environ.get("RSDCHAT_CONFIG"))
     path = config.expanduser() if config is not None else default_config_path()
-    if explicit and not path.is_file():
+    if explicit and not path.exists():
         raise ConfigError(f"config file not found: {path}")
-    file, tables = _split_file(_read_file(path), path) if path.is_file() else ({}, {})
+    file, tables = _split_file(_read_file(path), path) if path.exists() else ({}, {})
     given = {key: value for key, value in flags.items() if value is not None}
     known = {field.name for field in setting_fields()}
     for key in given:

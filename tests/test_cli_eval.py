@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from rsdchat.testing import installed
+from rsdchat.engine import Engine
+from rsdchat.evaluation.data import Problem
+from rsdchat.evaluation.methods import parse_methods
+from rsdchat.evaluation.results import ResultsFile
+from rsdchat.evaluation.runner import RunTools, fingerprint, run_methods
+from rsdchat.runtime import Runtime
+from rsdchat.settings import Settings
+from rsdchat.testing import ScriptedModel, installed
 
 RSDCHAT = [sys.executable, "-c", "from rsdchat.cli import main; main()"]
 SMALL = ["--draft", "smollm2-135m", "--target", "smollm2-135m", "--reward", "draft-confidence"]
@@ -54,7 +61,7 @@ def results(path: Path) -> list[dict[str, object]]:
         (["--methods", "bon:n=zero"], "method bon:n=zero: n must be a number"),
         (["--offset", "5000"], "--offset 5000 is out of range: gsm8k has 1319 questions"),
         (["--delta", "0.9:0.5:0.1"], "setting delta: give a number, a list A,B,C or a range"),
-        (["--report", "-o", "/no/such/results.jsonl"], "cannot read results file /no/such/results.jsonl"),
+        (["--report", "-o", "/no/such/results.jsonl"], "/no/such/results.jsonl: No such file"),
     ],
 )
 def test_user_mistakes_get_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
@@ -104,3 +111,51 @@ def test_eval_runs_summarises_and_resumes_after_kill_9(tmp_path: Path) -> None:
     sliced = ("--offset", "2", "--limit", "3", "--report", "--json")  # a slice of the file: q2–q4
     report = run("eval", "--file", str(file), "-m", "rsd", "-o", str(out), *sliced)
     assert [m["questions"] for m in json.loads(report.stdout)["methods"]] == [3]
+
+
+def test_the_question_file_as_the_results_file_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "q.jsonl"
+    path.write_text(
+        '{"id": "a", "question": "1+1?", "answer": "2"}\n{"id": "b", "question": "2+2?", "answer": "4"}'
+    )
+    before = path.read_bytes()  # the last line has no newline: it looks cut short, and is not
+    result = run("eval", "-f", str(path), "-o", str(path), *SMALL)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "the same file" in result.stderr
+    assert str(path) in result.stderr
+    assert path.read_bytes() == before
+
+
+async def scripted_results(path: Path, dataset: str, methods: str) -> None:
+    """A small results file for `dataset`, as `rsdchat eval` writes it, from scripted models."""
+    settings = Settings(draft="d", target="t", reward="arithmetic")
+    steps = ["2 + 2 = 4.\n\n", "So \\boxed{4}.\n\n"]
+    engine = Engine(
+        draft=ScriptedModel(steps, name="d"), target=ScriptedModel(steps, name="t", n_params=3_000_000)
+    )
+    tools = RunTools(Runtime(settings, engine))
+    problems = [Problem("a", "What is 2+2?", "4"), Problem("b", "And 2+2 again?", "4")]
+    try:
+        with ResultsFile(path, fingerprint(settings, dataset)) as results:
+            await run_methods(tools, settings, problems, parse_methods(methods), results, lambda *a: None)
+    finally:
+        await tools.aclose()
+
+
+async def test_a_report_writes_the_plots_and_refuses_another_datasets_file(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "gsm8k.jsonl"
+    await scripted_results(out, "gsm8k", "target-only,draft-only,rsd:delta=0,rsd:delta=1")
+    plots = tmp_path / "plots"
+    result = run("eval", "--report", "-o", str(out), "--plot", str(plots), "--json")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in plots.iterdir()) == ["accuracy-vs-flops.png", "delta-sweep.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots.iterdir())
+    assert len(json.loads(result.stdout)["methods"]) == 4
+    assert run("eval", "--report", "-d", "gsm8k", "-o", str(out), "--json").returncode == 0  # its own dataset
+    before = out.read_bytes()
+    result = run("eval", "--report", "-d", "math500", "-o", str(out))
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"{out} holds the results of gsm8k, not of --dataset math500" in result.stderr
+    assert out.read_bytes() == before

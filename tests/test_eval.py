@@ -337,6 +337,28 @@ async def test_plots_are_png_files(tmp_path: Path) -> None:
     saved = save_plots(records, methods.split(","), tmp_path / "plots")
     assert [p.name for p in saved] == ["accuracy-vs-flops.png", "delta-sweep.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in saved)
+    assert save_plots(records, methods.split(","), tmp_path / "plots") == saved  # its own PNGs: replaced
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "accuracy-vs-flops.png").write_text("my notes")  # not a PNG: not rsdchat's to replace
+    with pytest.raises(ConfigError, match="exists and is not a PNG"):
+        save_plots(records, methods.split(","), mine)
+    assert (mine / "accuracy-vs-flops.png").read_text() == "my notes"
+
+
+async def test_the_markdown_table_is_written_whole_and_never_through_a_link(tmp_path: Path) -> None:
+    records = await run(tmp_path / "r.jsonl", "target-only")
+    table = tmp_path / "table.md"
+    table.write_text("an old table")
+    report(records, ["target-only"], as_json=False, markdown=table, out=Console(file=io.StringIO()))
+    assert table.read_text().startswith("|")  # a file the user named: replaced
+    kept = tmp_path / "kept.md"
+    kept.write_text("keep me")
+    link = tmp_path / "link.md"
+    link.symlink_to(kept)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        report(records, ["target-only"], as_json=False, markdown=link, out=Console(file=io.StringIO()))
+    assert kept.read_text() == "keep me" and link.is_symlink()
 
 
 class HoldingModel(ScriptedModel):

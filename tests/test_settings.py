@@ -178,6 +178,23 @@ def test_missing_explicit_config_file(isolated: Path) -> None:
     assert str(missing) in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_config_that_is_not_utf8_or_a_folder_is_one_line(isolated: Path) -> None:
+    path = write_config(isolated, "")
+    path.write_bytes(b'system_prompt = "caf\xe9"\n')
+    assert config_error().startswith(f"config file {path} is not UTF-8 text")
+    path.unlink()
+    path.mkdir()  # the default path, a folder: not "no config file"
+    assert config_error() == f"config file {path} is a folder, not a file"
+    assert config_error(config=path) == f"config file {path} is a folder, not a file"  # not "not found"
+
+
+def test_an_unknown_backend_table_names_the_installed_ones(isolated: Path, plugins: None) -> None:
+    path = write_config(isolated, "[backends.alpah]\nn_ctx = 512\n")
+    message = config_error()
+    assert message.startswith(f"config file {path}: [backends.alpah] is not an installed backend")
+    assert "did you mean [backends.alpha]?" in message and "installed backends: alpha, beta" in message
+
+
 def test_config_errors_exit_with_code_2(isolated: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(isolated / "nope.toml")

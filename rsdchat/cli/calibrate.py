@@ -8,10 +8,13 @@ it on a held-out slice against target-only, and can write it to the config file.
 
 from __future__ import annotations
 
-import re
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
+import tomlkit
+import tomlkit.exceptions
 import typer
 from rich.console import Console
 
@@ -22,7 +25,13 @@ from rsdchat.errors import ConfigError, RsdchatError
 from rsdchat.evaluation.data import load_problems
 from rsdchat.evaluation.methods import parse_method
 from rsdchat.evaluation.results import Record
+from rsdchat.files import read_text, write_atomic
 from rsdchat.settings import default_config_path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 
 def target_share(records: list[Record], method: str) -> float | None:
@@ -39,26 +48,36 @@ def choose_delta(shares: dict[float, float | None], budget: float) -> float | No
 
 
 def write_setting(path: Path, key: str, value: float) -> None:
-    """Set `key = value` at the top level of a TOML config file, keeping everything else."""
+    """Set `key = value` at the top level of a TOML config file, keeping everything else as it is.
+
+    The file is edited as TOML (comments, order and strings kept), written whole or not at all,
+    and read back: unless it then parses to the same settings with `key` set to `value`, it is
+    left as it was and a ConfigError says why. A file that is not TOML is refused untouched.
+    """
+    path = Path(os.path.realpath(path.expanduser()))  # a linked config: its file is edited, the link kept
+    text = read_text(path, "config file") if path.exists() else ""
     try:
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    line = f"{key} = {value:g}"
-    lines = text.splitlines()
-    first_table = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("[")), len(lines))
-    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
-    for i in range(first_table):
-        if pattern.match(lines[i]):
-            lines[i] = line
-            break
-    else:
-        lines.insert(first_table, line)
+        document = tomlkit.parse(text)
+        before = tomllib.loads(text)
+    except (tomlkit.exceptions.ParseError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML ({exc}); it was left as it is") from None
+    document[key] = value
+    edited = tomlkit.dumps(document)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+        after = tomllib.loads(edited)
+    except tomllib.TOMLDecodeError:
+        after = {}
+    if after.get(key) != value or {**before, key: value} != after:
+        raise ConfigError(
+            f"cannot set {key} = {value:g} in {path} safely; it was left as it is: set it by hand"
+        )
+    write_atomic(path, edited, replace=True)
+    try:
+        written = tomllib.loads(read_text(path, "config file"))
+    except tomllib.TOMLDecodeError:
+        written = {}
+    if written.get(key) != value:
+        raise ConfigError(f"{path} does not read back {key} = {value:g} after writing it; check the file")
 
 
 def calibrate_command(

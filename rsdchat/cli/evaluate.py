@@ -28,11 +28,13 @@ from rsdchat.evaluation.summary import (
     summarise,
     sweep_time,
 )
+from rsdchat.files import same_file, write_atomic
 from rsdchat.jsonlines import dumps
 from rsdchat.runtime import Runtime
 from rsdchat.settings import RSD, Settings, setting_fields
 
 DEFAULT_METHODS = "target-only,draft-only,rsd"
+DEFAULT_DATASET = "gsm8k"
 
 
 def resume_hint(path: Path) -> str:
@@ -128,6 +130,9 @@ async def evaluate(
 ) -> list[Record]:
     """Run what `output` does not hold yet (loading the models only then); every record in it."""
     results = ResultsFile(output, fingerprint(settings, name), fingerprint(settings, name, defaults=True))
+    changed = results.drop_changed(problems)
+    if changed:
+        err.print(f"the results of {changed} changed question(s) are dropped: they run again", style="dim")
     done = results.done()
     if all((p.id, s.text) in done for p in problems for s in specs):
         results.close()
@@ -164,11 +169,8 @@ def report(
     """The summary table (or JSON); `sweep`: the rsd runs are one sweep, so say what it cost."""
     summaries = summarise(records, order)
     swept = sweep_time(summaries) if sweep else None
-    if markdown is not None:
-        try:
-            markdown.write_text(markdown_table(summaries), encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot write {markdown}: {exc.strerror or exc}") from None
+    if markdown is not None:  # a file the user named: replaced whole, never through a link or a device
+        write_atomic(markdown, markdown_table(summaries), replace=True)
     if as_json:
         timing = None if swept is None else {**vars(swept), "ratio": swept.ratio}
         print(dumps({"methods": [s.to_dict() for s in summaries], "sweep": timing}))
@@ -186,10 +188,51 @@ def report(
         out.print(speeds, highlight=False)
 
 
+def _save_plots(records: list[Record], order: list[str], folder: Path, err: Console) -> None:
+    from rsdchat.evaluation.plots import save_plots
+
+    for saved in save_plots(records, order, folder):
+        err.print(f"saved {saved}", highlight=False)
+
+
+def _report_source(
+    path: Path, recorded: object, dataset: str | None, file: Path | None
+) -> tuple[str, Path | None]:
+    """The questions a results file was written for, as (dataset, file); -d or -f must name them.
+
+    `recorded` is the dataset its header names (a packaged benchmark, or the question file).
+    Without -d and -f, the file's own are used (to take a slice of them).
+    """
+    if not isinstance(recorded, str) or not recorded:
+        return dataset or DEFAULT_DATASET, file  # a header without it: as the flags say
+    if file is not None:
+        if recorded != str(file) and not same_file(Path(recorded), file):
+            raise ConfigError(
+                f"{path} holds the results of {recorded}, not of --file {file}: "
+                "give that file's results with -o, or leave out --file"
+            )
+        return dataset or DEFAULT_DATASET, file
+    if dataset is not None:
+        if recorded != dataset:
+            raise ConfigError(
+                f"{path} holds the results of {recorded}, not of --dataset {dataset}: "
+                f"give the results of {dataset} with -o, or leave out --dataset"
+            )
+        return dataset, None
+    if recorded in DATASETS:
+        return recorded, None
+    return DEFAULT_DATASET, Path(recorded)
+
+
 def eval_command(
     dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help=f"A packaged benchmark: {', '.join(DATASETS)}.")
-    ] = "gsm8k",
+        str | None,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help=f"A packaged benchmark: {', '.join(DATASETS)} (default {DEFAULT_DATASET}).",
+        ),
+    ] = None,
     file: Annotated[
         Path | None,
         typer.Option(
@@ -262,23 +305,30 @@ def eval_command(
     given = _settings_given
     specs = expand_sweeps(parse_methods(methods or DEFAULT_METHODS), given.sweeps)
     settings = given.settings()
-    path = output or Path(f"rsdchat-eval-{(file.stem if file else dataset)}.jsonl")
+    path = output or Path(f"rsdchat-eval-{(file.stem if file else dataset or DEFAULT_DATASET)}.jsonl")
+    if file is not None and same_file(file, path):
+        raise ConfigError(
+            f"--file {file} and --output {path} are the same file: the results go to a file of their own"
+        )
     fields = (question_field, answer_field)
     if report_only:
-        _, records = read_results(path)
+        config, records = read_results(path)
+        source, source_file = _report_source(path, config.get("dataset"), dataset, file)
         if offset or limit is not None or ids:  # a slice: only its questions
-            _, chosen = _problems(dataset, file, offset, limit or 0, ids, skip_bad, fields, err)
+            _, chosen = _problems(source, source_file, offset, limit or 0, ids, skip_bad, fields, err)
             wanted = {p.id for p in chosen}
-            records = [r for r in records if r["id"] in wanted]
+            records = [r for r in records if r.get("id") in wanted]
         if methods is None and not given.sweeps:
-            order = list(dict.fromkeys(r["method"] for r in records))
+            order = list(dict.fromkeys(str(r.get("method")) for r in records))
         else:
             order = [s.text for s in specs]
-            records = [r for r in records if r["method"] in order]
+            records = [r for r in records if r.get("method") in order]
         report(records, order, as_json=as_json, markdown=markdown, out=out, sweep=bool(given.sweeps))
+        if plot is not None:
+            _save_plots(records, order, plot, err)
         return
     count = 20 if limit is None else limit
-    name, problems = _problems(dataset, file, offset, count, ids, skip_bad, fields, err)
+    name, problems = _problems(dataset or DEFAULT_DATASET, file, offset, count, ids, skip_bad, fields, err)
     err.print(f"{len(problems)} questions from {name} × {len(specs)} methods → {path}", highlight=False)
     try:
         records = running.run(
@@ -289,14 +339,11 @@ def eval_command(
         err.print(f"[bold red]rsdchat:[/bold red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     wanted = {p.id for p in problems}
-    records = [r for r in records if r["id"] in wanted and r["method"] in {s.text for s in specs}]
     order = [s.text for s in specs]
+    records = [r for r in records if r.get("id") in wanted and r.get("method") in order]
     report(records, order, as_json=as_json, markdown=markdown, out=out, sweep=bool(given.sweeps))
     if plot is not None:
-        from rsdchat.evaluation.plots import save_plots
-
-        for saved in save_plots(records, [s.text for s in specs], plot):
-            err.print(f"saved {saved}", highlight=False)
+        _save_plots(records, order, plot, err)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from rsdchat.errors import ConfigError
 from rsdchat.evaluation.methods import parse_method
 from rsdchat.evaluation.results import Record
 from rsdchat.evaluation.summary import MethodSummary, summarise
+from rsdchat.files import write_atomic
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _pyplot() -> Any:
@@ -50,6 +54,24 @@ def save_plots(records: Sequence[Record], order: Sequence[str], folder: Path) ->
     return saved
 
 
+def _is_png(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(PNG)) == PNG
+    except OSError:
+        return False
+
+
+def _save(plt: Any, figure: Any, path: Path) -> Path:
+    """Write `figure` to `path` whole (a temp file renamed); only a PNG there is replaced."""
+    image = io.BytesIO()
+    try:
+        figure.savefig(image, format="png", dpi=130)
+    finally:
+        plt.close(figure)
+    return write_atomic(path, image.getvalue(), replace=_is_png, what=" and is not a PNG")
+
+
 def _accuracy_vs_flops(plt: Any, summaries: Sequence[MethodSummary], path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     swept = sorted((d, s) for s in summaries if (d := _delta(s)) is not None)
@@ -71,9 +93,7 @@ def _accuracy_vs_flops(plt: Any, summaries: Sequence[MethodSummary], path: Path)
     axes.set_title("accuracy against compute")
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=130)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
 
 
 def _delta_sweep(
@@ -98,6 +118,4 @@ def _delta_sweep(
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=130)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
