@@ -4,7 +4,9 @@
 mode needs them); `render(checks)` makes a Rich table and `to_json(checks)` a
 JSON-able dict. Backends that know more about their servers (reachability per
 URL, served models, APIs) implement `Diagnosable`; others are checked by loading
-the model and writing one token. Reward sources may implement `DiagnosableReward`.
+the model and writing one token. Backends whose model files can be checked in full
+(a whole-file checksum, too slow for every start) implement `Verifiable`. Reward
+sources may implement `DiagnosableReward`.
 """
 
 from __future__ import annotations
@@ -67,6 +69,17 @@ class Diagnosable(Protocol):
 
 
 @runtime_checkable
+class Verifiable(Protocol):
+    """A backend that checks a role's model file in full (and repairs what it can), blocking.
+
+    Returns a note saying what was checked or repaired; raises an RsdchatError when the model
+    cannot be used.
+    """
+
+    def verify(self, role: Role, model: str) -> str: ...
+
+
+@runtime_checkable
 class DiagnosableReward(Protocol):
     """A reward source that checks its own server."""
 
@@ -125,15 +138,23 @@ async def diagnose(settings: Settings) -> list[RoleCheck]:
 async def _check_model(
     backend: Backend, name: str, role: Role, model: str
 ) -> tuple[RoleCheck, StepGenerator | None]:
-    """The backend's own diagnosis, or: load the model and time one token."""
+    """The model file checked in full where the backend can, then the backend's own diagnosis,
+    or: load the model and time one token."""
+    verified: tuple[str, ...] = ()
+    if isinstance(backend, Verifiable):
+        try:
+            verified = (await in_thread(backend.verify, role, model),)
+        except RsdchatError as exc:
+            return RoleCheck(role.value, name, model, error=str(exc)), None
     if isinstance(backend, Diagnosable):
         check = await backend.diagnose(role, model)
+        check = check.replace(notes=(*check.notes, *verified))
         if not check.ok:
             return check, None
     try:
         generator = await in_thread(backend.generator, role, model)
     except RsdchatError as exc:
-        return RoleCheck(role.value, name, model, error=str(exc)), None
+        return RoleCheck(role.value, name, model, error=str(exc), notes=verified), None
     if isinstance(backend, Diagnosable):
         return check, generator
     try:
@@ -148,7 +169,7 @@ async def _check_model(
         streaming=streamed,
         logprobs=isinstance(generator, LogprobModel),
         latency_ms=latency_ms,
-        notes=("runs in process",),
+        notes=("runs in process", *verified),
     ), generator
 
 

@@ -60,6 +60,36 @@ async def test_a_backend_without_diagnose_is_checked_by_writing_a_token(scripted
     assert scripted.closed
 
 
+class VerifyingBackend(ScriptedBackend):
+    """A backend that checks its model files in full first (llama.cpp: a whole-file sha256)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verified: list[tuple[Role, str]] = []
+
+    def verify(self, role: Role, model: str) -> str:
+        self.verified.append((role, model))
+        if model == "damaged":
+            raise ConfigError("model 'damaged': checksum mismatch; reinstall it")
+        return f"the cached copy of {model} was damaged: rebuilt from its packages"
+
+
+async def test_a_backend_that_verifies_its_model_files_is_asked_to_and_its_note_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 23, row 15: `rsdchat doctor` said fine about a damaged model; now it checks in full."""
+    backend = VerifyingBackend()
+    monkeypatch.setattr("rsdchat.plugins.load_backend", lambda name, configs: backend)
+    draft, target, _ = await doctor.diagnose(settings(target="damaged"))
+    assert backend.verified == [(Role.DRAFT, "small"), (Role.TARGET, "damaged")]
+    assert draft.ok and draft.notes == (
+        "runs in process",
+        "the cached copy of small was damaged: rebuilt from its packages",
+    )
+    assert not target.ok and target.error == "model 'damaged': checksum mismatch; reinstall it"
+    assert target.model_served is None  # not loaded: the check came first
+
+
 async def test_only_the_roles_of_the_mode_are_checked(scripted: ScriptedBackend) -> None:
     checks = await doctor.diagnose(settings(mode=Mode.TARGET_ONLY))
     assert [c.role for c in checks] == ["target"]

@@ -1,14 +1,18 @@
 """Resolve GGUF models: paths, or embedded models shipped as data parts in PyPI packages.
 
 Parts are found via ``importlib.metadata`` (never imported); multi-part models are
-assembled once into ``<cache>/models/<key>.gguf`` and verified by size and sha256.
+assembled once into ``<cache>/models/<key>.gguf`` (verified by size and sha256, the sha256
+kept beside it in ``<key>.gguf.sha256``). Each later use checks the size and samples of the
+copy against the parts, which stay installed (`rsdchat doctor` checks its whole sha256), and
+rebuilds a damaged copy from them. Temp files of an assembly that was killed are removed at
+the next use (and at exit, when rsdchat ends on Ctrl-C or SIGTERM while a model is assembled).
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -16,10 +20,13 @@ from pathlib import Path
 from types import MappingProxyType
 
 from rsdchat.errors import ConfigError
+from rsdchat.files import TEMP_SUFFIX, WriteError, clean_temps, replace_with_temp, write_atomic
+from rsdchat.progress import PROGRESS
 
 GGUF_MAGIC = b"GGUF"
 CHUNK_SIZE = 1 << 20
 Progress = Callable[[int, int], None]
+Say = Callable[[str], None]
 
 
 class ModelError(ConfigError):
@@ -153,39 +160,115 @@ def _check(model: EmbeddedModel, size: int, sha: str | None) -> None:
         )
 
 
-def _write_atomic(target: Path, parts: list[Path], model: EmbeddedModel, progress: Progress | None) -> str:
-    """Concatenate ``parts`` into a unique temp file, verify, fsync, replace ``target``."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
-    tmp, digest, done = Path(tmp_name), hashlib.sha256(), 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with part.open("rb") as f:
-                    while chunk := f.read(CHUNK_SIZE):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(done, model.size)
-            _check(model, done, digest.hexdigest())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-        if os.name == "posix":  # make the rename itself durable
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            os.fsync(dir_fd)
-            os.close(dir_fd)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+# -- the sampled check: cheap enough for every load ----------------------------------------
+
+HEAD_SIZE = 1 << 20  # the GGUF header and the start of its metadata: compared whole
+SAMPLES = 64  # then this many chunks at fixed offsets, the last one ending the file
+SAMPLE_SIZE = 64 << 10
+
+
+def sample_spans(size: int) -> list[tuple[int, int]]:
+    """The (offset, length) spans of a model of `size` bytes compared on every load."""
+    if size <= HEAD_SIZE + SAMPLES * SAMPLE_SIZE:
+        return [(0, size)]
+    last = size - SAMPLE_SIZE
+    return [(0, HEAD_SIZE)] + [
+        (HEAD_SIZE + (last - HEAD_SIZE) * i // (SAMPLES - 1), SAMPLE_SIZE) for i in range(SAMPLES)
+    ]
+
+
+def _read_parts(parts: list[Path], offset: int, length: int) -> bytes:
+    """`length` bytes at `offset` of the parts put end to end (fewer where they end early)."""
+    out = bytearray()
+    start = 0
+    for part in parts:
+        size = part.stat().st_size
+        if offset + len(out) < start + size and len(out) < length:
+            with part.open("rb") as f:
+                f.seek(offset + len(out) - start)
+                out += f.read(length - len(out))
+        start += size
+    return bytes(out)
+
+
+def _first_difference(target: Path, parts: list[Path], size: int) -> int | None:
+    """The first sampled span where `target` differs from its parts (its offset); None: all agree."""
+    with target.open("rb") as f:
+        for offset, length in sample_spans(size):
+            f.seek(offset)
+            if f.read(length) != _read_parts(parts, offset, length):
+                return offset
+    return None
+
+
+# -- the cache ---------------------------------------------------------------------------
+
+_ASSEMBLING: set[tuple[Path, str]] = set()  # (folder, file name) of every model this process assembles
+
+
+@atexit.register
+def _remove_own_temps() -> None:
+    """At exit (also after Ctrl-C or SIGTERM, which end rsdchat by an exception) the temp file of an
+    assembly still running in a worker thread is removed: that thread never reaches its cleanup."""
+    for folder, name in list(_ASSEMBLING):
+        for temp in folder.glob(f".{name}.{os.getpid()}.*{TEMP_SUFFIX}"):
+            temp.unlink(missing_ok=True)
+
+
+def _assemble(target: Path, parts: list[Path], model: EmbeddedModel, progress: Progress | None) -> str:
+    """Concatenate ``parts`` into a temp file beside ``target``, verify, fsync, rename; the sha256."""
+    digest = hashlib.sha256()
+
+    def fill(fd: int) -> None:
+        done = 0
+        for part in parts:
+            with part.open("rb") as f:
+                while chunk := f.read(CHUNK_SIZE):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, model.size)
+        _check(model, done, digest.hexdigest())
+
+    _ASSEMBLING.add((target.parent, target.name))
+    replace_with_temp(target, fill)  # a failure or a signal in this thread removes the temp file
     return digest.hexdigest()
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _recorded(sidecar: Path) -> str | None:
+    try:
+        return sidecar.read_text().split("\n", 1)[0].strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _damage(
+    model: EmbeddedModel,
+    target: Path,
+    sidecar: Path,
+    parts: list[Path],
+    *,
+    full: bool,
+    progress: Progress | None,
+) -> str | None:
+    """What is wrong with the cached copy `target` (None: nothing). Size and the sampled spans are
+    checked every time; the whole sha256 when `full` or when the sidecar does not vouch for it."""
+    size = target.stat().st_size
+    if size != model.size:
+        return f"is {size} bytes, not {model.size}"
+    offset = _first_difference(target, parts, model.size)
+    if offset is not None:
+        return f"differs from its packages at byte {offset}"
+    recorded = _recorded(sidecar)
+    if full or recorded != model.sha256:
+        if _hash_file(target, progress) != model.sha256:
+            return "does not match its sha256"
+        if recorded != model.sha256:
+            write_atomic(sidecar, model.sha256 + "\n", replace=True)
+    return None
 
 
 def _cache_paths(model: EmbeddedModel, cache_dir: Path | None) -> tuple[Path, Path]:
@@ -193,35 +276,59 @@ def _cache_paths(model: EmbeddedModel, cache_dir: Path | None) -> tuple[Path, Pa
     return models_dir / f"{model.key}.gguf", models_dir / f"{model.key}.gguf.sha256"
 
 
+def _ensure(
+    model: EmbeddedModel,
+    cache_dir: Path | None,
+    *,
+    progress: Progress | None,
+    full: bool,
+    say: Say | None,
+) -> tuple[Path, str | None]:
+    """The verified path of `model` and what was wrong with the copy it replaced (None: nothing)."""
+    say = say or PROGRESS.info
+    parts = _locate_parts(model)
+    if len(parts) == 1:  # single file: verify and use in place
+        _check(model, parts[0].stat().st_size, _hash_file(parts[0], progress))
+        return parts[0], None
+    target, sidecar = _cache_paths(model, cache_dir)
+    problem = None
+    try:
+        left = clean_temps(target.parent)
+        if left:
+            say(f"model cache: removed {len(left)} temp file(s) a killed rsdchat left in {target.parent}")
+        if target.is_file():
+            problem = _damage(model, target, sidecar, parts, full=full, progress=progress)
+            if problem is None:
+                return target, None
+            say(f"model {model.key!r}: the cached copy {target} {problem}; rebuilding it from its packages")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(sidecar, _assemble(target, parts, model, progress) + "\n", replace=True)
+    except (OSError, WriteError) as exc:
+        raise ModelError(
+            f"cannot assemble model {model.key!r} in {target.parent}: {exc};"
+            " free disk space or set cache_dir (RSDCHAT_CACHE_DIR) to a writable folder"
+        ) from None
+    return target, problem
+
+
 def ensure_model(
-    model: EmbeddedModel, cache_dir: Path | None = None, *, progress: Progress | None = None
+    model: EmbeddedModel,
+    cache_dir: Path | None = None,
+    *,
+    progress: Progress | None = None,
+    full: bool = False,
+    say: Say | None = None,
 ) -> Path:
     """Return a verified GGUF path for ``model``, assembling it into the cache if needed.
 
     ``cache_dir`` is the cache root (default :func:`default_cache_dir`); assembled models
     live in ``<cache_dir>/models``. ``progress(bytes_done, total)`` is called per chunk.
+    A cached copy is checked on every call: its size and `sample_spans` against the parts
+    (``full``: its whole sha256 too). A damaged copy is rebuilt from the parts, and ``say``
+    (default: the progress lines) is told so once; temp files that a killed rsdchat left in
+    the cache are removed first.
     """
-    parts = _locate_parts(model)
-    if len(parts) == 1:  # single file: verify and use in place
-        _check(model, parts[0].stat().st_size, _hash_file(parts[0], progress))
-        return parts[0]
-    target, sidecar = _cache_paths(model, cache_dir)
-    try:
-        if target.is_file() and target.stat().st_size == model.size:
-            recorded = sidecar.read_text().strip() if sidecar.is_file() else None
-            if recorded == model.sha256:
-                return target
-            if recorded is None and _hash_file(target, progress) == model.sha256:
-                _write_text_atomic(sidecar, model.sha256 + "\n")
-                return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(sidecar, _write_atomic(target, parts, model, progress) + "\n")
-    except OSError as exc:
-        raise ModelError(
-            f"cannot assemble model {model.key!r} in {target.parent}: {exc};"
-            " free disk space or set cache_dir (RSDCHAT_CACHE_DIR) to a writable folder"
-        ) from exc
-    return target
+    return _ensure(model, cache_dir, progress=progress, full=full, say=say)[0]
 
 
 def _unknown(spec: str) -> ModelError:
@@ -252,6 +359,29 @@ def resolve_model(spec: str, cache_dir: Path | None = None, *, progress: Progres
     return path.resolve()
 
 
+def verify_model(spec: str, cache_dir: Path | None = None, *, progress: Progress | None = None) -> str:
+    """Check `spec`'s model file in full (`rsdchat doctor`); a damaged cached copy is rebuilt.
+
+    Returns a note saying what was checked or repaired; a ModelError when it cannot be used.
+    """
+    if spec not in EMBEDDED_MODELS:
+        return f"{resolve_model(spec).name}: a GGUF file (no checksum to check it against)"
+    model = EMBEDDED_MODELS[spec]
+    path, problem = _ensure(model, cache_dir, progress=progress, full=True, say=lambda _: None)
+    if problem is not None:
+        return f"the cached copy {problem}: rebuilt from its packages ({path})"
+    return f"sha256 checked ({path})"
+
+
+def repair_model(spec: str, cache_dir: Path | None = None) -> str | None:
+    """Check a cached embedded model in full after llama.cpp refused it: what was wrong with it
+    (it is rebuilt now), or None where it was whole (or is no cached copy)."""
+    model = EMBEDDED_MODELS.get(spec)
+    if model is None or len(model.parts) < 2:
+        return None
+    return _ensure(model, cache_dir, progress=None, full=True, say=lambda _: None)[1]
+
+
 def model_status(key: str, cache_dir: Path | None = None) -> str:
     """Return "ready" (usable now), "installed" (packages present, not assembled) or "missing"."""
     if key not in EMBEDDED_MODELS:
@@ -265,7 +395,7 @@ def model_status(key: str, cache_dir: Path | None = None) -> str:
         return "ready" if parts[0].stat().st_size == model.size else "missing"
     target, sidecar = _cache_paths(model, cache_dir)
     try:
-        ok = target.stat().st_size == model.size and sidecar.read_text().strip() == model.sha256
+        ok = target.stat().st_size == model.size and _recorded(sidecar) == model.sha256
     except OSError:
         ok = False
     return "ready" if ok else "installed"

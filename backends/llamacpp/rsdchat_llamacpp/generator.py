@@ -214,6 +214,13 @@ class LlamaModel:
         """Tokens of `context` as this model reads it (chat template included)."""
         return len(self.tokens(context))
 
+    def context_full(self, tokens: int) -> BackendError:
+        """The conversation (`tokens` long) leaves no room in the context: one line saying what to do."""
+        return BackendError(
+            f"the conversation ({tokens} tokens) fills the context of {self.info.name} ({self.n_ctx} tokens):"
+            " start a new chat or raise n_ctx"
+        )
+
     def close(self) -> None:
         with self.lock:
             self._llm.close()
@@ -237,10 +244,7 @@ class LlamaModel:
         """Read `tokens` after the cached ones; return logits (every row, or only the last)."""
         llm = self._llm
         if llm.n_tokens + len(tokens) > self.n_ctx:
-            raise BackendError(
-                f"{self.info.name}: context window full ({self.n_ctx} tokens); "
-                "raise n_ctx or lower max_tokens"
-            )
+            raise self.context_full(llm.n_tokens + len(tokens))
         rows: list[Logits] = []
         for start in range(0, len(tokens), llm.n_batch):
             batch = tokens[start : start + llm.n_batch]
@@ -273,10 +277,8 @@ class LlamaModel:
     ) -> Generation:
         started = time.perf_counter()
         prompt = self.tokens(context)
-        if len(prompt) >= self.n_ctx:
-            raise BackendError(
-                f"{self.info.name}: the conversation ({len(prompt)} tokens) exceeds n_ctx={self.n_ctx}"
-            )
+        if len(prompt) >= self.n_ctx:  # not one token left to write
+            raise self.context_full(len(prompt))
         read, logits = self.prefill(prompt)
         rng = np.random.default_rng(request.seed)
         writer = StepWriter(self.llm, request.stop, emit)

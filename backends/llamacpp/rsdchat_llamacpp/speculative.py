@@ -72,7 +72,7 @@ class SpeculativeModel:
         prompt = target.tokens(context)
         budget = min(request.max_tokens, target.n_ctx - len(prompt) - self.lookahead - 1)
         if budget <= 0:
-            raise BackendError(f"{target.info.name}: the conversation ({len(prompt)} tokens) fills n_ctx")
+            raise target.context_full(len(prompt))  # no room for a proposal and the token after it
         target_read, logits = target.prefill(prompt)
         draft_read, draft_seconds, proposed = 0, 0.0, 0
         pending: list[int] = []  # the target's own token it has not read yet (at most one)

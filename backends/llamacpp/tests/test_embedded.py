@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from types import MappingProxyType
 
 import pytest
+from fake_models import PART_DATA, WHOLE, MakeModel, install_parts, leftovers, model_over
 
 from rsdchat_llamacpp import embedded as models
 from rsdchat_llamacpp.embedded import (
@@ -24,23 +22,12 @@ from rsdchat_llamacpp.embedded import (
     resolve_model,
 )
 
-# Part sizes straddle the 1 MiB chunk size; the content starts with the GGUF magic.
-PART_DATA = [b"GGUF" + os.urandom((1 << 20) + 1234), os.urandom(700_000), b"xyz"]
-WHOLE = b"".join(PART_DATA)
-
-MakeModel = Callable[..., EmbeddedModel]
-
 
 @pytest.fixture
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A real site dir on sys.path holding three tiny installed distributions."""
     root = tmp_path / "site"
-    for n, data in enumerate(PART_DATA, 1):
-        info = root / f"fake_part{n}-1.0.dist-info"
-        info.mkdir(parents=True)
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fake-part{n}\nVersion: 1.0\n")
-        (root / f"fake_part{n}" / "data").mkdir(parents=True)
-        (root / f"fake_part{n}" / "data" / f"part{n:02d}.bin").write_bytes(data)
+    install_parts(root, PART_DATA)
     monkeypatch.syspath_prepend(str(root))  # also invalidates importlib caches
     return root
 
@@ -50,26 +37,9 @@ def make_model(site: Path) -> MakeModel:
     """Build a throwaway EmbeddedModel over the fake distributions (overridable fields)."""
 
     def make(n_parts: int = 3, **kw: object) -> EmbeddedModel:
-        dists = [f"fake-part{n}" for n in range(1, n_parts + 1)]
-        data = b"".join(PART_DATA[:n_parts])
-        packages = tuple(f"{d}==1.0" for d in dists)
-        fields: dict[str, object] = {
-            "key": "fake",
-            "title": "Fake",
-            "packages": packages,
-            "parts": tuple((d, f"fake_part{n}/data/part{n:02d}.bin") for n, d in enumerate(dists, 1)),
-            "size": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "install_hint": "python -m pip install " + " ".join(packages),
-        }
-        fields.update(kw)
-        return EmbeddedModel(**fields)  # type: ignore[arg-type]
+        return model_over(PART_DATA[:n_parts], **kw)
 
     return make
-
-
-def leftovers(cache: Path) -> list[str]:
-    return sorted(p.name for p in (cache / "models").iterdir() if p.name.startswith("."))
 
 
 def test_assembles_verifies_and_reports_progress(make_model: MakeModel, tmp_path: Path) -> None:
@@ -94,7 +64,7 @@ def test_sidecar_reuse_skips_rehash(
         raise AssertionError("must not re-hash or re-assemble")
 
     monkeypatch.setattr(models, "_hash_file", boom)
-    monkeypatch.setattr(models, "_write_atomic", boom)
+    monkeypatch.setattr(models, "_assemble", boom)
     assert ensure_model(make_model(), cache) == path
     assert path.stat().st_mtime_ns == mtime
 
@@ -106,7 +76,7 @@ def test_missing_sidecar_rehashes_without_reassembling(
     path = ensure_model(make_model(), cache)
     sidecar = cache / "models" / "fake.gguf.sha256"
     sidecar.unlink()
-    monkeypatch.setattr(models, "_write_atomic", lambda *_: pytest.fail("re-assembled"))
+    monkeypatch.setattr(models, "_assemble", lambda *_: pytest.fail("re-assembled"))
     assert ensure_model(make_model(), cache) == path
     assert sidecar.read_text().strip() == make_model().sha256
 

@@ -261,3 +261,37 @@ def test_cascade_on_the_real_model_asks_the_target_in_the_grey_zone(model: Llama
     assert judged and {step.reward_source for step in judged} == {"target-min-prob"}
     assert all(step.detail.startswith("grey zone (draft-scorer") for step in judged)
     assert trace.ledger.cost(Role.REWARD).prefill_tokens > 0  # the target's reads, charged to the reward
+
+
+def filling(model: LlamaModel, tokens: int) -> Context:
+    """A conversation exactly `tokens` long as `model` reads it (chat template included)."""
+    words = tokens - model.count_tokens(Context((Message("user", ""),)))
+    while True:
+        context = Context((Message("user", "word " * words),))
+        found = model.count_tokens(context)
+        if found == tokens:
+            return context
+        words += tokens - found
+
+
+def test_a_prompt_that_exactly_fills_the_context_ends_the_run_with_a_clear_error() -> None:
+    """Issue 23, row 20: not a backend's exception string but what to do."""
+    backend = LlamaCppBackend(LlamaCppConfig(n_ctx=256, threads=2))
+    try:
+        model = backend.generator(Role.DRAFT, "smollm2-135m")
+        full = filling(model, 256)
+        message = (
+            "the conversation (256 tokens) fills the context of smollm2-135m (256 tokens):"
+            " start a new chat or raise n_ctx"
+        )
+        with pytest.raises(BackendError) as caught:
+            asyncio.run(model.generate(full, StepRequest(max_tokens=8)))
+        assert str(caught.value) == message
+        policy = Policy(mode=Mode.TARGET_ONLY, max_steps=2, max_step_tokens=8)
+        trace = asyncio.run(Engine(draft=model, target=model).solve(full.messages, policy, seed=1))
+        assert trace.finish_reason == "error" and trace.error == message
+        one_left = filling(model, 255)  # room for one token: it is written
+        step = asyncio.run(model.generate(one_left, StepRequest(max_tokens=8)))
+        assert step.usage.generated_tokens == 1 and step.finish_reason in ("length", "eos")
+    finally:
+        asyncio.run(backend.aclose())

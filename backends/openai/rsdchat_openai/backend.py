@@ -45,6 +45,7 @@ class OpenAIBackend:
             pool = Pool(self._config.endpoint(role))
         except RsdchatError as exc:
             return check.replace(error=str(exc))
+        pool.say = lambda _: None  # a replica that is down is this check's error, not a progress line
         check = check.replace(location=", ".join(r.url for r in pool.replicas))
         try:
             return await self._diagnose(check, role, pool, model)

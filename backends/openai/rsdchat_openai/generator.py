@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from rsdchat.errors import BackendError, RsdchatError
@@ -20,6 +22,27 @@ from rsdchat.protocols import Logprobs, TokenSink
 from rsdchat.types import Context, FinishReason, Generation, ModelInfo, StepRequest, Usage, step_end
 from rsdchat_openai.http import Pool
 from rsdchat_openai.server import Headers, ServerInfo, guess_params, token_ids
+
+# What servers answer when the prompt leaves no room for one more token: vLLM (its request
+# checks, or `max_tokens` clamped to what is left of the context: 0), llama-cpp-python, OpenAI.
+_CONTEXT_FULL = re.compile(
+    r"max_tokens must be at least 1, got 0|maximum context length|maximum model length"
+    r"|exceeds? (?:the )?context window|context_length_exceeded",
+    re.IGNORECASE,
+)
+_CONTEXT_SIZE = re.compile(
+    r"(?:maximum context length is|maximum model length (?:is|of)|context window of)\s*(\d+)", re.IGNORECASE
+)
+LONGER_CONTEXT = "serve the model with a longer context"
+
+
+class ContextFull(BackendError):
+    """The conversation leaves no room in a model's context: one line saying what to do."""
+
+    def __init__(self, role: str, size: int | None, hint: str = LONGER_CONTEXT) -> None:
+        self.role, self.size = role, size
+        tokens = f" ({size} tokens)" if size else ""
+        super().__init__(f"the conversation fills the {role}'s context{tokens}: start a new chat or {hint}")
 
 
 def prefill(usage: Any) -> int:
@@ -109,8 +132,28 @@ class HttpGenerator:
         """The text the model continues: chat header, then the reply so far, verbatim."""
         return await self._headers.header(context.messages) + context.response
 
+    @contextlib.contextmanager
+    def _context_full(self) -> Iterator[None]:
+        """A server's own words for a full context become a ContextFull (the role, its size)."""
+        try:
+            yield
+        except ContextFull:
+            raise
+        except BackendError as exc:
+            if not _CONTEXT_FULL.search(str(exc)):
+                raise
+            said = _CONTEXT_SIZE.search(str(exc))
+            size = self.server.contexts.get(self.model) or (int(said.group(1)) if said else None)
+            raise ContextFull(self.pool.role, size) from None
+
     async def generate(
         self, context: Context, request: StepRequest, on_token: TokenSink | None = None
+    ) -> Generation:
+        with self._context_full():
+            return await self._generate(context, request, on_token)
+
+    async def _generate(
+        self, context: Context, request: StepRequest, on_token: TokenSink | None
     ) -> Generation:
         started = time.perf_counter()
         dialect = self.server.dialect
@@ -185,6 +228,10 @@ class HttpLogprobGenerator(HttpGenerator):
     """Also a `LogprobModel`: scores a given continuation with vLLM's prompt log-probabilities."""
 
     async def logprobs(self, context: Context, continuation: str) -> Logprobs:
+        with self._context_full():
+            return await self._score(context, continuation)
+
+    async def _score(self, context: Context, continuation: str) -> Logprobs:
         started = time.perf_counter()
         if not continuation:
             return Logprobs((), Usage(seconds=time.perf_counter() - started))

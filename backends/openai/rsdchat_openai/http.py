@@ -5,6 +5,10 @@ requests in flight; connection failures, timeouts and 5xx answers are retried wi
 exponential backoff (on another replica when there is one), then end in a
 BackendError that names the role and the URL. Connection failures are retried only
 within the connect timeout, so a server that is down is reported within it.
+
+A replica that cannot be reached while others can is set aside: said once, left out of
+the requests, and tried again every DOWN_RETRY seconds (asked what it serves, first),
+back in use once it answers. Only a role whose every replica is down fails.
 """
 
 from __future__ import annotations
@@ -15,18 +19,21 @@ import json
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from rsdchat.errors import BackendError, ConfigError, redact
+from rsdchat.errors import BackendError, ConfigError, RsdchatError, redact
+from rsdchat.progress import PROGRESS
 from rsdchat_openai.config import RoleEndpoint
 
 BACKOFF = 0.25  # seconds before the first retry; doubles each time
 PROBE_TIMEOUT = 15.0  # seconds a server may take to say what it serves
+DOWN_RETRY = 30.0  # seconds before a replica that could not be reached is tried again
+Admit = Callable[[Any, str], None]  # checks a /v1/models answer of a replica (raises if it will not do)
 
 
 class NotFound(BackendError):
@@ -69,6 +76,11 @@ class Replica:
     requests: int = 0
     busy_seconds: float = 0.0  # wall time with at least one request in flight
     _busy_since: float = 0.0
+    down: str | None = None  # why it is set aside (None: in use)
+    retry_at: float = 0.0  # when a replica set aside is tried again (time.monotonic)
+
+    def due(self, now: float) -> bool:
+        return self.down is None or now >= self.retry_at
 
 
 def first_line(text: str, limit: int = 300) -> str:
@@ -134,6 +146,8 @@ class _Attempts:
         self.count += 1
         self.failed.add(replica.url)
         reason, connecting = _reason(exc, pool.read_timeout)
+        if connecting:
+            pool.set_aside(replica, reason)
         untried = self.only is None and any(r.url not in self.failed for r in pool.replicas)
         delay = 0.0 if untried else BACKOFF * 2 ** (self.count - 1) * random.uniform(0.75, 1.25)  # jitter
         asked = exc.retry_after if isinstance(exc, _Retryable) else None
@@ -170,6 +184,8 @@ class Pool:
         )
         self._client: httpx.AsyncClient | None = None
         self._turn = 0  # round robin among equally loaded replicas
+        self.say: Callable[[str], None] = PROGRESS.info
+        self.admit: Admit | None = None  # checks a replica set aside before it is used again
 
     def __repr__(self) -> str:  # never shows the key
         return f"Pool({self.role}, {[r.url for r in self.replicas]})"
@@ -201,7 +217,7 @@ class Pool:
     ) -> Any:
         attempts = _Attempts(self, self._replica(url) if url else None)
         while True:
-            replica = attempts.only or self._pick(attempts.failed)
+            replica = attempts.only or await self._choose(attempts.failed)
             try:
                 with self._busy(replica):
                     response = await self._http().request(
@@ -212,9 +228,12 @@ class Pool:
                         timeout=timeout or self._timeout,
                     )
                     self._check(response, replica, path)
-                    return self._json(response, replica, path)
+                    answer = self._json(response, replica, path)
             except (httpx.HTTPError, _Retryable) as exc:
                 await asyncio.sleep(attempts.after(replica, exc))
+            else:
+                self._back(replica)
+                return answer
 
     def get_sync(self, path: str, *, url: str) -> Any:
         """GET JSON from one replica without an event loop (checks at start-up: a short wait)."""
@@ -225,9 +244,12 @@ class Pool:
                 try:
                     response = client.get(replica.url + path)
                     self._check(response, replica, path)
-                    return self._json(response, replica, path)
+                    answer = self._json(response, replica, path)
                 except (httpx.HTTPError, _Retryable) as exc:
                     time.sleep(attempts.after(replica, exc))
+                else:
+                    self._back(replica)
+                    return answer
 
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """POST and yield the server-sent events (JSON objects) until `[DONE]`.
@@ -238,7 +260,7 @@ class Pool:
         """
         attempts = _Attempts(self)
         while True:
-            replica = self._pick(attempts.failed)
+            replica = await self._choose(attempts.failed)
             started = False
             try:
                 with self._busy(replica):
@@ -251,6 +273,8 @@ class Pool:
                             await response.aread()
                         self._check(response, replica, path)
                         async for event in _events(response, self, replica):
+                            if not started:
+                                self._back(replica)
                             started = True
                             yield event
                     finally:
@@ -270,12 +294,59 @@ class Pool:
     # -- load sharing -----------------------------------------------------------------
 
     def _pick(self, avoid: set[str]) -> Replica:
-        """The replica with the fewest requests in flight (not one that just failed, if possible)."""
-        candidates = [r for r in self.replicas if r.url not in avoid] or self.replicas
+        """The replica with the fewest requests in flight: not one set aside (until it is due for
+        another try) nor one that just failed, where there is another."""
+        now = time.monotonic()
+        untried = [r for r in self.replicas if r.url not in avoid]
+        candidates = [r for r in untried if r.due(now)] or untried or self.replicas
         low = min(r.in_flight for r in candidates)
         tied = [r for r in candidates if r.in_flight == low]
         self._turn += 1
         return tied[self._turn % len(tied)]
+
+    async def _choose(self, failed: set[str]) -> Replica:
+        """`_pick`, where a replica set aside and due for another try is asked what it serves first:
+        back in use if it will do, else set aside again and another one picked."""
+        skip = set(failed)
+        while True:
+            replica = self._pick(skip)
+            if replica.down is None or replica.url in skip or len(self.replicas) == 1:
+                return replica
+            if await self._revive(replica):
+                return replica
+            skip.add(replica.url)
+
+    async def _revive(self, replica: Replica) -> bool:
+        try:
+            response = await self._http().get(
+                replica.url + "/v1/models", headers=self._headers, timeout=self._quick
+            )
+            self._check(response, replica, "/v1/models")
+            if self.admit is not None:
+                self.admit(self._json(response, replica, "/v1/models"), replica.url)
+        except (httpx.HTTPError, _Retryable) as exc:
+            self.set_aside(replica, _reason(exc, self.read_timeout)[0])
+            return False
+        except RsdchatError as exc:  # it answers, but not as the others do (another model, say)
+            self.set_aside(replica, str(exc), said=True)
+            return False
+        self._back(replica)
+        return True
+
+    def set_aside(self, replica: Replica, reason: str, *, said: bool = False) -> None:
+        """Leave `replica` out of the requests for DOWN_RETRY seconds; say so the first time (where
+        another replica can serve meanwhile)."""
+        if len(self.replicas) == 1:
+            return  # nothing to turn to: each request reports the failure itself
+        if replica.down is None or (said and reason != replica.down):
+            line = reason if said else f"{self.role} server {replica.url}: {reason}"
+            self.say(self.redact(f"{line}; going on without it, and trying it again every {DOWN_RETRY:g} s"))
+        replica.down, replica.retry_at = reason, time.monotonic() + DOWN_RETRY
+
+    def _back(self, replica: Replica) -> None:
+        if replica.down is not None:
+            replica.down = None
+            self.say(f"{self.role} server {replica.url} answers again: back in use")
 
     def _replica(self, url: str) -> Replica:
         return next(r for r in self.replicas if r.url == url)

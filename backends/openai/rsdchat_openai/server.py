@@ -27,7 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from rsdchat.errors import BackendError, ConfigError
 from rsdchat.types import Message
-from rsdchat_openai.http import Pool
+from rsdchat_openai.http import NotFound, Pool, Replica
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class ServerInfo:
 
     dialect: Dialect
     models: tuple[str, ...]
+    contexts: Mapping[str, int] = field(default_factory=dict)  # model -> context length (vLLM says)
 
 
 def parse_models(body: Any, pool: Pool, url: str) -> ServerInfo:
@@ -88,7 +89,12 @@ def parse_models(body: Any, pool: Pool, url: str) -> ServerInfo:
         dialect = LLAMA_CPP_PYTHON
     else:
         dialect = OPENAI
-    return ServerInfo(dialect, tuple(str(card["id"]) for card in cards))
+    contexts = {
+        str(card["id"]): card["max_model_len"]
+        for card in cards
+        if isinstance(card.get("max_model_len"), int) and not isinstance(card["max_model_len"], bool)
+    }
+    return ServerInfo(dialect, tuple(str(card["id"]) for card in cards), contexts)
 
 
 def choose_model(info: ServerInfo, model: str | None, pool: Pool, url: str) -> str:
@@ -117,14 +123,46 @@ def _merge(found: list[tuple[str, ServerInfo]], pool: Pool) -> ServerInfo:
 
 
 def probe(pool: Pool, model: str | None) -> tuple[ServerInfo, str]:
-    """Ask every replica what it serves (blocking; run at start-up, off the event loop)."""
-    found = [
-        (r.url, parse_models(pool.get_sync("/v1/models", url=r.url), pool, r.url)) for r in pool.replicas
-    ]
+    """Ask every replica what it serves (blocking; run at start-up, off the event loop).
+
+    A replica that does not answer is set aside (said once, tried again later) while another
+    one answers; only when none does is its failure the error.
+    """
+    found: list[tuple[str, ServerInfo]] = []
+    failures: list[tuple[Replica, BackendError]] = []
+    said: list[str] = []
+    say, pool.say = pool.say, said.append  # said only if the role can go on without them
+    try:
+        for replica in pool.replicas:
+            try:
+                body = pool.get_sync("/v1/models", url=replica.url)
+            except NotFound:
+                raise  # not an OpenAI-compatible server: a mistake, not an outage
+            except BackendError as exc:
+                failures.append((replica, exc))
+                continue
+            found.append((replica.url, parse_models(body, pool, replica.url)))
+        if not found:
+            raise failures[0][1]
+        for replica, error in failures:
+            if replica.down is None:  # it answered, badly (5xx, silence): set aside all the same
+                pool.set_aside(replica, str(error), said=True)
+    finally:
+        pool.say = say
+    for line in said:
+        say(line)
     names = {choose_model(info, model, pool, url) for url, info in found}
     if len(names) > 1:
         raise ConfigError(f"the {pool.role} servers serve different models ({', '.join(sorted(names))})")
-    return _merge(found, pool), names.pop()
+    info, name = _merge(found, pool), names.pop()
+
+    def admit(body: Any, url: str) -> None:  # a replica set aside must serve the same, to come back
+        other = parse_models(body, pool, url)
+        if choose_model(other, name, pool, url) != name or other.dialect != info.dialect:
+            raise ConfigError(f"{pool.role} server {url} now serves another kind of server or model")
+
+    pool.admit = admit
+    return info, name
 
 
 # -- chat headers ------------------------------------------------------------------------

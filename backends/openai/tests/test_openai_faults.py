@@ -123,7 +123,7 @@ def test_sigterm_stops_it_the_same_way(background: bool) -> None:
     ("mode", "shown"),
     [
         ("html", "HTTP 502: 502 Bad Gateway"),
-        ("error", "(HTTP 400): this model's maximum context length is 512"),
+        ("error", "the conversation fills the target's context (512 tokens): start a new chat"),  # row 20
     ],
 )
 def test_the_servers_own_message_is_shown_and_goes_to_stderr(mode: str, shown: str) -> None:

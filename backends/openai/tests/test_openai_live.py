@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,14 @@ from rsdchat.engine import Engine
 from rsdchat.errors import BackendError, ConfigError
 from rsdchat.events import Event, StepDone, TokenText
 from rsdchat.plugins import RewardContext
-from rsdchat.policy import Policy
+from rsdchat.policy import Mode, Policy
+from rsdchat.progress import PROGRESS
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.protocols import LogprobModel, RewardSource, StepGenerator
 from rsdchat.rewards import make_reward
 from rsdchat.types import Context, Message, Role, StepRequest
 from rsdchat.weighting import make_weighting
-from rsdchat_openai import HttpGenerator, OpenAIBackend, OpenAIConfig
+from rsdchat_openai import HttpGenerator, OpenAIBackend, OpenAIConfig, http
 from rsdchat_openai.testing import LlamaServer, free_port, smollm2_path
 
 QUESTIONS = (
@@ -229,6 +231,68 @@ async def test_replicas_share_a_role_by_requests_in_flight(
     assert [replica.requests > 0 for replica in draft.pool.replicas] == [True, True]
 
 
+@pytest.fixture
+def said() -> Iterator[list[str]]:
+    """The progress lines said meanwhile (what the command line prints on stderr)."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Keep()
+    PROGRESS.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        PROGRESS.removeHandler(handler)
+
+
+async def test_a_replica_that_is_down_is_said_once_set_aside_and_tried_again_later(
+    live_settings: OpenAIConfig, smollm2_server: LlamaServer, monkeypatch: pytest.MonkeyPatch, said: list[str]
+) -> None:
+    """Issue 23, row 16: `--draft-url A,B` with A down refused to start; B serves now, and A is
+    used again once it answers."""
+    monkeypatch.setattr(http, "DOWN_RETRY", 1.0)
+    path = smollm2_path()
+    assert path is not None
+    with contextlib.ExitStack() as stack:
+        later = LlamaServer(path, alias=MODEL, api_key=API_KEY)  # its port: free, nothing listens yet
+        stack.callback(later.stop)
+        urls = f"{later.url},{smollm2_server.url}"
+        backend = OpenAIBackend(live_settings.model_copy(update={"draft_url": urls, "draft_logprobs": False}))
+        try:
+            draft = await asyncio.to_thread(backend.generator, Role.DRAFT, MODEL)
+            down, up = draft.pool.replicas
+            for question in QUESTIONS:
+                assert (await draft.generate(Context(chat(question)), StepRequest(max_tokens=4))).text
+            assert down.requests == 0 and up.requests >= len(QUESTIONS)  # not tried on every request
+            assert said == [
+                f"draft server {later.url}: cannot connect (connection refused: is the server running?);"
+                " going on without it, and trying it again every 1 s"
+            ]
+            await asyncio.sleep(1.2)
+            assert (await draft.generate(Context(chat()), StepRequest(max_tokens=4))).text
+            assert len(said) == 1  # tried again, still down: not said again
+            await asyncio.to_thread(later.start)
+            await asyncio.sleep(1.2)
+            steps = await asyncio.gather(
+                *(draft.generate(Context(chat(q)), StepRequest(max_tokens=4)) for q in QUESTIONS)
+            )
+            assert all(step.text for step in steps)
+            assert said[1:] == [f"draft server {later.url} answers again: back in use"]
+            assert down.requests > 0 and down.down is None
+        finally:
+            await backend.aclose()
+
+
+def test_a_role_whose_every_replica_is_down_still_fails_at_start(said: list[str]) -> None:
+    urls = f"http://127.0.0.1:{free_port()},http://127.0.0.1:{free_port()}"
+    with pytest.raises(BackendError, match=r"^draft server http://127\.0\.0\.1:\d+: cannot connect"):
+        OpenAIBackend(config(draft_url=urls)).generator(Role.DRAFT, MODEL)
+    assert said == []  # no "going on without it": there is nothing to go on with
+
+
 @pytest.mark.parametrize("when", ["mid-step", "between-steps"])
 async def test_server_killed_mid_solve_ends_the_trace_with_an_error(when: str) -> None:
     path = smollm2_path()
@@ -325,16 +389,48 @@ async def test_doctor_names_the_unreachable_role(live_settings: OpenAIConfig) ->
     assert to_json(checks)["ok"] is False
 
 
-async def test_a_question_longer_than_the_context_gives_the_servers_own_message(
-    live_settings: OpenAIConfig,
-) -> None:
+async def test_a_question_longer_than_the_context_is_said_so(live_settings: OpenAIConfig) -> None:
     """llama-cpp-python fails such a request after it started the stream, without a word: the
-    client asks again without streaming, and shows what the server says then."""
+    client asks again without streaming, and says what the server's answer then means."""
     backend, draft, _ = await generators(live_settings)
     try:
         with pytest.raises(BackendError) as caught:
             await draft.generate(Context(chat("word " * 40_000)), StepRequest(max_tokens=8))
     finally:
         await backend.aclose()
-    message = str(caught.value)
-    assert "maximum context length" in message and "interrupt_requests" not in message
+    assert str(caught.value) == (
+        "the conversation fills the draft's context (2048 tokens): start a new chat"
+        " or serve the model with a longer context"
+    )
+
+
+async def test_a_prompt_that_exactly_fills_the_context_ends_the_run_with_a_clear_error(
+    live_settings: OpenAIConfig,
+) -> None:
+    """Issue 23, row 20: one token short of the context writes that token; the full context is
+    a clear error that ends the run (finish "error"), not the server's exception string."""
+    backend, draft, target = await generators(live_settings.model_copy(update={"draft_logprobs": False}))
+
+    async def count(context: Context) -> int:
+        body = {"model": MODEL, "input": await draft.prompt(context)}
+        return int((await draft.pool.post("/extras/tokenize/count", body))["count"])
+
+    async def filling(tokens: int) -> Context:
+        words = tokens - await count(Context((Message("user", ""),)))
+        while (found := await count(Context((Message("user", "word " * words),)))) != tokens:
+            words += tokens - found
+        return Context((Message("user", "word " * words),))
+
+    try:
+        step = await draft.generate(await filling(2047), StepRequest(max_tokens=8))
+        assert step.usage.generated_tokens == 1 and step.finish_reason in ("length", "eos")
+        full = await filling(2048)
+        policy = Policy(mode=Mode.DRAFT_ONLY, max_steps=2, max_step_tokens=8, max_tokens=16)
+        trace = await Engine(draft=draft, target=target).solve(full.messages, policy)
+    finally:
+        await backend.aclose()
+    assert trace.finish_reason == "error"
+    assert trace.error == (
+        "the conversation fills the draft's context (2048 tokens): start a new chat"
+        " or serve the model with a longer context"
+    )

@@ -205,6 +205,29 @@ async def test_vllm_finish_reasons(
     assert step.text.endswith("\n\n") == (expected == "step")
 
 
+@pytest.mark.parametrize(
+    "said",
+    [
+        "max_tokens must be at least 1, got 0",  # max_tokens clamped to what the context has left
+        "This model's maximum context length is 4096 tokens. However, your request has 4096 input "
+        "tokens. Please reduce the length of the input messages.",
+    ],
+)
+async def test_a_prompt_that_fills_the_context_is_said_so(httpx_mock: HTTPXMock, said: str) -> None:
+    """Issue 23, row 20: the answer ended with vLLM's "max_tokens must be at least 1, got 0"."""
+    backend, draft = await vllm_generator(httpx_mock, draft_logprobs=False)
+    render_header(httpx_mock)
+    error = {"error": {"message": said, "type": "BadRequestError", "param": None, "code": 400}}
+    httpx_mock.add_response(url=f"{GEN}/v1/completions", status_code=400, json=error)
+    with pytest.raises(BackendError) as caught:
+        await draft.generate(CONTEXT, StepRequest(max_tokens=48))
+    await backend.aclose()
+    assert str(caught.value) == (
+        "the conversation fills the draft's context (4096 tokens): start a new chat"
+        " or serve the model with a longer context"
+    )
+
+
 async def test_vllm_prompt_logprobs_score_the_continuation(httpx_mock: HTTPXMock) -> None:
     backend, target = await vllm_generator(httpx_mock)
     assert isinstance(target, LogprobModel)

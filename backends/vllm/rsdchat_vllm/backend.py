@@ -20,10 +20,12 @@ from rsdchat.protocols import Logprobs, TokenSink
 from rsdchat.threads import in_thread
 from rsdchat.types import Context, Generation, ModelInfo, Role, StepRequest
 from rsdchat_openai import OpenAIBackend, OpenAIConfig
-from rsdchat_openai.generator import HttpGenerator, HttpLogprobGenerator
+from rsdchat_openai.generator import ContextFull, HttpGenerator, HttpLogprobGenerator
 from rsdchat_vllm.config import VllmConfig
 from rsdchat_vllm.launcher import Launcher, Say
 from rsdchat_vllm.server import Server
+
+CONTEXT_HINT = "raise max_model_len"
 
 
 def client_config(config: VllmConfig, role: Role, server: Server, **more: object) -> OpenAIConfig:
@@ -68,6 +70,8 @@ class VllmGenerator:
         async with self.backend.launcher.turns.use(self.server):
             try:
                 return await self.inner.generate(context, request, on_token)
+            except ContextFull as exc:  # the server is fine: the conversation is too long for it
+                raise ContextFull(exc.role, exc.size, CONTEXT_HINT) from None
             except BackendError as exc:
                 raise self.server.failure(exc) from None
 
@@ -82,6 +86,8 @@ class VllmLogprobGenerator(VllmGenerator):
         async with self.backend.launcher.turns.use(self.server):
             try:
                 return await self.inner.logprobs(context, continuation)
+            except ContextFull as exc:
+                raise ContextFull(exc.role, exc.size, CONTEXT_HINT) from None
             except BackendError as exc:
                 raise self.server.failure(exc) from None
 

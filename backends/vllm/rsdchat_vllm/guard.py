@@ -44,7 +44,8 @@ def main(argv: list[str]) -> int:
     if orphaned.is_set():
         os.killpg(0, signal.SIGKILL)  # the server's own children, should any linger
     if status < 0:  # killed by a signal: die of the same one, for rsdchat to report
-        signal.signal(-status, signal.SIG_DFL)
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset (EINVAL)
+            signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
     return status
 

@@ -8,6 +8,7 @@ when it cannot load MODEL. The `--standin-*` options exist for the tests:
 
   --standin-die-after N     exit at once on completion request N + 1 (a crash mid-answer)
   --standin-die-once FILE   ... unless FILE exists, which dying creates (the restarted server lives)
+  --standin-die-by SIGNAL   ... killed by SIGNAL (KILL, SEGV…) instead of exiting with status 3
   --standin-start-delay S   wait S seconds before loading (a slow start)
 
 With --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1 it answers POST /sleep and /wake_up
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +51,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     serve.add_argument("--enable-sleep-mode", action="store_true")
     serve.add_argument("--standin-die-after", type=int)
     serve.add_argument("--standin-die-once", type=Path)
+    serve.add_argument("--standin-die-by")
     serve.add_argument("--standin-start-delay", type=float, default=0.0)
     return parser.parse_known_args(argv)
 
@@ -145,6 +148,8 @@ class StandIn:
                 if once:
                     once.touch()
                 print(f"stand-in vllm: dying on completion request {self.completions}, as asked", flush=True)
+                if self.args.standin_die_by:  # as `kill -9` from outside, or a crash
+                    os.kill(os.getpid(), signal.Signals[f"SIG{self.args.standin_die_by}"])
                 os._exit(3)
             if self.asleep:
                 return await reply(send, 503, {"error": {"message": "stand-in: the engine is asleep"}})

@@ -88,6 +88,51 @@ def test_a_server_that_dies_mid_answer_ends_it_with_one_line(
     assert_nothing_left(started)
 
 
+def test_a_server_killed_with_sigkill_mid_answer_is_named_as_such(
+    standin: str, state: Path, reaper: list[int]
+) -> None:
+    """Issue 23, row 17: the guard died of EINVAL resetting SIGKILL's handler ("exit status 1: OSError")."""
+    dies = ["--draft-vllm-args", "--standin-die-after 1 --standin-die-by KILL"]
+    done = subprocess.run(
+        [*RSDCHAT, "solve", *flags(standin, "--max-tokens", "300", *dies), GSM8K],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    started = servers(done.stderr)
+    reaper += [pid for pid, _ in started.values()]
+    assert done.returncode == 1, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("q1: ")]
+    log = started["draft"][1]
+    assert said == [
+        f"q1: the draft vLLM server stopped (killed by SIGKILL): stand-in vllm: dying on completion "
+        f"request 2, as asked — log: {log}"
+    ]
+    assert "Traceback" not in log.read_text()
+    assert_nothing_left(started)
+
+
+def test_a_question_too_long_for_the_context_says_so_and_leaves_the_server_up(
+    standin: str, state: Path, reaper: list[int]
+) -> None:
+    """Issue 23, row 20: a full context is the conversation's fault, not the server's: no log, no restart."""
+    done = subprocess.run(
+        [*RSDCHAT, "solve", *flags(standin, "--max-model-len", "256"), "word " * 400],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    started = servers(done.stderr)
+    reaper += [pid for pid, _ in started.values()]
+    assert done.returncode == 1, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("q1: ")]
+    assert said == [
+        "q1: the conversation fills the draft's context (256 tokens): start a new chat or raise max_model_len"
+    ]
+    assert "starting it again" not in done.stderr
+    assert_nothing_left(started)
+
+
 def test_a_server_that_died_is_started_again_for_the_next_question(
     standin: str, state: Path, reaper: list[int], tmp_path: Path
 ) -> None:
