@@ -85,6 +85,15 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux), else set and put back."""
+    with contextlib.suppress(OSError, ValueError, StopIteration), open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def temp_beside(path: Path) -> tuple[int, Path]:
     """A new temp file in `path`'s folder, named so that `clean_temps` finds it if we die."""
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
@@ -101,8 +110,11 @@ def replace_with_temp(path: Path, fill: Callable[[int], None]) -> None:
         try:
             fill(fd)
             os.fsync(fd)
-            with contextlib.suppress(FileNotFoundError):  # keep the mode of the file it replaces
-                os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
+            try:  # the mode of the file it replaces, else what a new file gets (mkstemp's is 0600)
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+            except FileNotFoundError:
+                mode = 0o666 & ~_umask()
+            os.fchmod(fd, mode)
         finally:
             os.close(fd)
         os.replace(tmp, path)

@@ -19,6 +19,11 @@ fi
 .venv/bin/python -c "import llama_cpp" 2>/dev/null \
   || echo "setup: building llama-cpp-python (first time only, several minutes)…" >&2
 if [ "${1:-}" = "--dev" ]; then
+  # tmux runs two real chat apps side by side in the tests (Debian's package; CI runs as root)
+  if ! command -v tmux >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing tmux for the chat app's terminal tests…" >&2
+    apt-get update -qq >/dev/null && apt-get install -y -qq tmux >/dev/null
+  fi
   extra=()
   [ -f backends/openai/pyproject.toml ] && extra+=(-e 'backends/openai[test]')
   [ -f backends/vllm/pyproject.toml ] && extra+=(-e 'backends/vllm[test]')

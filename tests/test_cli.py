@@ -123,7 +123,13 @@ def test_options_before_the_subcommand_apply(tmp_path: Path) -> None:
 
 def test_the_chat_app_takes_the_same_options(monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[Any] = []
-    monkeypatch.setattr("rsdchat.tui.run", lambda settings, resume: opened.append((settings, resume)))
+    monkeypatch.setattr("rsdchat.cli._need_a_terminal", lambda: None)  # CliRunner's stdin is no terminal
+
+    def run_chat(settings: Any, resume: Any, *, continue_: bool = False) -> int:
+        opened.append((settings, resume))
+        return 0
+
+    monkeypatch.setattr("rsdchat.tui.app.run_chat", run_chat)
     result = CliRunner().invoke(
         app, ["--mode", "target-only", "--system", "Be terse.", "--draft-url", "http://x:1"]
     )
@@ -265,20 +271,21 @@ def test_version_and_config_path(tmp_path: Path) -> None:
 
 
 def test_continue_reopens_the_newest_saved_chat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rsdchat.tui
+    from rsdchat.tui.app import RsdChatApp
 
     monkeypatch.setenv("RSDCHAT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr("rsdchat.cli._need_a_terminal", lambda: None)  # CliRunner's stdin is no terminal
     result = CliRunner().invoke(app, ["--continue"])
     assert isinstance(result.exception, ConfigError)  # main() makes it one line, exit 2
     assert str(result.exception) == f"no saved chat to continue in {tmp_path / 'data' / 'chats'}"
     chats = tmp_path / "data" / "chats"
     chats.mkdir(parents=True)
     for name in ("older", "newest"):
-        (chats / f"{name}.jsonl").write_text('{"type": "session"}\n')
+        (chats / f"{name}.jsonl").write_text('{"type": "session", "version": 2}\n')
     newest = chats / "newest.jsonl"
     os.utime(chats / "older.jsonl", (1, 1))
     opened: list[Path | None] = []
-    monkeypatch.setattr(rsdchat.tui, "run", lambda settings, resume: opened.append(resume))
+    monkeypatch.setattr(RsdChatApp, "run", lambda self: opened.append(self._resume.path))
     assert CliRunner().invoke(app, ["-c"]).exit_code == 0 and opened == [newest]
     both = CliRunner().invoke(app, ["-c", "--resume", str(newest)])
     assert "--continue and --resume both name a chat" in str(both.exception)

@@ -73,6 +73,12 @@ def test_write_atomic_writes_replaces_its_own_and_keeps_the_mode(tmp_path: Path)
     write_atomic(path, "two", replace=lambda p: p.read_text() == "one")
     assert path.read_text() == "two" and path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in path.parent.iterdir()] == ["a.txt"]  # no temp file left
+    before = os.umask(0o022)
+    try:
+        fresh = write_atomic(tmp_path / "new.txt", "new")
+    finally:
+        os.umask(before)
+    assert fresh.stat().st_mode & 0o777 == 0o644  # as open() would make it, not mkstemp's 0600
 
 
 def test_write_atomic_never_replaces_what_is_not_its_own(tmp_path: Path) -> None:

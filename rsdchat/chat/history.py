@@ -2,23 +2,30 @@
 
 They live in `platformdirs.user_data_dir("rsdchat")/chats/` (on Linux
 `~/.local/share/rsdchat/chats/`), or under `$RSDCHAT_DATA_DIR/chats/` when that variable
-is set. `saved_chats()` lists them newest first for the chat list (/history), and
-`newest_chat()` is what `rsdchat --continue` reopens.
+is set. `scan_chats()` lists them newest first for the chat list (/history), and
+`continue_chat()` is what `rsdchat --continue` reopens: the newest that can be read (a chat
+that cannot, a damaged or hand-edited file, is skipped and said, never a crash).
+
+A chat file is written by one chat at a time (`Autosave`: a lock beside it, and a check that
+the file is as this chat last wrote it); any other chat showing it goes on in a new file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import platformdirs
 
-from rsdchat.chat.transcript import Transcript
+from rsdchat.chat.transcript import Seen, Transcript, file_seen
 from rsdchat.errors import ConfigError
+from rsdchat.files import Lock, same_file
 
 DATA_DIR_ENV = "RSDCHAT_DATA_DIR"
 
@@ -48,70 +55,162 @@ class SavedChat:
     questions: int
 
 
-def _summary(path: Path) -> SavedChat | None:
-    """What the list shows of `path` (None: not an rsdchat transcript)."""
+def _starts_like_a_chat(path: Path) -> bool:
+    """Whether `path` begins with a transcript's session line (else it is not a chat: left out quietly)."""
     try:
-        modified = datetime.fromtimestamp(path.stat().st_mtime)
-        question, count = "", 0
-        with path.open(encoding="utf-8") as lines:
-            first = json.loads(next(lines, "null"))
-            if not isinstance(first, dict) or first.get("type") != "session":
-                return None
-            for line in lines:
-                if '"type": "user"' not in line[:32]:  # how user records are written: cheap to skip
-                    continue
-                record = json.loads(line)
-                count += 1
-                question = question or str(record.get("content", ""))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return SavedChat(path, modified, " ".join(question.split()), count)
+        with path.open("rb") as lines:
+            first = json.loads(lines.readline())
+    except (OSError, ValueError):  # ValueError: not UTF-8, not JSON
+        return False
+    return isinstance(first, dict) and first.get("type") == "session"
 
 
-def saved_chats(directory: Path | None = None) -> list[SavedChat]:
-    """The saved chats, newest first (files that are not transcripts are left out)."""
-    directory = directory if directory is not None else chats_dir()
+def _candidates(directory: Path) -> list[tuple[float, Path]]:
+    """The .jsonl files that begin like a chat, newest first (by when they were last written)."""
+    found = []
     try:
         paths = [p for p in directory.glob("*.jsonl") if p.is_file()]
     except OSError:
         return []
-    found = [chat for chat in map(_summary, paths) if chat is not None]
-    return sorted(found, key=lambda chat: (chat.modified, chat.path.name), reverse=True)
+    for path in paths:
+        try:
+            modified = path.stat().st_mtime
+        except OSError:
+            continue
+        if _starts_like_a_chat(path):
+            found.append((modified, path))
+    return sorted(found, key=lambda chat: (chat[0], chat[1].name), reverse=True)
+
+
+def _summary(transcript: Transcript, modified: float) -> SavedChat:
+    assert transcript.path is not None
+    questions = [str(r["content"]) for r in transcript.records if r["type"] == "user"]
+    first = " ".join(questions[0].split()) if questions else ""
+    return SavedChat(transcript.path, datetime.fromtimestamp(modified), first, len(questions))
+
+
+def scan_chats(directory: Path | None = None) -> tuple[list[SavedChat], list[str]]:
+    """The saved chats, newest first, and one line for each chat that cannot be read (left out).
+
+    Files that are not transcripts at all (another tool's JSONL) are left out without a word.
+    """
+    directory = directory if directory is not None else chats_dir()
+    chats, skipped = [], []
+    for modified, path in _candidates(directory):
+        try:
+            chats.append(_summary(Transcript.load(path), modified))
+        except ConfigError as exc:
+            skipped.append(str(exc))
+    return chats, skipped
+
+
+def saved_chats(directory: Path | None = None) -> list[SavedChat]:
+    """The saved chats that can be read, newest first."""
+    return scan_chats(directory)[0]
 
 
 def newest_chat(directory: Path | None = None) -> Path | None:
-    """The most recently written saved chat (for `rsdchat --continue`), None if there is none."""
-    chats = saved_chats(directory)
-    return chats[0].path if chats else None
+    """The most recently written saved chat that can be read (for `rsdchat --continue`), if any."""
+    directory = directory if directory is not None else chats_dir()
+    try:
+        return continue_chat(directory)[0].path
+    except ConfigError:
+        return None
+
+
+def skipped_note(skipped: list[str]) -> str:
+    """'2 saved chats cannot be read: FILE:7: field 'cost' is not an object (and 1 more)'."""
+    more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+    return f"{len(skipped)} saved chat{'s' * (len(skipped) != 1)} cannot be read: {skipped[0]}{more}"
+
+
+def continue_chat(directory: Path | None = None) -> tuple[Transcript, list[str]]:
+    """The newest saved chat that can be read, and why each newer one cannot be (skipped).
+
+    A ConfigError says there is none, and where they are kept.
+    """
+    directory = directory if directory is not None else chats_dir()
+    skipped: list[str] = []
+    for _, path in _candidates(directory):
+        try:
+            return Transcript.load(path), skipped
+        except ConfigError as exc:
+            skipped.append(str(exc))
+    if skipped:
+        raise ConfigError(f"no saved chat to continue in {directory}: {skipped_note(skipped)}")
+    raise ConfigError(f"no saved chat to continue in {directory}")
 
 
 def chat_to_continue(directory: Path | None = None) -> Path:
-    """`newest_chat()`, or a ConfigError saying there is none and where they are kept."""
-    directory = directory if directory is not None else chats_dir()
-    newest = newest_chat(directory)
-    if newest is None:
-        raise ConfigError(f"no saved chat to continue in {directory}")
-    return newest
+    """The path of `continue_chat()`'s chat (a ConfigError says there is none and where they are kept)."""
+    path = continue_chat(directory)[0].path
+    assert path is not None
+    return path
 
 
 class Autosave:
-    """Where one chat is kept in the history, and whether everything it said is written there."""
+    """Where one chat is kept in the history, and whether everything it said is written there.
 
-    def __init__(self, directory: Path) -> None:
+    A chat's file is written by one rsdchat at a time: the chat that writes it holds its lock
+    (`rsdchat.files.Lock`) from when it is shown until another chat is or the app closes. A
+    chat shown while another rsdchat holds its file, or whose file was changed by something
+    else since this chat last read or wrote it, goes on in a new file (a fork), and says so:
+    no turn written by anyone is ever written over.
+    """
+
+    def __init__(self, directory: Path, tell: Callable[[str], None] | None = None) -> None:
         self.directory = directory
         self.path: Path | None = None  # None until the chat's first turn is written
         self.written = 0  # records of the transcript in the file
         self.error: str | None = None  # why the last write failed
+        self._tell = tell or (lambda text: None)  # a fork, said to the user
+        self._lock: Lock | None = None  # held on `path` while this chat writes it
+        self._seen: Seen | None = None  # `path` as this chat last read or wrote it
+
+    def inside(self, path: Path) -> bool:
+        """Whether `path` is in the history's folder."""
+        try:
+            return path.expanduser().resolve().parent == self.directory.expanduser().resolve()
+        except OSError:
+            return False
+
+    def holds(self, path: Path) -> bool:
+        """Whether `path` is the history file this chat writes."""
+        return self.path is not None and self._lock is not None and same_file(path, self.path)
 
     def reset(self, transcript: Transcript) -> None:
         """A chat shown now: one from the history goes on in its own file, any other gets a new one."""
-        path = transcript.path
-        inside = (
-            path is not None and path.expanduser().resolve().parent == self.directory.expanduser().resolve()
-        )
-        self.path = path if inside else None
-        self.written = len(transcript.records) if inside else 0
+        self.close()
         self.error = None
+        self.path, self.written, self._seen = None, 0, None
+        path = transcript.path
+        if path is None or not self.inside(path):
+            return
+        lock = Lock.take(path)
+        if lock is None:
+            self._fork("this chat is open in another rsdchat")
+            return
+        self._lock, self.path = lock, path.expanduser()
+        self.written, self._seen = len(transcript.records), transcript.seen
+
+    def _new_file(self) -> None:
+        """A new file for this chat in the history, locked (a new name: no one else has it)."""
+        self.close()
+        with contextlib.suppress(OSError):  # the lock goes beside it; a folder we cannot make fails later
+            self.directory.mkdir(parents=True, exist_ok=True)
+        self.path, self.written, self._seen = new_chat_path(self.directory), 0, None
+        self._lock = Lock.take(self.path)
+
+    def _fork(self, why: str) -> None:
+        """Go on in a new file of the history (the whole chat is written there at the next write)."""
+        self._new_file()
+        self._tell(f"{why}; your turns here are saved as a new chat {self.path}")
+
+    def _changed(self) -> bool:
+        """Whether the file is not as this chat last read or wrote it (another program wrote it)."""
+        assert self.path is not None
+        now = file_seen(self.path)
+        return now != self._seen and not (now is None and self._seen is None)
 
     def pending(self, transcript: Transcript) -> bool:
         """Records not written yet in a chat that has questions."""
@@ -121,11 +220,22 @@ class Autosave:
         """Write the chat (atomically); the error, the first time writing it fails."""
         if not transcript.turns:
             return None
-        path = self.path or new_chat_path(self.directory)
+        if self.path is None:
+            self._new_file()
+        elif self._changed():
+            self._fork(f"{self.path} was changed by another program")
+        path = self.path
+        assert path is not None
         try:
-            transcript.write(path)
+            transcript.write(path, replace=lambda there: file_seen(there) == self._seen)
         except ConfigError as exc:
             first, self.error = self.error is None, str(exc)
             return self.error if first else None
-        self.path, self.written, self.error = path, len(transcript.records), None
+        self.written, self._seen, self.error = len(transcript.records), file_seen(path), None
         return None
+
+    def close(self) -> None:
+        """Let go of the file's lock (another chat is shown, or the app closes)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

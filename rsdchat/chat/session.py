@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from functools import partial
 from pathlib import Path
 
@@ -37,10 +38,11 @@ from rsdchat.chat.history import Autosave, chats_dir
 from rsdchat.chat.knobs import Knobs, Style, nudge_delta
 from rsdchat.chat.rewards import Rewards
 from rsdchat.chat.status import Status
-from rsdchat.chat.transcript import Transcript, default_path, user_record
+from rsdchat.chat.transcript import Transcript, default_path, user_record, write_file
 from rsdchat.engine import Engine
 from rsdchat.errors import ConfigError
 from rsdchat.events import Event, StepDone
+from rsdchat.files import same_file
 from rsdchat.policy import Mode, Policy, PolicySource
 from rsdchat.progress import progress_to
 from rsdchat.prompts import build_messages
@@ -83,7 +85,8 @@ class ChatSession:
         self.acceptance = Acceptance()  # over the whole chat
         self._owns_runtime = runtime is None
         self._rewards = Rewards(settings)  # reward sources built so far
-        self.autosave = Autosave(chats_dir())  # where this chat is kept in the history
+        self.autosave = Autosave(chats_dir(), self._forked)  # where this chat is kept in the history
+        self._exported: set[Path] = set()  # the files /export wrote: only those it writes over
         self._pending: Knobs | None = None  # from a transcript loaded before the models were
         self._check_models_at_open = False  # ditto: compare its models once they are loaded
         self._changes = Changes(self._emit)  # the policy in force, and changes staged for the next step
@@ -139,6 +142,9 @@ class ChatSession:
     def notify(self, text: str, severity: Severity = "information", title: str = "") -> None:
         self._emit(Notice(text, severity, title))
 
+    def _forked(self, text: str) -> None:
+        self.notify(text, "warning", "saved as a new chat")
+
     # -- opening and closing ----------------------------------------------------------
 
     async def open(self) -> None:
@@ -193,6 +199,7 @@ class ChatSession:
         await self.stop_and_wait()
         self._hearing.close()
         self._keep_in_history()
+        self.autosave.close()
         await self._rewards.aclose(keep=self.runtime.reward if self.runtime is not None else None)
         if self._owns_runtime and self.runtime is not None:
             await self.runtime.aclose()
@@ -461,7 +468,7 @@ class ChatSession:
 
     def new(self) -> None:
         self._idle("start a new chat")
-        models = self.transcript.records[0].get("models", {})
+        models = self.transcript.records[0].get("models") or {}
         self._keep_in_history()
         self.transcript = Transcript.start(self.settings, self.knobs, models)
         self.autosave.reset(self.transcript)
@@ -470,21 +477,48 @@ class ChatSession:
         self.notify("new chat")
         self._emit(StateChanged())
 
+    def _own_file(self, path: Path) -> bool:
+        """Whether `path` is this chat's own saved file (where it was saved to or loaded from).
+
+        A chat file of the history counts only while this chat writes it (holds its lock).
+        """
+        own = self.transcript.path
+        if own is None or not same_file(path, own):
+            return False
+        return not self.autosave.inside(own) or self.autosave.holds(own)
+
     def save(self, path: Path | None = None) -> Path:
-        path = path or self.transcript.path or default_path(".jsonl")
-        self.transcript.save(path)
+        """/save [PATH]: write the transcript; a file already there only if it is this chat's own."""
+        path = (path or self.transcript.path or default_path(".jsonl")).expanduser()
+        if self.autosave.holds(path):  # the history file this chat writes: written the same way
+            self.autosave.write(self.transcript)
+            if self.autosave.error:
+                raise ConfigError(self.autosave.error)
+            assert self.autosave.path is not None
+            self.transcript.path, self.transcript.saved = self.autosave.path, len(self.transcript.records)
+            path = self.autosave.path
+        else:
+            if self._own_file(path) and path.is_symlink():  # its own file, reached by a link
+                path = Path(os.path.realpath(path))
+            path = self.transcript.save(path, replace=self._own_file)
         self.notify(f"saved {len(self.transcript.records)} records to {path}", title="transcript saved")
         return path
 
     def export(self, path: Path | None = None) -> Path:
-        saved = (
-            self.transcript.path if self.transcript.path != self.autosave.path else None
-        )  # not in the history
-        path = path or (saved.with_suffix(".md") if saved else default_path(".md"))
-        try:
-            path.expanduser().write_text(self.transcript.to_markdown(), encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+        """/export [PATH.md]: the transcript as Markdown; over a file only if this session exported it."""
+        saved = self.transcript.path
+        if saved is not None and self.autosave.inside(saved):  # not beside the history's files
+            saved = None
+        path = (path or (saved.with_suffix(".md") if saved else default_path(".md"))).expanduser()
+        exported = self._exported
+
+        def ours(there: Path) -> bool:
+            return any(same_file(there, before) for before in exported)
+
+        path = write_file(
+            path, self.transcript.to_markdown(), replace=ours, what=", and this chat did not export it"
+        )
+        exported.add(path.absolute())
         self.notify(f"exported to {path}", title="Markdown export")
         return path
 
@@ -517,6 +551,12 @@ class ChatSession:
         self.notify(
             f"{transcript.path or 'transcript'}: {transcript.turns} question(s)", title="transcript loaded"
         )
+        if transcript.cut is not None:
+            self.notify(
+                f"{transcript.path}:{transcript.cut}: the last line was cut short (a crash?) and is left out",
+                "warning",
+                "transcript loaded",
+            )
         self._emit(StateChanged())
 
     def _check_models(self) -> None:

@@ -15,8 +15,10 @@ One JSON object per line, in the order things happened:
 from __future__ import annotations
 
 import json
+import math
 import os
-from contextlib import suppress
+import stat
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import Any
 from rsdchat.chat.knobs import Knobs
 from rsdchat.decision import Decision
 from rsdchat.errors import ConfigError
+from rsdchat.files import WriteError, write_atomic
 from rsdchat.prompts import Turn
 from rsdchat.settings import Settings
 from rsdchat.trace import Acceptance, Ledger, Step, Trace
@@ -32,10 +35,37 @@ from rsdchat.trace import Acceptance, Ledger, Step, Trace
 VERSION = 2
 KINDS = ("session", "user", "step", "change", "answer")
 Record = dict[str, Any]
+Seen = tuple[int, int, int]  # a file as it was read or written: (inode, size, modified in ns)
 
 
 class TranscriptError(ConfigError):
     """A transcript file that cannot be read: the message names the file and line."""
+
+
+class SaveError(ConfigError):
+    """A transcript or export that could not be written (a full disk): nothing was changed (exit 1)."""
+
+    exit_code = 1
+
+
+def seen_of(status: os.stat_result) -> Seen:
+    return (status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def file_seen(path: Path) -> Seen | None:
+    """How `path` is now (None: nothing there, or it cannot be seen)."""
+    try:
+        return seen_of(os.stat(path))
+    except OSError:
+        return None
+
+
+def write_file(path: Path, text: str, *, replace: bool | Callable[[Path], bool], what: str = "") -> Path:
+    """`rsdchat.files.write_atomic`, its failure said as a ConfigError (the chat shows both the same way)."""
+    try:
+        return write_atomic(path, text, replace=replace, what=what)
+    except WriteError as exc:
+        raise SaveError(str(exc)) from None
 
 
 def now() -> str:
@@ -121,6 +151,8 @@ class Transcript:
     records: list[Record] = field(default_factory=list)
     path: Path | None = None  # where it was last saved to or loaded from
     saved: int = 0  # records already on disk at `path`
+    seen: Seen | None = None  # the file at `path` as it was read
+    cut: int | None = None  # the last line, cut short by a crash, that was left out when read
 
     @classmethod
     def start(cls, settings: Settings, knobs: Knobs, models: dict[str, str]) -> Transcript:
@@ -198,50 +230,42 @@ class Transcript:
                 return knobs
         return None
 
-    def save(self, path: Path) -> None:
-        """Write the transcript to `path`, which becomes where it is saved."""
-        path = self.write(path)
-        self.path, self.saved = path, len(self.records)
+    def save(self, path: Path, *, replace: bool | Callable[[Path], bool] = False) -> Path:
+        """Write the transcript to `path`, which becomes where it is saved; the path written.
 
-    def write(self, path: Path) -> Path:
-        """Write a copy to `path` atomically (a crash leaves the old file or the new one, whole)."""
-        path = path.expanduser()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("w", encoding="utf-8") as out:
-                for record in self.records:
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-            tmp.replace(path)
-        except OSError as exc:
-            with suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise ConfigError(f"cannot save {path}: {exc.strerror or exc}") from None
+        `replace`: whether a file already there may be replaced (see `write`).
+        """
+        path = self.write(path, replace=replace, what=", and is not this chat's own file")
+        self.path, self.saved = path, len(self.records)
         return path
+
+    def write(self, path: Path, *, replace: bool | Callable[[Path], bool] = False, what: str = "") -> Path:
+        """Write a copy to `path` whole or not at all (`rsdchat.files.write_atomic`).
+
+        A file already there is replaced only when `replace` says it is ours; a link, a device
+        or a folder never is (TranscriptError, nothing written). A failed write (a full disk)
+        leaves the old file as it was (SaveError).
+        """
+        text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in self.records)
+        return write_file(path, text, replace=replace, what=what)
 
     @classmethod
     def load(cls, path: Path) -> Transcript:
+        """Read a transcript; TranscriptError (one line: the file, the line, the field) if it cannot be.
+
+        A last line without its newline that is not JSON was cut short by a crash: it is left
+        out (`cut` says which line it was), not refused.
+        """
         path = path.expanduser()
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise TranscriptError(f"{path} is not a regular file")
+            with path.open("rb") as handle:
+                seen = seen_of(os.fstat(handle.fileno()))
+                data = handle.read()
         except OSError as exc:
             raise TranscriptError(f"cannot read {path}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise TranscriptError(f"{path} is not a text file") from None
-        records = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TranscriptError(f"{path}:{number}: not JSON ({exc.msg})") from None
-            problem = _problem(record)
-            if problem:
-                raise TranscriptError(f"{path}:{number}: {problem}")
-            records.append(record)
+        records, cut = _read_records(path, data)
         if not records or records[0]["type"] != "session":
             raise TranscriptError(f"{path} is not an rsdchat transcript (no session line first)")
         if records[0].get("version") != VERSION:
@@ -249,28 +273,179 @@ class Transcript:
                 f"{path}: transcript version {records[0].get('version')!r} is not supported"
                 f" (this rsdchat reads version {VERSION})"
             )
-        return cls(records, path, len(records))
+        return cls(records, path, len(records), seen, cut)
 
     def to_markdown(self) -> str:
         return to_markdown(self.records)
 
 
+def _read_records(path: Path, data: bytes) -> tuple[list[Record], int | None]:
+    """The records of a transcript's bytes, and the number of a last line cut short (left out)."""
+    lines = data.split(b"\n")
+    records: list[Record] = []
+    cut: int | None = None
+    for number, raw in enumerate(lines, 1):
+        last = number == len(lines)  # the bytes after the last newline: '' unless cut short
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            if last:
+                cut = number
+                break
+            raise TranscriptError(f"{path}:{number}: not UTF-8 text; was the file edited?") from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if last:  # a crash cut the last line: what came before it is whole
+                cut = number
+                break
+            raise TranscriptError(f"{path}:{number}: not JSON ({exc.msg})") from None
+        problem = _problem(record)
+        if problem:
+            raise TranscriptError(f"{path}:{number}: {problem}")
+        records.append(record)
+    return records, cut
+
+
+# -- what each field of a record must be, so that everything that reads it later can ----------------
+
+Check = Callable[[Any], str]  # '' when the value is fine, else what it is not
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _text(value: Any) -> str:
+    return "" if isinstance(value, str) else "is not text"
+
+
+def _whole(value: Any) -> str:
+    return "" if isinstance(value, int) and not isinstance(value, bool) else "is not a whole number"
+
+
+def _place(value: Any) -> str:
+    return "" if not _whole(value) and value >= 0 else "is not a whole number ≥ 0"
+
+
+def _count(value: Any) -> str:
+    return "" if _is_number(value) and value >= 0 else "is not a number ≥ 0"
+
+
+def _number(value: Any) -> str:
+    return "" if _is_number(value) else "is not a number"
+
+
+def _flag(value: Any) -> str:
+    return "" if isinstance(value, bool) else "is not true or false"
+
+
+def _object(value: Any) -> str:
+    return "" if isinstance(value, dict) else "is not an object"
+
+
+def _names(value: Any) -> str:
+    ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    return "" if ok else "is not an object of names"
+
+
+def _bounds(value: Any) -> str:
+    ok = isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)
+    return "" if ok else "is not a pair of numbers"
+
+
+def _cost(value: Any) -> str:
+    """A cost per role (Ledger.to_dict): each role's tokens and seconds are numbers, FLOPs too or null
+    (a model of unknown size)."""
+    if not isinstance(value, dict):
+        return "is not an object"
+    for role, usage in value.items():
+        if role == "total_flops":
+            if usage is not None and not _is_number(usage):
+                return "has a total_flops that is not a number"
+            continue
+        if not isinstance(usage, dict):
+            return f"has a {role} that is not an object"
+        for key, number in usage.items():
+            if not _is_number(number) and not (key == "flops" and number is None):
+                return f"has a {role}.{key} that is not a number"
+    return ""
+
+
+def _decision(value: Any) -> str:
+    """A judged step's decision; one that cannot be read is shown without it, unless it would crash."""
+    if not isinstance(value, dict):
+        return "is not an object"
+    if not isinstance(value.get("weighting", {}), dict):
+        return "has a weighting that is not an object"
+    try:
+        Decision.from_dict(value)
+    except (ConfigError, KeyError, TypeError, ValueError):
+        pass  # decision_of: shown without the decision
+    except Exception as exc:  # anything else would stop the chat from drawing it
+        return f"cannot be read ({type(exc).__name__})"
+    return ""
+
+
+_REQUIRED: dict[str, dict[str, Check]] = {
+    "user": {"turn": _whole, "content": _text},
+    "step": {"turn": _whole, "index": _place, "author": _text, "text": _text},
+    "change": {"text": _text},
+    "answer": {"turn": _whole, "content": _text},
+}
+_OPTIONAL: dict[str, dict[str, Check]] = {  # missing or null is fine
+    "session": {"models": _names, "knobs": _object, "settings": _object, "started": _text},
+    "user": {"retry_of": _whole, "system": _text, "in_force": _object},
+    "step": {
+        "accepted": _flag,
+        "tokens": _count,
+        "score": _number,
+        "seconds": _number,
+        "reward_bounds": _bounds,
+        "decision": _decision,
+        "cost": _cost,
+        "mode": _text,
+        "reward_source": _text,
+        "finish_reason": _text,
+    },
+    "change": {"turn": _whole, "from_step": _whole, "knobs": _object, "in_force": _object},
+    "answer": {
+        "finish_reason": _text,
+        "error": _text,
+        "final_answer": _text,
+        "steps": _count,
+        "drafts": _count,
+        "accepted_drafts": _count,
+        "seconds": _number,
+        "cost": _cost,
+        "partial": _text,
+        "partial_index": _place,
+        "partial_author": _text,
+        "kept": _flag,
+        "retry_of": _whole,
+    },
+}
+
+
 def _problem(record: object) -> str:
-    """What is wrong with one record ('' if nothing)."""
+    """What is wrong with one record ('' if nothing): the first field missing or not what it must be."""
     if not isinstance(record, dict) or not isinstance(record.get("type"), str):
         return "not a transcript record (needs a JSON object with a type)"
     kind = record["type"]
     if kind not in KINDS:
         return f"unknown record type {kind!r}"
-    needs: dict[str, dict[str, type | tuple[type, ...]]] = {
-        "user": {"turn": int, "content": str},
-        "step": {"turn": int, "index": int, "author": str, "text": str},
-        "change": {"text": str},
-        "answer": {"turn": int, "content": str},
-    }
-    for key, kind_type in needs.get(kind, {}).items():
-        if not isinstance(record.get(key), kind_type):
+    for key, check in _REQUIRED.get(kind, {}).items():
+        if key not in record or record[key] is None:
             return f"{kind} record without a valid {key!r}"
+        wrong = check(record[key])
+        if wrong:
+            return f"{kind} record: field {key!r} {wrong}"
+    for key, check in _OPTIONAL.get(kind, {}).items():
+        wrong = check(record[key]) if record.get(key) is not None else ""
+        if wrong:
+            return f"field {key!r} {wrong}"
     if kind == "step" and record["author"] not in ("draft", "target"):
         return f"step author must be draft or target, got {record['author']!r}"
     return ""
@@ -296,7 +471,7 @@ def to_markdown(records: list[Record]) -> str:
     for record in records:
         kind = record["type"]
         if kind == "session":
-            models = record.get("models", {})
+            models = record.get("models") or {}
             shown = " · ".join(f"{k} **{v}**" for k, v in models.items())
             lines += [f"*{record.get('started', '')}* — {shown}", ""]
         elif kind == "user":

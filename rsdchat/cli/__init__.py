@@ -75,12 +75,28 @@ def chat(
     """Open the chat app when no command is given (keys and /commands: docs/tui.md)."""
     if ctx.invoked_subcommand is not None:
         return
-    from rsdchat.chat.history import chat_to_continue
-    from rsdchat.tui import run
-
     if continue_ and resume is not None:
         raise ConfigError("--continue and --resume both name a chat to reopen; give one")
-    run(_settings_given.settings(), chat_to_continue() if continue_ else resume)
+    _need_a_terminal()
+    from rsdchat.tui.app import run_chat
+
+    status = run_chat(_settings_given.settings(), resume, continue_=continue_)
+    if status:  # ended by a signal (after saving): 128 + its number, as the shell would say
+        raise typer.Exit(status)
+
+
+def _need_a_terminal() -> None:
+    """The chat app reads keys from a terminal and draws on one: anything else is refused at once."""
+    for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout)):
+        try:
+            ok = stream is not None and stream.isatty()
+        except (OSError, ValueError):  # closed
+            ok = False
+        if not ok:
+            state = "closed" if stream is None else "not one"
+            raise ConfigError(
+                f"the chat app needs a terminal: {name} is {state}; use `rsdchat solve` for scripts"
+            )
 
 
 @app.command()

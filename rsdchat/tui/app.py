@@ -7,6 +7,11 @@ back as one Textual message each, drawn by the widgets.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
+import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import replace
 from functools import partial
@@ -36,12 +41,13 @@ from rsdchat.chat.events import (
     TurnKept,
     TurnStarted,
 )
-from rsdchat.chat.history import saved_chats
+from rsdchat.chat.history import chats_dir, continue_chat, scan_chats, skipped_note
 from rsdchat.chat.knobs import STEPS, Style
 from rsdchat.chat.session import ChatSession
 from rsdchat.chat.transcript import Transcript
 from rsdchat.errors import ConfigError
 from rsdchat.events import StepDone, StepScored, StepStarted, TokenText
+from rsdchat.files import clean_temps
 from rsdchat.plugins import reward_plugins
 from rsdchat.policy import Mode
 from rsdchat.runtime import Runtime
@@ -55,6 +61,7 @@ from rsdchat.tui.widgets.transcript import KEPT, TranscriptView
 from rsdchat.weighting import WEIGHTINGS
 
 NARROW = 100  # columns below which the side panel starts hidden
+ENDING = (signal.SIGTERM, signal.SIGHUP)  # a kill, the terminal closed: the app ends as if quit
 
 
 class SessionEvent(Message):
@@ -80,13 +87,23 @@ class RsdChatApp(App[None]):
         Binding("f1", "help", "Help"),
     ]
 
-    def __init__(self, source: Runtime | Settings, *, resume: Path | Transcript | None = None) -> None:
+    def __init__(
+        self,
+        source: Runtime | Settings,
+        *,
+        resume: Path | Transcript | None = None,
+        notes: Iterable[str] = (),
+    ) -> None:
+        """`notes`: said when the app opens (the saved chats `--continue` skipped)."""
         super().__init__()
         settings = source.settings if isinstance(source, Runtime) else source
         runtime = source if isinstance(source, Runtime) else None
         self.session = ChatSession(settings, runtime=runtime, listener=self._deliver)
         self._resume = resume
+        self._notes = list(notes)
         self._quit_asked = False
+        self._signals: list[signal.Signals] = []  # handled while the app runs
+        self._ending = False  # a signal came: what the session says now is not drawn any more
 
     @property
     def prompt(self) -> Input:
@@ -109,9 +126,12 @@ class RsdChatApp(App[None]):
         yield Footer()
 
     async def on_mount(self) -> None:
+        self._catch_signals()
         self.prompt.focus()
         self.query_one("#main").set_class(self.size.width < NARROW, "-narrow")
         self.refresh_status()
+        for note in self._notes:
+            self.notify(note, title="rsdchat --continue", severity="warning", timeout=15, markup=False)
         resume = self._resume
         if isinstance(resume, Path):
             try:
@@ -124,11 +144,56 @@ class RsdChatApp(App[None]):
         self.run_worker(self.session.open(), group="load", exit_on_error=False)
 
     async def on_unmount(self) -> None:
+        self._release_signals()
         await self.session.aclose()
+
+    # -- signals ----------------------------------------------------------------------
+
+    def _catch_signals(self) -> None:
+        """SIGTERM and SIGHUP end the app the way quitting does: the answer being written is stopped
+        and saved (as Esc does), the chat is kept in the history, the terminal is given back."""
+        loop = asyncio.get_running_loop()
+        for number in ENDING:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                loop.add_signal_handler(number, self.end_on_signal, number)
+                self._signals.append(number)
+
+    def _release_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for number in self._signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(number)
+        self._signals = []
+
+    def end_on_signal(self, number: int) -> None:
+        """A signal came: stop and save the answer, then exit with status 128 + its number.
+
+        A second signal of the kind ends the process at once (the handlers are gone).
+        """
+        self._release_signals()
+        self.run_worker(self._end(number), group="signal", exit_on_error=False)
+
+    async def _end(self, number: int) -> None:
+        session = self.session
+        await session.stop_and_wait()
+        deadline = time.monotonic() + 5
+        while session.answering and time.monotonic() < deadline:  # the stopped turn being saved
+            await asyncio.sleep(0.01)
+        self._ending = True
+        if number == signal.SIGHUP:
+            # The terminal is gone: there is nothing to give back, and Textual, which restarts its
+            # output on the SIGCONT that comes with the hangup, would wait on it forever.
+            try:
+                await session.aclose()  # the chat saved, the models and servers closed
+            finally:
+                os._exit(128 + number)
+        self.exit(return_code=128 + number)
 
     # -- drawing the session's events -------------------------------------------------
 
     async def on_session_event(self, message: SessionEvent) -> None:
+        if self._ending:
+            return
         event, view = message.event, self.view
         if isinstance(event, EngineUpdate):
             await self._engine_update(event)
@@ -143,7 +208,7 @@ class RsdChatApp(App[None]):
         elif isinstance(event, NoteRemoved):
             await view.remove_note(event.note)
         elif isinstance(event, Notice):
-            timeout = 15 if event.severity == "error" else None
+            timeout = 15 if event.severity in ("error", "warning") else None
             self.notify(event.text, title=event.title, severity=event.severity, timeout=timeout, markup=False)
         elif isinstance(event, Loading):
             if event.state == "loading":
@@ -268,7 +333,9 @@ class RsdChatApp(App[None]):
         session = self.session
         if session.answering:
             raise ConfigError("stop the answer first (Esc), then open the history")
-        chats = saved_chats(session.autosave.directory)
+        chats, skipped = scan_chats(session.autosave.directory)
+        if skipped:
+            self.notify(skipped_note(skipped), title="/history", severity="warning", timeout=15, markup=False)
         if not chats:
             raise ConfigError(f"no saved chats yet (each chat is saved in {session.autosave.directory})")
 
@@ -377,3 +444,22 @@ class RsdChatApp(App[None]):
         yield ("Export Markdown", "write the transcript as Markdown", partial(command, "/export"))
         yield ("Side panel", "show or hide the status panel (F4)", self.action_toggle_panel)
         yield ("Help", "slash commands and keys", self.action_help)
+
+
+def run_chat(settings: Settings, resume: Path | None = None, *, continue_: bool = False) -> int:
+    """Run the chat app until the user quits; the exit status (128 + a signal that ended it).
+
+    `resume` is read before the app starts, so a missing or broken file is a ConfigError (one
+    line, exit 2); `continue_` reopens the newest saved chat that can be read, and the app says
+    which newer ones it skipped and why.
+    """
+    clean_temps(chats_dir())  # what a killed rsdchat was writing there
+    notes = []
+    transcript = Transcript.load(resume) if resume is not None else None
+    if continue_:
+        transcript, skipped = continue_chat()
+        if skipped:
+            notes.append(f"{skipped_note(skipped)}; continuing {transcript.path}")
+    app = RsdChatApp(settings, resume=transcript, notes=notes)
+    app.run()
+    return app.return_code or 0
