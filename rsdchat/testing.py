@@ -104,7 +104,8 @@ class ScriptedReward:
 
     async def score(self, context: Context, step: Generation) -> Score:
         self.calls.append(step.text)
-        return Score(self.reward(context, step), Usage(prefill_tokens=1))
+        read = 1 if self.n_params else 0  # a scripted check with no model reads nothing (it is free)
+        return Score(self.reward(context, step), Usage(prefill_tokens=read))
 
     async def aclose(self) -> None:
         self.closed = True

@@ -18,7 +18,7 @@ class RoleCost:
 
     prefill_tokens: int
     generated_tokens: int
-    flops: float  # ≈ 2 · parameters · (prefill + generated) tokens
+    flops: float | None  # ≈ 2 · parameters · (prefill + generated) tokens; None: a model of unknown size
     seconds: float
 
     @property
@@ -40,16 +40,22 @@ class Ledger:
 
     FLOPs are added when the work is charged, with the parameter count of the model
     that did it, so a ledger stays exact when a reward source is swapped mid-answer.
+    Work on tokens by a model whose size is unknown (a parameter count of 0, such as a
+    served model rsdchat cannot size) makes its role's FLOPs, and the total, unknown
+    (None; null in JSON), never 0: free is only what read and wrote no tokens.
     """
 
     usage: dict[Role, Usage] = field(default_factory=dict)
-    flops_by_role: dict[Role, float] = field(default_factory=dict)
+    flops_by_role: dict[Role, float] = field(default_factory=dict)  # the work of models of known size
+    unsized: set[Role] = field(default_factory=set)  # roles with work by a model of unknown size
 
     def add(self, role: Role, usage: Usage, n_params: int) -> None:
-        """Charge `usage` to `role`; FLOPs ≈ 2 · n_params · tokens."""
+        """Charge `usage` to `role`; FLOPs ≈ 2 · n_params · tokens (n_params 0 with tokens: unknown)."""
         self.usage.setdefault(role, Usage())
         self.usage[role] += usage
-        self.flops_by_role[role] = self.flops_by_role.get(role, 0.0) + 2.0 * n_params * usage.tokens
+        if n_params <= 0 and usage.tokens > 0:
+            self.unsized.add(role)
+        self.flops_by_role[role] = self.flops_by_role.get(role, 0.0) + 2.0 * max(n_params, 0) * usage.tokens
 
     def merge(self, other: Ledger) -> None:
         for role, usage in other.usage.items():
@@ -57,15 +63,17 @@ class Ledger:
             self.usage[role] += usage
         for role, flops in other.flops_by_role.items():
             self.flops_by_role[role] = self.flops_by_role.get(role, 0.0) + flops
+        self.unsized |= other.unsized
 
     def cost(self, role: Role) -> RoleCost:
         usage = self.usage.get(role, Usage())
-        flops = self.flops_by_role.get(role, 0.0)
+        flops = None if role in self.unsized else self.flops_by_role.get(role, 0.0)
         return RoleCost(usage.prefill_tokens, usage.generated_tokens, flops, usage.seconds)
 
     @property
-    def flops(self) -> float:
-        return sum(self.flops_by_role.values())
+    def flops(self) -> float | None:
+        """All roles' FLOPs; None when one role's are unknown."""
+        return None if self.unsized else sum(self.flops_by_role.values())
 
     @property
     def backend_seconds(self) -> float:
@@ -78,7 +86,7 @@ class Ledger:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Ledger:
-        """Read back `to_dict` (missing roles count as nothing)."""
+        """Read back `to_dict` (missing roles count as nothing; FLOPs null are unknown)."""
         ledger = cls()
         for role in Role:
             saved = data.get(role.value)
@@ -88,7 +96,10 @@ class Ledger:
                     int(saved.get("generated_tokens", 0)),
                     float(saved.get("seconds", 0.0)),
                 )
-                ledger.flops_by_role[role] = float(saved.get("flops", 0.0))
+                flops = saved.get("flops", 0.0)
+                if flops is None:
+                    ledger.unsized.add(role)
+                ledger.flops_by_role[role] = float(flops or 0.0)
         return ledger
 
 

@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
+bash scripts/setup_vllm.sh --checkpoints  # vLLM's CPU build: the vLLM tests run against vLLM itself
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

@@ -118,6 +118,16 @@ def print_summary(console: Console, trace: Trace, described: dict[str, str]) -> 
         )
     table.add_row("total", "", "", "", si(trace.ledger.flops, "FLOP"), f"{trace.seconds:.2f}")
     console.print(table)
+    unsized = [role.value for role in Role if role in trace.ledger.unsized]
+    if unsized:
+        settings = ", ".join(f"{role}_params" for role in unsized)
+        console.print(
+            Text(
+                f"FLOPs unknown: rsdchat cannot size the {' and '.join(unsized)} model"
+                f"{'s' if len(unsized) > 1 else ''}; set {settings} (e.g. 1.5B)",
+                style="dim",
+            )
+        )
 
 
 def record(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from rsdchat.doctor import RoleCheck, time_tiny_step
@@ -18,6 +19,7 @@ class OpenAIBackend:
 
     def __init__(self, config: OpenAIConfig) -> None:
         self._config = BackendConfig.of(config)
+        self._params = {role: config.params(role) for role in Role}  # the <role>_params settings
         self._generators: dict[tuple[Role, str], HttpGenerator] = {}
 
     def generator(self, role: Role, model: str) -> HttpGenerator:
@@ -31,7 +33,13 @@ class OpenAIBackend:
     def _make(self, role: Role, pool: Pool, server: ServerInfo, model: str) -> HttpGenerator:
         headers = Headers(make_renderer(server, pool, model, self._config.chat_template))
         kind = HttpLogprobGenerator if server.dialect.prompt_logprobs else HttpGenerator
-        return kind(pool, server, model, headers, logprobs=role is Role.DRAFT and self._config.draft_logprobs)
+        generator = kind(
+            pool, server, model, headers, logprobs=role is Role.DRAFT and self._config.draft_logprobs
+        )
+        n_params = self._params[role]  # else the size read from the model's name; 0: unknown
+        if n_params:
+            generator.info = dataclasses.replace(generator.info, n_params=n_params)
+        return generator
 
     async def aclose(self) -> None:
         for generator in self._generators.values():

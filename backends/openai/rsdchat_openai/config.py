@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -17,6 +18,32 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rsdchat.errors import ConfigError
 from rsdchat.plugins import RUNTIME_ONLY, PluginConfig
 from rsdchat.types import Role
+
+_COUNT = re.compile(r"(\d+(?:\.\d*)?(?:e\d+)?)\s*([kmbgt]?)", re.IGNORECASE)
+_UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def parse_count(value: object) -> int:
+    """A parameter count: 1500000000, "1.5B", "500M", "135m", "1.5e9" (a ValueError otherwise)."""
+    found = _COUNT.fullmatch(value.strip().replace("_", "")) if isinstance(value, str) else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        count = float(value)
+    elif found is not None:
+        count = float(found[1]) * _UNITS[found[2].lower()]
+    else:
+        count = 0.0
+    if not 1e3 <= count < 1e16:  # also NaN; "1.5" alone is a slip for 1.5B
+        raise ValueError("give the model's parameter count, like 1.5B, 500M or 135000000")
+    return round(count)
+
+
+def _role_params(role: str) -> Any:
+    return Field(
+        None,
+        description=f"parameters of the {role} model, for the FLOPs estimate (e.g. 1.5B, 500M; default: "
+        "counted from the checkpoint a vllm server loads, else read from the model's name, else unknown)",
+        json_schema_extra=RUNTIME_ONLY,
+    )
 
 
 class ClientConfig(PluginConfig):
@@ -30,6 +57,19 @@ class ClientConfig(PluginConfig):
         json_schema_extra=RUNTIME_ONLY,
     )
     draft_logprobs: bool = Field(True, description="ask the draft server for token log-probabilities")
+    draft_params: int | str | None = _role_params("draft")
+    target_params: int | str | None = _role_params("target")
+    reward_params: int | str | None = _role_params("reward")
+
+    @field_validator("draft_params", "target_params", "reward_params", mode="before")
+    @classmethod
+    def _params(cls, value: object) -> int | None:
+        return None if value is None or value == "" else parse_count(value)
+
+    def params(self, role: Role) -> int | None:
+        """The parameter count set for `role`'s model (None: not set)."""
+        value = getattr(self, f"{role.value}_params")
+        return int(value) if value is not None else None
 
 
 class OpenAIConfig(ClientConfig):

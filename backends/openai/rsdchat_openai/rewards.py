@@ -3,12 +3,15 @@
 Registered in the entry-point group `rsdchat.rewards` as `RewardPlugin`s (the reward
 server's address and model come from this plugin's settings, `[backends.openai]`):
 
-- `qwen-prm`: Qwen2.5-Math-PRM-7B/72B on vLLM's pooling API. The assistant turn holds
-  the steps joined by `<extra_0>` with one after the last; the reward is the
+- `qwen-prm`: Qwen2.5-Math-PRM-7B/72B on vLLM's pooling API, as its model card feeds it:
+  the card's system prompt, the conversation's user (and earlier) turns, and an assistant
+  turn holding the steps joined by `<extra_0>` with one after the last; the reward is the
   positive-class probability at the last `<extra_0>` (the step being judged).
 - `skywork-prm`: Skywork-o1-Open-PRM (value head) through the embeddings endpoint of
-  its vLLM plugin: BOS + question + "\\n", then each step's tokens and a "\\n"
-  separator; the reward is the sigmoid of the value at the last separator.
+  its vLLM plugin, which needs vLLM 0.6.x (the plugin pins 0.6.4.post1): token ids of
+  BOS + question + "\\n", then each step's tokens and the step token ("\\n\\n", as
+  Skywork's reference code marks steps); the reward is the sigmoid of the value at the
+  last step token. A server running another vLLM is refused at start, in one line.
 - `orm`: an outcome reward model such as Skywork-Reward-Llama-3.1-8B on vLLM's
   /classify: one unbounded score for the reply so far (the paper's ORM mode, δ = 0).
 
@@ -26,7 +29,7 @@ from collections import OrderedDict
 from typing import Any, Literal
 
 from rsdchat.doctor import RoleCheck
-from rsdchat.errors import BackendError, RsdchatError
+from rsdchat.errors import BackendError, ConfigError, RsdchatError
 from rsdchat.plugins import RewardContext, RewardPlugin
 from rsdchat.protocols import Score
 from rsdchat.types import Context, Generation, Message, Role, Usage
@@ -36,8 +39,14 @@ from rsdchat_openai.http import NotFound, Pool
 from rsdchat_openai.server import guess_params, probe, token_ids
 
 QWEN_STEP_TAG = "<extra_0>"
-SKYWORK_SEPARATOR = "\n"
+QWEN_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."  # the model card's
+SKYWORK_STEP_TOKEN = "\n\n"  # the step token of Skywork's reference code (its last token marks a step)
 SKYWORK_BOS = "<|endoftext|>"  # the BOS of Skywork-o1-Open-PRM's Qwen2.5 tokenizer
+SKYWORK_VLLM = "0.6.4.post1"  # the vLLM Skywork's plugin (skywork-o1-prm-inference) is written for
+SKYWORK_NEEDS = (
+    f"skywork-prm needs vLLM {SKYWORK_VLLM} (0.6.x) with Skywork's skywork-o1-prm-inference plugin, "
+    "whose value head gives one value per token on /v1/embeddings"
+)
 
 
 def split_steps(response: str, delimiter: str) -> list[str]:
@@ -55,10 +64,11 @@ class HttpReward:
     HOW = "serve the reward model with vLLM"  # how to fix a server that lacks the API
 
     def __init__(self, context: RewardContext) -> None:
-        config = BackendConfig.of(context.config("openai", OpenAIConfig))
+        settings = context.config("openai", OpenAIConfig)
+        config = BackendConfig.of(settings)
         self.pool = Pool(config.endpoint(Role.REWARD))
         self.server, self.model = probe(self.pool, config.reward_model)
-        self.n_params = guess_params(self.model)
+        self.n_params = settings.params(Role.REWARD) or guess_params(self.model)  # 0: unknown
         self.delimiter = context.step_delimiter
 
     async def aclose(self) -> None:
@@ -116,8 +126,7 @@ class QwenPRM(HttpReward):
     async def score(self, context: Context, step: Generation) -> Score:
         started = time.perf_counter()
         steps = self.steps(context, step)
-        chat = [{"role": m.role, "content": m.content} for m in context.messages]
-        chat.append({"role": "assistant", "content": QWEN_STEP_TAG.join(steps) + QWEN_STEP_TAG})
+        chat = qwen_prm_chat(context, steps)
         answer = await self._pool_request(chat)
         rows = pooling_rows(answer, self.malformed("/pooling", "no data rows"))
         if len(rows) == len(steps):  # STEP pooling: one row per <extra_0>
@@ -171,22 +180,40 @@ class QwenPRM(HttpReward):
 
 
 class SkyworkPRM(HttpReward):
-    """Skywork-o1-Open-PRM: sigmoid of the value head at each step separator."""
+    """Skywork-o1-Open-PRM: sigmoid of the value head at each step token (vLLM 0.6.x and Skywork's plugin).
+
+    Skywork's plugin pins vLLM 0.6.4.post1 and its V0 engine; a later vLLM neither loads the
+    plugin nor answers /v1/embeddings with one value per token. Such a server is refused at
+    start (its /version), and an answer of another shape at the first step, each in one line.
+    """
 
     name = "skywork-prm"
-    HOW = "serve Skywork-o1-Open-PRM with vLLM and the skywork-o1-prm-inference plugin"
+    HOW = f"serve Skywork-o1-Open-PRM with vLLM {SKYWORK_VLLM} and the skywork-o1-prm-inference plugin"
 
     def __init__(self, context: RewardContext, *, bos: str = SKYWORK_BOS) -> None:
         super().__init__(context)
         self.bos = bos
         self._ids: OrderedDict[str, list[int]] = OrderedDict()  # text -> token ids, recent first out
+        for replica in self.pool.replicas:
+            version = self._vllm_version(replica.url)
+            if version is not None and not version.startswith("0.6."):
+                raise ConfigError(
+                    f"reward server {replica.url} runs vLLM {version}: {SKYWORK_NEEDS}; "
+                    "with this vLLM use qwen-prm or orm"
+                )
+
+    def _vllm_version(self, url: str) -> str | None:
+        """The vLLM version a reward server says it runs (/version); None where it does not say."""
+        try:
+            answer = self.pool.get_sync("/version", url=url)
+        except RsdchatError:  # not vLLM, or no answer: the first step's answer is checked instead
+            return None
+        version = answer.get("version") if isinstance(answer, dict) else None
+        return version.strip() if isinstance(version, str) and version.strip() else None
 
     async def score(self, context: Context, step: Generation) -> Score:
         started = time.perf_counter()
-        separator = (await self._tokens(SKYWORK_SEPARATOR))[-1:]
-        ids = list(await self._tokens(self.bos + context.question + "\n"))
-        for text in self.steps(context, step):
-            ids += (await self._tokens(text) if text else []) + separator
+        ids = await self.input_ids(context, step)
         body = {"model": self.model, "input": ids, "encoding_format": "float"}
         answer = await self.post("/v1/embeddings", body)
         try:
@@ -196,10 +223,19 @@ class SkyworkPRM(HttpReward):
         if not isinstance(values, list) or len(values) != len(ids) or not isinstance(values[-1], int | float):
             got = len(values) if isinstance(values, list) else type(values).__name__
             raise BackendError(
-                f"reward server ({self.model}): /v1/embeddings gave {got} values for {len(ids)} tokens; "
-                f"a value-head PRM gives one per token ({self.HOW})"
+                f"reward server ({self.model}): /v1/embeddings gave {got} values for {len(ids)} tokens, "
+                f"not one per token: {SKYWORK_NEEDS}"
             )
         return Score(_sigmoid(float(values[-1])), self.usage(answer, started))
+
+    async def input_ids(self, context: Context, step: Generation) -> list[int]:
+        """What the value head reads, as Skywork's reference builds it: BOS + question + "\\n", then
+        each step's tokens followed by the step token's last token."""
+        step_token = (await self._tokens(SKYWORK_STEP_TOKEN))[-1:]
+        ids = list(await self._tokens(self.bos + context.question + "\n"))
+        for text in self.steps(context, step):
+            ids += (await self._tokens(text) if text else []) + step_token
+        return ids
 
     async def _tokens(self, text: str) -> list[int]:
         if text not in self._ids:
@@ -241,6 +277,15 @@ class OutcomeRM(HttpReward):
                 "an outcome reward model gives one score"
             )
         return Score(float(probs[0]), self.usage(answer, started))
+
+
+def qwen_prm_chat(context: Context, steps: list[str]) -> list[dict[str, str]]:
+    """What Qwen2.5-Math-PRM reads, as its model card feeds it: the card's system prompt (in place of
+    the conversation's), the conversation's other turns, and the steps joined and ended by `<extra_0>`."""
+    chat = [{"role": "system", "content": QWEN_SYSTEM}]
+    chat += [{"role": m.role, "content": m.content} for m in context.messages if m.role != "system"]
+    chat.append({"role": "assistant", "content": QWEN_STEP_TAG.join(steps) + QWEN_STEP_TAG})
+    return chat
 
 
 def pooling_rows(answer: dict[str, Any], malformed: str) -> list[Any]:
@@ -285,7 +330,7 @@ QWEN_PRM = RewardPlugin(
 )
 SKYWORK_PRM = RewardPlugin(
     "skywork-prm",
-    "Skywork-o1-Open-PRM served by vLLM with its plugin (embeddings API): value in [0, 1]",
+    f"Skywork-o1-Open-PRM on vLLM {SKYWORK_VLLM} with Skywork's plugin (embeddings API): value in [0, 1]",
     SkyworkPRM,
     cost="reward model",
 )

@@ -330,3 +330,60 @@ def test_a_model_not_served_names_the_flag_that_picks_it(role: Role, flag: str) 
     served = ServerInfo(LLAMA_CPP_PYTHON, ("a", "b"))
     with pytest.raises(ConfigError, match=f"it serves: a, b\\); pass {flag} with one of those names"):
         choose_model(served, "x", pool(A, role=role), A)
+
+
+@pytest.mark.parametrize(
+    ("given", "count"),
+    [
+        ("1.5B", 1_500_000_000),
+        ("500M", 500_000_000),
+        (" 135m ", 135_000_000),
+        ("7e9", 7_000_000_000),
+        (7_000_000_000, 7_000_000_000),
+        ("135_000_000", 135_000_000),
+        ("2k", 2_000),
+    ],
+)
+def test_a_roles_parameter_count_is_a_setting(given: object, count: int) -> None:
+    from rsdchat_openai import OpenAIConfig
+
+    settings = OpenAIConfig(target_params=given)
+    assert settings.params(Role.TARGET) == count
+    assert settings.params(Role.DRAFT) is None and settings.params(Role.REWARD) is None  # unset: not known
+
+
+@pytest.mark.parametrize("given", ["7X", "1.5", "0", "-3", "nan", "seven", True, 1e20])
+def test_a_parameter_count_that_is_not_one_is_refused(given: object) -> None:
+    from rsdchat_openai import OpenAIConfig
+
+    with pytest.raises(ValueError, match=r"give the model's parameter count, like 1\.5B, 500M or 135000000"):
+        OpenAIConfig(draft_params=given)
+
+
+async def test_a_reward_model_is_sized_by_its_setting_else_its_name_else_unknown(
+    httpx_mock: HTTPXMock,
+) -> None:
+    from rsdchat.plugins import RewardContext
+    from rsdchat_openai.rewards import QwenPRM
+
+    prm = "http://prm.test:8001"
+    for served, setting, expected in [
+        ("Qwen/Qwen2.5-Math-PRM-7B", None, 7_000_000_000),  # from the name
+        ("Qwen/Qwen2.5-Math-PRM-7B", "1.5B", 1_500_000_000),  # the setting wins
+        ("/ckpt/qwen-prm", None, 0),  # neither: unknown (the ledger shows it so, never as free)
+    ]:
+        httpx_mock.add_response(url=f"{prm}/v1/models", json={"data": [{"id": served, "owned_by": "vllm"}]})
+        context = RewardContext(None, None, {"openai": config(reward_url=prm, reward_params=setting)})
+        reward = QwenPRM(context)
+        assert reward.n_params == expected
+        await reward.aclose()
+
+
+def test_a_served_model_is_sized_by_its_setting_else_its_name_else_unknown(httpx_mock: HTTPXMock) -> None:
+    from rsdchat_openai import OpenAIBackend
+
+    httpx_mock.add_response(url=f"{A}/v1/models", json={"data": [{"id": "smol", "owned_by": "vllm"}]})
+    httpx_mock.add_response(url=f"{B}/v1/models", json={"data": [{"id": "smol", "owned_by": "vllm"}]})
+    backend = OpenAIBackend(config(draft_url=A, target_url=B, target_params="1.7B"))
+    assert backend.generator(Role.TARGET, "smol").info.n_params == 1_700_000_000
+    assert backend.generator(Role.DRAFT, "smol").info.n_params == 0  # unknown: the ledger says so

@@ -17,8 +17,7 @@ reads the answers:
   task "token_classify"; STEP pooling gives one 2-class row per `<extra_0>`)
 - /classify (`ClassificationResponse`: data[i].probs, num_classes), from the example
   in docs/models/pooling_models/classify.md
-- /v1/embeddings (`EmbeddingResponse`), as Skywork's vLLM PRM plugin answers it (one
-  value per token; skywork-o1-prm-inference README)
+- Skywork's PRM (/version, /v1/embeddings on vLLM 0.6.x with its plugin) is in test_prm_inputs.py
 
 `scripts/check_vllm_contract.py` runs the same code paths against a real vLLM.
 """
@@ -38,7 +37,7 @@ from rsdchat.plugins import RewardContext
 from rsdchat.protocols import LogprobModel
 from rsdchat.types import Context, Generation, Message, Role, StepRequest
 from rsdchat_openai import OpenAIBackend, http
-from rsdchat_openai.rewards import OutcomeRM, QwenPRM, SkyworkPRM
+from rsdchat_openai.rewards import OutcomeRM, QwenPRM
 
 GEN, PRM = "http://gen.test:8000", "http://prm.test:8001"
 SYSTEM = Message("system", "Please reason step by step, and put your final answer within \\boxed{}.")
@@ -370,68 +369,6 @@ def test_the_reward_model_must_be_named_when_several_are_served(httpx_mock: HTTP
     httpx_mock.add_response(url=f"{PRM}/v1/models", json=models("prm-a", "prm-b"))
     with pytest.raises(ConfigError, match=r"setting reward_model: .* serves prm-a, prm-b"):
         QwenPRM(reward_settings())
-
-
-async def test_skywork_prm_tokenizes_each_piece_once(httpx_mock: HTTPXMock) -> None:
-    httpx_mock.add_response(url=f"{PRM}/v1/models", json=models("Skywork-o1-Open-PRM-Qwen-2.5-7B"))
-    prm = SkyworkPRM(reward_settings())
-    pieces = {"\n": [198], "<|endoftext|>What is 2+3?\n": [151643, 3838, 374, 220, 17, 10, 18, 30, 198]}
-    pieces |= {
-        "We add the numbers.": [1654, 912, 279, 5109, 13],
-        "2 + 3 = 5.": [17, 488, 220, 18, 284, 220, 20, 13],
-    }
-    for text, ids in pieces.items():
-        httpx_mock.add_response(
-            url=f"{PRM}/tokenize",
-            json={"count": len(ids), "max_model_len": 4096, "tokens": ids},
-            match_json={
-                "model": "Skywork-o1-Open-PRM-Qwen-2.5-7B",
-                "prompt": text,
-                "add_special_tokens": False,
-            },
-        )
-    question, step_1, step_2 = (
-        pieces["<|endoftext|>What is 2+3?\n"],
-        pieces["We add the numbers."],
-        pieces["2 + 3 = 5."],
-    )
-    expected = [*question, *step_1, 198, *step_2, 198]
-
-    def values(n: int, last: float) -> dict[str, Any]:
-        embedding = {"index": 0, "object": "embedding", "embedding": [0.0] * (n - 1) + [last]}
-        return {
-            "id": "embd-1",
-            "object": "list",
-            "created": 1,
-            "model": "s",
-            "data": [embedding],
-            "usage": usage(n),
-        }
-
-    httpx_mock.add_response(url=f"{PRM}/v1/embeddings", json=values(len(expected), 1.5))
-    httpx_mock.add_response(url=f"{PRM}/v1/embeddings", json=values(len(expected) + len(step_2) + 1, -1.0))
-    first = await prm.score(CONTEXT, DRAFT_STEP)
-    longer = Context(CONTEXT.messages, CONTEXT.response + DRAFT_STEP.text)
-    second = await prm.score(longer, DRAFT_STEP)  # the same step text again: nothing new to tokenize
-    await prm.aclose()
-    assert first.reward == pytest.approx(1 / (1 + math.exp(-1.5)))
-    assert second.reward == pytest.approx(1 / (1 + math.exp(1.0)))
-    assert len(httpx_mock.get_requests(url=f"{PRM}/tokenize")) == len(pieces)
-    sent = [json.loads(r.content)["input"] for r in httpx_mock.get_requests(url=f"{PRM}/v1/embeddings")]
-    assert sent == [expected, [*expected, *step_2, 198]]
-
-
-async def test_skywork_prm_rejects_an_ordinary_embedding_model(httpx_mock: HTTPXMock) -> None:
-    httpx_mock.add_response(url=f"{PRM}/v1/models", json=models("bge"))
-    prm = SkyworkPRM(reward_settings())
-    httpx_mock.add_response(
-        url=f"{PRM}/tokenize", json={"count": 1, "max_model_len": 512, "tokens": [7]}, is_reusable=True
-    )
-    answer = {"data": [{"index": 0, "object": "embedding", "embedding": [0.1] * 1024}], "usage": usage(5)}
-    httpx_mock.add_response(url=f"{PRM}/v1/embeddings", json=answer)
-    with pytest.raises(BackendError, match="gave 1024 values for 5 tokens"):
-        await prm.score(CONTEXT, DRAFT_STEP)
-    await prm.aclose()
 
 
 async def test_orm_scores_the_whole_reply_unbounded(httpx_mock: HTTPXMock) -> None:

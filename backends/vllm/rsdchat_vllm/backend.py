@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import shutil
 import subprocess
 import threading
@@ -19,10 +20,12 @@ from rsdchat.progress import PROGRESS
 from rsdchat.protocols import Logprobs, TokenSink
 from rsdchat.threads import in_thread
 from rsdchat.types import Context, Generation, ModelInfo, Role, StepRequest
+from rsdchat.units import si
 from rsdchat_openai import OpenAIBackend, OpenAIConfig
 from rsdchat_openai.generator import ContextFull, HttpGenerator, HttpLogprobGenerator
+from rsdchat_openai.server import guess_params
 from rsdchat_vllm.config import VllmConfig
-from rsdchat_vllm.launcher import Launcher, Say
+from rsdchat_vllm.launcher import Launcher, Say, checkpoint_params
 from rsdchat_vllm.server import Server
 
 CONTEXT_HINT = "raise max_model_len"
@@ -36,9 +39,16 @@ def client_config(config: VllmConfig, role: Role, server: Server, **more: object
             "http_read_timeout": config.http_read_timeout,
             "draft_logprobs": config.draft_logprobs,
             f"{role.value}_url": server.url,
+            f"{role.value}_params": model_params(config, role, server.model) or None,
             **more,
         }
     )
+
+
+def model_params(config: VllmConfig, role: Role, model: str) -> int:
+    """Parameters of a role's launched model: its `<role>_params` setting, else counted from the
+    checkpoint vLLM loads (0: unknown; the caller may still read a size from the model's name)."""
+    return config.params(role) or checkpoint_params(model)
 
 
 class VllmGenerator:
@@ -52,7 +62,8 @@ class VllmGenerator:
         self, backend: VllmBackend, role: Role, model: str, server: Server, inner: HttpGenerator
     ) -> None:
         self.backend, self.role, self.model, self.server, self.inner = backend, role, model, server, inner
-        self.info: ModelInfo = dataclasses.replace(self.inner.info, backend="vllm")
+        n_params = model_params(backend.config, role, model) or inner.info.n_params  # 0: unknown
+        self.info: ModelInfo = dataclasses.replace(self.inner.info, backend="vllm", n_params=n_params)
         self._restarting = asyncio.Lock()
 
     async def _up(self) -> None:
@@ -151,14 +162,29 @@ class VllmBackend:
             return check.replace(error=str(exc))
         found = await self.client(role, server).diagnose(role, model)
         where = f"pid {server.pid} · log {server.log_path}"
-        return found.replace(backend="vllm", notes=(*facts, *found.notes, where))
+        n_params = await in_thread(model_params, self.config, role, model) or guess_params(model)
+        unknown = f"parameters unknown (for FLOPs set {role.value}_params)"
+        size = f"{si(n_params)} parameters" if n_params else unknown
+        return found.replace(backend="vllm", notes=(*facts, *found.notes, size, where))
 
     def facts(self) -> tuple[str, ...]:
-        """'vllm 0.x found', and the GPUs nvidia-smi lists (information only: nothing is refused on it)."""
+        """'vllm 0.x found', where the servers run, and the GPUs nvidia-smi lists (information only)."""
         with self._facts_lock:
             if self._facts is None:
-                self._facts = (_version(self.launcher.command), _gpus())
+                self._facts = (_version(self.launcher.command), self._device(), _gpus())
             return self._facts
+
+    def _device(self) -> str:
+        device, config = self.launcher.device, self.config
+        how = (
+            "device setting"
+            if config.device != "auto"
+            else "device auto: " + ("a GPU device found" if device == "gpu" else "no GPU device found")
+        )
+        if device == "gpu":
+            return f"servers on the GPU ({how})"
+        kv = config.kv_cache_gib or os.environ.get("VLLM_CPU_KVCACHE_SPACE", "").strip() or 1
+        return f"servers on the CPU ({how}; KV cache {kv} GiB each, kv_cache_gib)"
 
 
 def _version(command: list[str]) -> str:

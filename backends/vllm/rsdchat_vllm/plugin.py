@@ -28,6 +28,6 @@ PLUGIN = BackendPlugin(
     name="vllm",
     config=VllmConfig,
     create=_create,
-    title="vLLM servers rsdchat starts, watches and stops on this machine's GPUs",
+    title="vLLM servers rsdchat starts, watches and stops on this machine (its GPUs, or vLLM's CPU build)",
     commands=_commands,
 )

@@ -102,7 +102,7 @@ QWEN_PRM = RewardPlugin(
 )
 SKYWORK_PRM = RewardPlugin(
     "vllm-skywork-prm",
-    "skywork-prm on a vLLM server rsdchat starts here (needs Skywork's vLLM plugin)",
+    "skywork-prm on a vLLM server rsdchat starts here (needs vLLM 0.6.4.post1 with Skywork's plugin)",
     launched("vllm-skywork-prm", SkyworkPRM),
     cost="reward model",
 )

@@ -4,23 +4,19 @@ and checks that no server process outlives a test."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from real_vllm import Server, checkpoint
 
 from rsdchat_openai.testing import server_available, smollm2_path
 from rsdchat_vllm.launcher import group_members
 
 HERE = Path(__file__).resolve().parent
 STANDIN = HERE / "standin_vllm.py"
-SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the stand-in serves the test model under this name
-STARTED = re.compile(r"vllm: starting the (\w+) server \(.*, pid (\d+)\) · log (\S+)")
-ENGINE = re.compile(r"engine core pid (\d+)")
 
 
 @pytest.fixture(scope="session")
@@ -44,29 +40,6 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "state" / "rsdchat"
 
 
-def alive(pid: int) -> bool:
-    """A process that runs (a zombie does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def wait_gone(pids: list[int], timeout: float = 20.0) -> list[int]:
-    """The pids (or process groups) still alive after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [pid for pid in pids if alive(pid) or group_members(pid)]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.1)
-
-
-def engine_pids(log: Path) -> list[int]:
-    return [int(pid) for pid in ENGINE.findall(log.read_text(errors="replace"))]
-
-
 @pytest.fixture
 def reaper() -> Iterator[list[int]]:
     """Process groups a test started: whatever is left of them is killed afterwards (never leak)."""
@@ -75,3 +48,33 @@ def reaper() -> Iterator[list[int]]:
     for pgid in groups:
         if group_members(pgid):
             os.killpg(pgid, signal.SIGKILL)
+
+
+# -- real vLLM (its CPU build; see real_vllm.py) -------------------------------------------------
+
+
+def _serve(tmp: pytest.TempPathFactory, checkpoint_name: str, name: str, *args: str) -> Iterator[Server]:
+    model = checkpoint(checkpoint_name)
+    server = Server(model, name, tmp.mktemp("vllm") / f"{name}.log", *args)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_generator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`vllm serve` of SmolLM2-135M-Instruct (a generator), for the whole session."""
+    yield from _serve(tmp_path_factory, "smollm2", "smollm2")
+
+
+@pytest.fixture(scope="session")
+def vllm_prm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`vllm serve --runner pooling` of the Qwen2ForProcessRewardModel checkpoint (/pooling, STEP)."""
+    yield from _serve(tmp_path_factory, "qwen-prm", "qwen-prm", "--runner", "pooling")
+
+
+@pytest.fixture(scope="session")
+def vllm_orm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`vllm serve --runner pooling` of SmolLM2 as a sequence classifier (/classify)."""
+    yield from _serve(tmp_path_factory, "smollm2-orm", "smollm2-orm", "--runner", "pooling")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SMOLLM2, STARTED, engine_pids, wait_gone
+from vllm_processes import SMOLLM2, STARTED, engine_pids, wait_gone
 
 RSDCHAT = [sys.executable, "-c", "from rsdchat.cli import main; main()"]
 GSM8K = (  # GSM8K test, problem 0
@@ -228,8 +228,9 @@ def test_no_vllm_is_one_line_and_exit_2(state: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "rsdchat: vLLM not found: '/nonexistent/vllm' is not an executable file; install vLLM on this "
-        "machine (pip install vllm; it needs a GPU), or set vllm_command (--vllm-command)"
+        "rsdchat: vLLM not found: '/nonexistent/vllm' is not an executable file; install vLLM (with a GPU: "
+        "pip install vllm; on a CPU: its CPU build, see docs/backends.md 'vLLM on the CPU'), or set "
+        "vllm_command to it (--vllm-command)"
     ]
 
 

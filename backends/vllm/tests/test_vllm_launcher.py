@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SMOLLM2, alive, engine_pids, wait_gone
+from vllm_processes import SMOLLM2, alive, engine_pids, wait_gone
 
 from rsdchat.errors import BackendError, ConfigError
 from rsdchat.types import Role
@@ -37,6 +37,7 @@ def test_servers_start_one_by_one_answer_and_stop_with_every_process(
     fleet = launcher(
         standin,
         lines,
+        device="gpu",
         draft_gpus="3",
         target_tensor_parallel_size=2,
         vllm_args="--dtype half",
@@ -261,7 +262,9 @@ def test_settings_are_checked_where_they_are_given() -> None:
 
 
 def test_the_command_line_of_each_role() -> None:
-    config = VllmConfig(sleep_mode=True, reward_vllm_args="--trust-remote-code", max_model_len=8192)
+    config = VllmConfig(
+        device="gpu", sleep_mode=True, reward_vllm_args="--trust-remote-code", max_model_len=8192
+    )
     argv = config.argv(["vllm"], Role.REWARD, "Qwen/Qwen2.5-Math-PRM-7B", 8003)
     assert argv == [
         "vllm", "serve", "Qwen/Qwen2.5-Math-PRM-7B", "--host", "127.0.0.1", "--port", "8003",
@@ -271,7 +274,7 @@ def test_the_command_line_of_each_role() -> None:
     ]  # fmt: skip
     env = config.env(Role.REWARD, {"PATH": "/bin"})
     assert env["VLLM_SERVER_DEV_MODE"] == "1" and "CUDA_VISIBLE_DEVICES" not in env
-    old = VllmConfig(pooling_runner="--task reward").argv(["vllm"], Role.REWARD, "m", 1)
+    old = VllmConfig(device="gpu", pooling_runner="--task reward").argv(["vllm"], Role.REWARD, "m", 1)
     assert old[-2:] == ["--task", "reward"]
 
 

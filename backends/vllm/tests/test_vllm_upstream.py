@@ -1,4 +1,4 @@
-"""Against vLLM's own code, where it is installed (a GPU machine; skipped elsewhere):
+"""Against vLLM's own code, run in vLLM's own environment (.venv-vllm, its CPU build here):
 
 - the `vllm serve` command lines the launcher writes parse with vLLM's own argument parser
   into the values meant;
@@ -6,20 +6,23 @@
   prompt_logprobs, tokenize/detokenize, pooling, classify, embeddings) validate against
   vLLM's own request models, with no field vLLM would ignore.
 
-The requests are recorded here in any case (from a stub answering as vLLM does); only
-the comparison needs vLLM.
+The requests are recorded here (from a stub answering as vLLM does); vllm_side.py judges them
+with vLLM's code. The servers themselves are tested in test_real_vllm_*.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
+import os
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from pytest_httpx import HTTPXMock
+from real_vllm import SETUP, VENV_PYTHON
 
 from rsdchat.plugins import RewardContext
 from rsdchat.types import Context, Generation, Message, Role, StepRequest
@@ -29,39 +32,32 @@ from rsdchat_vllm.config import VllmConfig
 
 URL = "http://vllm.test:8000"
 MODEL = "Qwen/Qwen2.5-Math-1.5B-Instruct"
+HERE = Path(__file__).resolve().parent
 TOLERATED = {"activation"}  # sent for vLLM before `use_activation`; newer ones ignore it
 
 
-def _first(*candidates: tuple[str, str]) -> Any:
-    """The first of (module, name) that imports: vLLM moves things between releases."""
-    for module, name in candidates:
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            continue
-    raise ImportError(f"none of {candidates}")
-
-
-def vllm_parser() -> argparse.ArgumentParser:
-    pytest.importorskip("vllm", reason="vLLM is not installed here (it needs a GPU machine)")
-    flexible = _first(
-        ("vllm.utils.argparse_utils", "FlexibleArgumentParser"), ("vllm.utils", "FlexibleArgumentParser")
+def vllm_side(asked: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's own parser or request models, run in vLLM's environment (vllm_side.py)."""
+    python = VENV_PYTHON
+    if not python.is_file():
+        pytest.skip(f"vLLM's CPU build is not set up here: run `{SETUP}`")
+    done = subprocess.run(
+        [str(python), str(HERE / "vllm_side.py")],
+        input=json.dumps(asked),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
-    make = _first(
-        ("vllm.entrypoints.common.cli_args", "make_arg_parser"),
-        ("vllm.entrypoints.openai.cli_args", "make_arg_parser"),
-    )
-    parser = flexible()
-    parser = make(parser)
-    if not any(action.dest == "model_tag" for action in parser._actions):  # added by `serve` before 0.11
-        parser.add_argument("model_tag", nargs="?")
-    return parser  # type: ignore[no-any-return]
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answer
 
 
 @pytest.mark.parametrize("role", list(Role))
 def test_command_lines_parse_with_vllms_own_parser(role: Role) -> None:
-    parser = vllm_parser()
     config = VllmConfig(
+        device="gpu",
         target_tensor_parallel_size=2,
         sleep_mode=True,
         vllm_args="--dtype half",
@@ -69,7 +65,7 @@ def test_command_lines_parse_with_vllms_own_parser(role: Role) -> None:
     )
     argv = config.argv(["vllm"], role, MODEL, 8123)
     assert argv[:2] == ["vllm", "serve"]
-    args = parser.parse_args(argv[2:])
+    args = SimpleNamespace(**vllm_side({"argv": argv[2:]})["args"])
     assert args.model_tag == MODEL and args.port == 8123 and args.host == "127.0.0.1"
     assert args.served_model_name in ([MODEL], MODEL)
     assert args.max_model_len == 4096
@@ -78,6 +74,17 @@ def test_command_lines_parse_with_vllms_own_parser(role: Role) -> None:
     assert args.tensor_parallel_size == (2 if role is Role.TARGET else 1)
     assert (args.runner == "pooling") is (role is Role.REWARD)
     assert args.enforce_eager is (role is Role.DRAFT)
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_command_lines_on_the_cpu_parse_with_vllms_own_parser(role: Role) -> None:
+    config = VllmConfig(device="cpu", target_vllm_args="--dtype float32 --no-enforce-eager")
+    argv = config.argv(["vllm"], role, MODEL, 8123)
+    args = SimpleNamespace(**vllm_side({"argv": argv[2:]})["args"])
+    assert "--gpu-memory-utilization" not in argv and args.model_tag == MODEL
+    assert args.dtype == ("float32" if role is Role.TARGET else "bfloat16")
+    assert args.enforce_eager is (role is not Role.TARGET)
+    assert (args.runner == "pooling") is (role is Role.REWARD)
 
 
 # -- requests -----------------------------------------------------------------------------------
@@ -146,33 +153,12 @@ async def _requests(httpx_mock: HTTPXMock) -> list[tuple[str, dict[str, Any]]]:
     return sent
 
 
-def _request_model(path: str, body: dict[str, Any]) -> Any:
-    openai = "vllm.entrypoints.openai.protocol"  # where every model lived before vLLM 0.11
-    tokenize, pooling = "vllm.entrypoints.serve.tokenize.protocol", "vllm.entrypoints.pooling"
-    chat = "messages" in body
-    names = {
-        "/v1/completions": ("vllm.entrypoints.openai.completion.protocol", "CompletionRequest"),
-        "/tokenize": (tokenize, "TokenizeChatRequest" if chat else "TokenizeCompletionRequest"),
-        "/detokenize": (tokenize, "DetokenizeRequest"),
-        "/pooling": (f"{pooling}.pooling.protocol", "PoolingChatRequest"),
-        "/classify": (f"{pooling}.classify.protocol", "ClassificationChatRequest"),
-        "/v1/embeddings": (f"{pooling}.embed.protocol", "EmbeddingCompletionRequest"),
-    }
-    module, name = names[path]
-    return _first((module, name), (openai, name))
-
-
 async def test_requests_are_what_vllms_request_models_accept(httpx_mock: HTTPXMock) -> None:
     sent = await _requests(httpx_mock)
     paths = {path for path, _ in sent}
     assert {"/v1/completions", "/tokenize", "/detokenize", "/pooling", "/classify", "/v1/embeddings"} <= paths
-    pytest.importorskip("vllm", reason="vLLM is not installed here (it needs a GPU machine)")
-    for path, body in sent:
-        if path == "/v1/models":
-            continue
-        model = _request_model(path, body)
-        model.model_validate(body)
-        known = set()
-        for field_name, info in model.model_fields.items():
-            known |= {field_name, info.alias} if info.alias else {field_name}
-        assert set(body) - known <= TOLERATED, (path, set(body) - known)
+    bodies = [[path, body] for path, body in sent if path not in ("/v1/models", "/version")]  # GETs
+    checked = vllm_side({"requests": bodies})
+    for result in checked["results"]:
+        assert result["error"] is None, result
+        assert set(result["unknown"]) <= TOLERATED, result
