@@ -79,3 +79,13 @@ async def test_solve_json_gives_null_flops_for_a_model_of_unknown_size() -> None
     cost = json.loads(line)["cost"]
     assert cost["target"]["flops"] is None and cost["total_flops"] is None
     assert cost["draft"]["flops"] > 0 and cost["reward"]["flops"] > 0
+
+
+def test_an_eval_method_with_an_unknown_size_has_no_flops_ratio() -> None:
+    from rsdchat.evaluation.summary import summarise
+
+    def record(method: str, flops: float | None) -> dict[str, object]:
+        return {"id": "q", "method": method, "correct": True, "seconds": 1.0, "cost": {"total_flops": flops}}
+
+    known, unknown = summarise([record("target-only", 100.0), record("rsd", None)], ["target-only", "rsd"])
+    assert known.flops_x == 1.0 and unknown.flops_x is None  # not 0.00×: a model's size is unknown

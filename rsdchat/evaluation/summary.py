@@ -178,13 +178,22 @@ def _compare(
     losses = sum(not mine[q].get("correct") and bool(base[q].get("correct")) for q in common)
     summary.paired = Paired(len(common), wins, losses, mcnemar(wins, losses))
     wall = sum(float(base[q].get("seconds") or 0.0) for q in common)
-    flops = sum(float((base[q].get("cost") or {}).get("total_flops") or 0.0) for q in common)
     if wall:
         summary.wall_x = sum(float(mine[q].get("seconds") or 0.0) for q in common) / wall
-    if flops:
-        summary.flops_x = (
-            sum(float((mine[q].get("cost") or {}).get("total_flops") or 0.0) for q in common) / flops
-        )
+    flops, their_flops = _total_flops(mine, common), _total_flops(base, common)
+    if flops is not None and their_flops:
+        summary.flops_x = flops / their_flops
+
+
+def _total_flops(records: dict[str, dict[str, Any]], ids: list[str]) -> float | None:
+    """The FLOPs of these answers; None when any answer's are unknown (a model of unknown size)."""
+    total = 0.0
+    for q in ids:
+        value = (records[q].get("cost") or {}).get("total_flops")
+        if value is None:
+            return None
+        total += float(value)
+    return total
 
 
 def _pct(value: float | None) -> str:
