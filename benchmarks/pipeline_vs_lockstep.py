@@ -150,14 +150,19 @@ async def run(schedule: str, urls: dict[str, str], chats: list[tuple[Message, ..
 
 
 @contextlib.contextmanager
-def servers(engine: str, model: Path, threads: int) -> Iterator[dict[str, str]]:
-    """A draft and a target server of `model` on loopback; their URLs by role."""
+def servers(engine: str, model: Path, threads: int, pin: bool) -> Iterator[dict[str, str]]:
+    """A draft and a target server of `model` on loopback; their URLs by role.
+
+    `pin` (vLLM): each server's threads bound to a core of its own, as two devices would be;
+    otherwise both use every core (vLLM's default), and they compete for them.
+    """
     with contextlib.ExitStack() as stack:
         urls = {}
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        for role in ROLES:
+        for core, role in enumerate(ROLES):
             if engine == "vllm":
-                urls[role] = stack.enter_context(VllmServer(model, role, logs / f"{role}.log")).url
+                env = {"VLLM_CPU_OMP_THREADS_BIND": str(core)} if pin else None
+                urls[role] = stack.enter_context(VllmServer(model, role, logs / f"{role}.log", env=env)).url
             else:
                 urls[role] = stack.enter_context(LlamaServer(model, alias=role, threads=threads)).url
         yield urls
@@ -180,6 +185,7 @@ def main() -> None:
         default="llamacpp",
         help="the servers: llama-cpp-python or vLLM",
     )
+    parser.add_argument("--pin", action="store_true", help="vLLM: each server on a core of its own")
     args = parser.parse_args()
     model = smollm2_path() if args.engine == "llamacpp" else built_checkpoint("smollm2")
     if model is None:
@@ -197,7 +203,7 @@ def main() -> None:
     chats: list[tuple[Message, ...]] = [
         (Message("system", MATH_SYSTEM_PROMPT), Message("user", q)) for q in questions(args.questions)
     ]
-    with servers(args.engine, model, args.threads) as urls:
+    with servers(args.engine, model, args.threads, args.pin) as urls:
         asyncio.run(run("pipeline", urls, chats[:1], policy))  # warm both servers up
         runs = [asyncio.run(run(name, urls, chats, policy)) for name in ("lock-step", "pipeline")]
     lock, pipe = runs
@@ -205,6 +211,7 @@ def main() -> None:
     kind = "vLLM (CPU build, continuous batching)" if args.engine == "vllm" else "llama-cpp-python"
     print(f"{len(chats)} questions in flight; draft and target: SmolLM2-135M, one {kind} server each")
     threads = f"{args.threads} thread per server, " if args.engine == "llamacpp" else ""
+    threads += "each server pinned to a core of its own, " if args.engine == "vllm" and args.pin else ""
     print(f"{threads}{os.cpu_count()} CPUs, load average after the runs: {load}")
     print(f"{'schedule':<10} {'wall s':>7} {'tokens':>7} {'tok/s':>7} {'draft idle':>11} {'target idle':>12}")
     for r in runs:

@@ -45,14 +45,26 @@ def free_port() -> int:
 class VllmServer:
     """One `vllm serve` process (its own process group) on a loopback port, logging to `log`."""
 
-    def __init__(self, model: Path, name: str, log: Path, *args: str, start_timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        model: Path,
+        name: str,
+        log: Path,
+        *args: str,
+        start_timeout: float = 300.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name, self.port, self.log = name, free_port(), log
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [str(VLLM), "serve", str(model), "--served-model-name", name, "--host", "127.0.0.1"]
         argv += ["--port", str(self.port), *SERVE, *args]
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV}, start_new_session=True
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **ENV, **(env or {})},
+                start_new_session=True,
             )
         try:
             self._wait(start_timeout)
