@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import pytest
 from real_vllm import VLLM, checkpoint
 from vllm_processes import STARTED, wait_gone
 
@@ -65,3 +68,44 @@ def test_a_model_vllm_cannot_load_is_one_line_naming_the_role_and_its_log(
     assert len(errors) == 1, done.stderr
     assert "draft" in errors[0] and re.search(r"\S+\.log", errors[0]), errors[0]
     assert wait_gone(list(started_pids(done.stderr).values()), timeout=30) == []
+
+
+@pytest.mark.parametrize("how", ["kill -TERM", "kill -9"])
+def test_stopping_rsdchat_mid_answer_stops_every_vllm_process(
+    how: str, state: Path, reaper: list[int]
+) -> None:
+    process = subprocess.Popen(
+        [*RSDCHAT, "solve", QUESTION, *launched("--reward", "draft-confidence", "--max-steps", "40")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    streaming = threading.Event()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if "draft  │" in line:
+                streaming.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert streaming.wait(600), "".join(lines)
+        pids = started_pids("".join(lines))
+        reaper += list(pids.values())
+        if how == "kill -TERM":
+            process.send_signal(signal.SIGTERM)
+        else:  # no handler of rsdchat's runs: the servers' guards see their lifeline close
+            process.kill()
+        assert process.wait(120) == (-signal.SIGKILL if how == "kill -9" else 130)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    reader.join(10)
+    assert sorted(pids) == ["draft", "target"] and "answer:" not in "".join(lines)
+    assert wait_gone(list(pids.values()), timeout=60) == []  # each server's group: its engine core too
