@@ -9,12 +9,11 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from real_vllm import VLLM, checkpoint
-from vllm_processes import STARTED, wait_gone
+from vllm_processes import STARTED, Streaming, wait_gone
 
 RSDCHAT = [sys.executable, "-c", "from rsdchat.cli import main; main()"]
 QUESTION = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell altogether?"
@@ -74,38 +73,19 @@ def test_a_model_vllm_cannot_load_is_one_line_naming_the_role_and_its_log(
 def test_stopping_rsdchat_mid_answer_stops_every_vllm_process(
     how: str, state: Path, reaper: list[int]
 ) -> None:
-    process = subprocess.Popen(
-        [*RSDCHAT, "solve", QUESTION, *launched("--reward", "draft-confidence", "--max-steps", "40")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    run = Streaming(
+        [*RSDCHAT, "solve", QUESTION, *launched("--reward", "draft-confidence", "--max-steps", "40")]
     )
-    lines: list[str] = []
-    streaming = threading.Event()
-
-    def read() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            lines.append(line)
-            if "draft  │" in line:
-                streaming.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
     try:
-        assert streaming.wait(600), "".join(lines)
-        pids = started_pids("".join(lines))
+        assert run.wait(600), run.text
+        pids = started_pids(run.text)
         reaper += list(pids.values())
         if how == "kill -TERM":
-            process.send_signal(signal.SIGTERM)
+            run.process.send_signal(signal.SIGTERM)
         else:  # no handler of rsdchat's runs: the servers' guards see their lifeline close
-            process.kill()
-        assert process.wait(120) == (-signal.SIGKILL if how == "kill -9" else 130)
+            run.process.kill()
+        assert run.process.wait(120) == (-signal.SIGKILL if how == "kill -9" else 130)
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
-    reader.join(10)
-    assert sorted(pids) == ["draft", "target"] and "answer:" not in "".join(lines)
+        run.finish()
+    assert sorted(pids) == ["draft", "target"] and "answer:" not in run.text
     assert wait_gone(list(pids.values()), timeout=60) == []  # each server's group: its engine core too

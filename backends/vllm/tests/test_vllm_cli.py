@@ -9,12 +9,11 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from vllm_processes import SMOLLM2, STARTED, engine_pids, wait_gone
+from vllm_processes import SMOLLM2, STARTED, Streaming, engine_pids, wait_gone
 
 RSDCHAT = [sys.executable, "-c", "from rsdchat.cli import main; main()"]
 GSM8K = (  # GSM8K test, problem 0
@@ -162,43 +161,23 @@ def test_a_server_that_died_is_started_again_for_the_next_question(
 def test_stopping_rsdchat_mid_answer_stops_every_server(
     how: str, standin: str, state: Path, reaper: list[int]
 ) -> None:
-    process = subprocess.Popen(
-        [*RSDCHAT, "solve", *flags(standin, "--max-tokens", "1000"), GSM8K],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # a terminal of its own: ^C goes to its foreground group
-    )
-    lines: list[str] = []
-    streaming = threading.Event()
-
-    def read() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            lines.append(line)
-            if "draft  │" in line:
-                streaming.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    run = Streaming([*RSDCHAT, "solve", *flags(standin, "--max-tokens", "1000"), GSM8K])
     try:
-        assert streaming.wait(180), "".join(lines)
-        started = servers("".join(lines))
+        assert run.wait(180), run.text
+        started = servers(run.text)
         reaper += [pid for pid, _ in started.values()]
         if how == "ctrl-c":
-            os.killpg(process.pid, signal.SIGINT)  # what the terminal does: rsdchat's group, not the servers'
+            # what the terminal does: rsdchat's group, not the servers'
+            os.killpg(run.process.pid, signal.SIGINT)
         elif how == "kill -TERM":
-            process.send_signal(signal.SIGTERM)
+            run.process.send_signal(signal.SIGTERM)
         else:  # no handler of rsdchat's runs: the servers' guards see their lifeline close
-            process.kill()
-        assert process.wait(60) == (-signal.SIGKILL if how == "kill -9" else 130)
+            run.process.kill()
+        assert run.process.wait(60) == (-signal.SIGKILL if how == "kill -9" else 130)
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
-    reader.join(10)
-    assert how == "kill -9" or "interrupted" in "".join(lines)
-    assert "answer:" not in "".join(lines)  # it was stopped mid-answer
+        run.finish()
+    assert how == "kill -9" or "interrupted" in run.text
+    assert "answer:" not in run.text  # it was stopped mid-answer
     assert_nothing_left(started)
 
 

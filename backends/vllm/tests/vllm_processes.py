@@ -5,12 +5,14 @@ by a name no other folder's tests use)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import threading
 import time
 from pathlib import Path
 
 from rsdchat_vllm.launcher import group_members
 
-__all__ = ["ENGINE", "SMOLLM2", "STARTED", "alive", "engine_pids", "wait_gone"]
+__all__ = ["ENGINE", "SMOLLM2", "STARTED", "Streaming", "alive", "engine_pids", "wait_gone"]
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the stand-in serves the test model under this name
 STARTED = re.compile(r"vllm: starting the (\w+) server \(.*, pid (\d+)\) · log (\S+)")
@@ -38,3 +40,38 @@ def wait_gone(pids: list[int], timeout: float = 20.0) -> list[int]:
 
 def engine_pids(log: Path) -> list[int]:
     return [int(pid) for pid in ENGINE.findall(log.read_text(errors="replace"))]
+
+
+class Streaming:
+    """An rsdchat command in a session of its own (^C to its group spares the servers), its stderr
+    read as it comes; `wait()` returns once a draft step is being shown."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        self.lines: list[str] = []
+        self._streaming = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+            if "draft  │" in line:
+                self._streaming.set()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait(self, timeout: float) -> bool:
+        return self._streaming.wait(timeout)
+
+    def finish(self) -> None:
+        """Kill what still runs and read what is left."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
+        self._reader.join(10)
