@@ -37,15 +37,15 @@ from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
-from rsdchat.engine import Engine
+from rsdchat.core.engine import Engine
+from rsdchat.core.policy import Policy
+from rsdchat.core.protocols import StepGenerator
+from rsdchat.core.trace import Trace
+from rsdchat.core.types import Message, Role
+from rsdchat.core.weighting import make_weighting
 from rsdchat.plugins import RewardContext
-from rsdchat.policy import Policy
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
-from rsdchat.protocols import StepGenerator
 from rsdchat.rewards import make_reward
-from rsdchat.trace import Trace
-from rsdchat.types import Message, Role
-from rsdchat.weighting import make_weighting
 from rsdchat_openai import HttpGenerator, OpenAIBackend, OpenAIConfig
 from rsdchat_openai.testing import LlamaServer, smollm2_path
 from rsdchat_vllm.testing import SETUP, VllmServer, built_checkpoint

@@ -27,12 +27,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from rsdchat.core.protocols import RewardSource
+from rsdchat.core.types import Context, Generation, Message, Role
 from rsdchat.plugins import RewardContext
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
-from rsdchat.protocols import RewardSource
 from rsdchat.rewards import make_reward
 from rsdchat.settings import Settings
-from rsdchat.types import Context, Generation, Message, Role
 from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig, LlamaModel
 
 SOURCES = ("draft-confidence", "target-logprob", "judge", "arithmetic", "arithmetic*draft-confidence")

@@ -30,14 +30,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rsdchat.engine import Engine
+from rsdchat.core.engine import Engine
+from rsdchat.core.policy import Mode
+from rsdchat.core.trace import Trace
+from rsdchat.core.types import Message, Role
 from rsdchat.evaluation.data import load_problems
 from rsdchat.evaluation.grading import extract_answer, is_correct
-from rsdchat.policy import Mode
+from rsdchat.in_force import in_force
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.settings import Settings
-from rsdchat.trace import Trace
-from rsdchat.types import Message, Role
 from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig
 
 PROCEDURE = "math-shepherd-binary-v1"
@@ -60,8 +61,8 @@ def _steps(trace: Trace) -> list[dict[str, Any]]:
 async def label(problem: Any, engine: Engine, settings: Settings) -> dict[str, Any]:
     messages = [Message("system", MATH_SYSTEM_PROMPT), Message("user", problem.question)]
     draft, target = (
-        settings.replace(mode=Mode.DRAFT_ONLY).policy(None),
-        settings.replace(mode=Mode.TARGET_ONLY).policy(None),
+        in_force(settings.replace(mode=Mode.DRAFT_ONLY), None).policy,
+        in_force(settings.replace(mode=Mode.TARGET_ONLY), None).policy,
     )
     started = time.perf_counter()
     solved = await engine.solve(messages, draft, request_id=problem.id, seed=settings.seed)

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rsdchat.core.types import Context, Generation, Message
 from rsdchat.plugins import RewardContext
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.rewards import make_reward
 from rsdchat.rewards.features import FEATURES, step_features
 from rsdchat.rewards.learned import ScorerModel
-from rsdchat.types import Context, Generation, Message
 
 Array = npt.NDArray[np.float64]
 
@@ -121,7 +121,7 @@ async def reward_aucs(steps: list[tuple[str, Context, Generation, int]]) -> dict
 
 async def target_aucs(steps: list[tuple[str, Context, Generation, int]], model: str) -> dict[str, float]:
     """How well the target's own view of each step tells the bad ones (costs one read per step)."""
-    from rsdchat.types import Role
+    from rsdchat.core.types import Role
     from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig
 
     backend = LlamaCppBackend(LlamaCppConfig())

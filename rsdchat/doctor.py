@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rich.table import Table
 
-from rsdchat.errors import RsdchatError
-from rsdchat.protocols import Backend, LogprobModel, RewardSource, StepGenerator
+from rsdchat.core.errors import RsdchatError
+from rsdchat.core.protocols import Backend, LogprobModel, RewardSource, StepGenerator
+from rsdchat.core.types import Context, Message, Role, StepRequest
+from rsdchat.in_force import in_force
 from rsdchat.threads import in_thread
-from rsdchat.types import Context, Message, Role, StepRequest
 
 if TYPE_CHECKING:
     from rsdchat.settings import Settings
@@ -188,7 +189,7 @@ async def _check_reward(
     """One row per reward model on a server; one row for the parts computed in process; and
     whether what `solve` will ask of the models (the weighting's log-probabilities, a δ within
     the reward's range) can be done."""
-    from rsdchat.engine import Engine
+    from rsdchat.core.engine import Engine
     from rsdchat.rewards import Product
 
     parts = reward.parts if isinstance(reward, Product) else (reward,)  # checked part by part
@@ -197,9 +198,11 @@ async def _check_reward(
         engine = Engine(draft=generators.get(Role.DRAFT), target=generators.get(Role.TARGET))
         if engine.draft is not None and engine.target is not None:
             try:
-                engine.check(settings.policy(reward))
+                engine.check(in_force(settings, reward).policy)
             except RsdchatError as exc:
-                checks.append(RoleCheck("policy", "-", settings.policy(reward).describe(), error=str(exc)))
+                checks.append(
+                    RoleCheck("policy", "-", in_force(settings, reward).policy.describe(), error=str(exc))
+                )
         for part in parts:
             if isinstance(part, DiagnosableReward):
                 checks.append(await part.diagnose())

@@ -28,10 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rsdchat.errors import ConfigError, RsdchatError
-from rsdchat.jsonlines import dumps
+from rsdchat.core.errors import ConfigError, RsdchatError
+from rsdchat.strict_json import dumps
 
-Record = dict[str, Any]
+Record = dict[str, Any]  # one JSON object: a line of a results file, a transcript, --json output
 TEMP_SUFFIX = ".rsdchat-tmp"
 _TEMP = re.compile(r"^\..+\.(\d+)\..*(\.rsdchat-tmp|\.tmp)$")  # .NAME.PID.RANDOM.rsdchat-tmp
 

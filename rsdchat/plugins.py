@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from rsdchat.errors import ConfigError
-from rsdchat.protocols import Backend, RewardSource, StepGenerator
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.protocols import Backend, RewardSource, StepGenerator
 
 if TYPE_CHECKING:
     import typer

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rsdchat.types import Message
+from rsdchat.core.types import Message
 
 MATH_SYSTEM_PROMPT = (
     "Please reason step by step, separating the steps with a blank line, "

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rsdchat.engine import Engine
+from rsdchat.core.engine import Engine
+from rsdchat.core.policy import Mode, Policy
+from rsdchat.core.protocols import Backend, RewardSource, StepGenerator
+from rsdchat.core.types import Role
+from rsdchat.in_force import in_force
 from rsdchat.plugins import RewardContext, load_backend
-from rsdchat.policy import Mode, Policy
-from rsdchat.protocols import Backend, RewardSource, StepGenerator
 from rsdchat.rewards import make_reward
 from rsdchat.settings import Settings
 from rsdchat.threads import in_thread
-from rsdchat.types import Role
 
 
 @dataclass
@@ -25,7 +26,7 @@ class Runtime:
 
     def policy(self) -> Policy:
         """The policy the settings describe, judged by this runtime's reward source."""
-        return self.settings.policy(self.reward)
+        return in_force(self.settings, self.reward).policy
 
     def reward_context(self) -> RewardContext:
         engine, settings = self.engine, self.settings
@@ -70,16 +71,18 @@ class Runtime:
         return described
 
 
-async def open_runtime(settings: Settings) -> Runtime:
-    """Load what the chosen mode needs (target-only loads no draft and no reward, …).
+async def open_runtime(settings: Settings, mode: Mode | None = None, *, with_reward: bool = True) -> Runtime:
+    """Load what `mode` (default: the settings') needs: target-only loads no draft and no reward, ….
 
+    `with_reward=False` leaves the reward to the caller (the chat and `eval` build their own).
     Models load in a worker thread, so a UI stays responsive. On failure, whatever was
     loaded is closed again.
     """
+    mode = mode or settings.mode
     runtime = Runtime(settings, Engine(draft=None, target=None))
     try:
-        await runtime.load_models(settings.mode)
-        if settings.mode is Mode.RSD:
+        await runtime.load_models(mode)
+        if with_reward and mode is Mode.RSD:
             runtime.reward = await runtime.make_reward(settings.reward)
     except BaseException:
         await runtime.aclose()

@@ -10,7 +10,8 @@ Every field of either is also `RSDCHAT_<FIELD>` in the environment and `--<field
 on the command line (`rsdchat.cli.options` generates the flags from these models). A
 field that several plugins declare (say `http_read_timeout`) is one variable and one
 flag that sets it in each of them. One frozen `Settings` is resolved at the edge (CLI
-or TUI) and passed down; nothing reads the environment after that.
+or TUI) and passed down; nothing reads the environment after that. What the settings put
+in force (the engine's policy) is `rsdchat.in_force.in_force`.
 """
 
 from __future__ import annotations
@@ -37,15 +38,17 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import EnvSettingsSource
 
-from rsdchat.errors import ConfigError, looks_secret
+from rsdchat.core.errors import ConfigError, looks_secret
+from rsdchat.core.policy import Mode
+from rsdchat.core.types import Role
+from rsdchat.core.weighting import WEIGHTINGS
 from rsdchat.files import read_text
 from rsdchat.plugins import RUNTIME_ONLY, PluginConfig, backend_names, backend_plugins
-from rsdchat.policy import Mode, Policy
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
-from rsdchat.protocols import RewardSource
 from rsdchat.rewards import check_reward_spec
-from rsdchat.types import Role
-from rsdchat.weighting import WEIGHTINGS, make_weighting
+from rsdchat.rewards.cascade import HIGH as CASCADE_HIGH
+from rsdchat.rewards.cascade import LOW as CASCADE_LOW
+from rsdchat.rewards.cascade import TargetMinProb
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -108,13 +111,21 @@ class Settings(BaseModel):
         ge=0,
     )
     cascade_low: float = setting(
-        0.4, "cascade reward: a free score below this rejects the step without the target", RSD, ge=0, le=1
+        CASCADE_LOW,
+        "cascade reward: a free score below this rejects the step without the target",
+        RSD,
+        ge=0,
+        le=1,
     )
     cascade_high: float = setting(
-        0.6, "cascade reward: a free score from this up keeps the step without the target", RSD, ge=0, le=1
+        CASCADE_HIGH,
+        "cascade reward: a free score from this up keeps the step without the target",
+        RSD,
+        ge=0,
+        le=1,
     )
     cascade_check: float = setting(
-        0.1,
+        TargetMinProb.default_delta,
         "cascade reward: in between, the target keeps a step whose least likely token has this probability",
         RSD,
         gt=0,
@@ -195,35 +206,6 @@ class Settings(BaseModel):
         except ValidationError as exc:
             raise ConfigError(describe_error(exc, {})) from None
         return changed.with_backends(self._backends)
-
-    # -- what the engine is told ------------------------------------------------------
-
-    def effective_delta(self, reward: RewardSource | None) -> float:
-        """δ: the setting, else the reward source's default."""
-        if self.delta is not None:
-            return self.delta
-        return reward.default_delta if reward is not None else 0.0
-
-    def policy(self, reward: RewardSource | None) -> Policy:
-        """The engine policy these settings describe, judged by `reward`."""
-        weighting = make_weighting(
-            self.weighting, delta=self.effective_delta(reward), alpha=self.alpha, p=self.p, beta=self.beta
-        )
-        return Policy(
-            mode=self.mode,
-            reward=reward,
-            weighting=weighting,
-            max_steps=self.max_steps,
-            max_step_tokens=self.max_step_tokens,
-            max_tokens=self.max_tokens,
-            stop=(self.step_delimiter,),
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop_at_answer=self.stop_at_answer,
-            score_target_steps=self.score_target_steps,
-            reuse_draft=self.reuse_draft,
-            keep_pen=self.keep_pen,
-        )
 
 
 # -- resolution -------------------------------------------------------------------------

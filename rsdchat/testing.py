@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Literal
 
-from rsdchat.protocols import Logprobs, Score, TokenSink
-from rsdchat.types import Context, Generation, ModelInfo, StepRequest, Usage
+from rsdchat.core.protocols import Feature, Logprobs, Score, TokenSink
+from rsdchat.core.types import Context, Generation, ModelInfo, StepRequest, Usage
 
 StepScript = Callable[[Context, StepRequest], str]
 
@@ -38,7 +38,9 @@ class ScriptedModel:
 
     `script` is either a list of steps (the i-th call after i finished steps returns
     the i-th item; past the end it ends the reply) or a function of the context.
-    A step that does not end with a stop string finishes with "eos".
+    A step that does not end with a stop string finishes with "eos". It honours every
+    request feature by default (a proposal changes nothing: the script writes its own text, as
+    a model that checks one does); give `features` to stand in for a backend that honours fewer.
     """
 
     def __init__(
@@ -49,8 +51,10 @@ class ScriptedModel:
         n_params: int = 1_000_000,
         logprob: float = -0.1,
         delay: float = 0.0,
+        features: frozenset[Feature] = frozenset(Feature),
     ) -> None:
         self._script = script
+        self.features = features
         self.info = ModelInfo(name=name, n_params=n_params, backend="scripted")
         self.logprob = logprob  # per-token log-probability reported for everything
         self.delay = delay  # seconds per token, to let tests cancel mid-step

@@ -23,10 +23,10 @@ from typing import Any
 
 import httpx
 
-from rsdchat.errors import RsdchatError
+from rsdchat.core.errors import RsdchatError
+from rsdchat.core.protocols import LogprobModel
+from rsdchat.core.types import Context, Generation, Message, Role, StepRequest
 from rsdchat.plugins import RewardContext
-from rsdchat.protocols import LogprobModel
-from rsdchat.types import Context, Generation, Message, Role, StepRequest
 from rsdchat_openai import OpenAIBackend, OpenAIConfig
 from rsdchat_openai.rewards import HttpReward, OutcomeRM, QwenPRM, SkyworkPRM
 

@@ -79,8 +79,8 @@ def test_no_import_cycle_among_rsdchat_modules() -> None:
 
 def test_the_checker_sees_real_imports_and_finds_cycles() -> None:
     edges = graph()
-    assert "rsdchat.policy" in edges["rsdchat.engine"]  # the engine is told its policy
-    assert "rsdchat.engine" not in edges["rsdchat.policy"]
+    assert "rsdchat.core.policy" in edges["rsdchat.core.engine"]  # the engine is told its policy
+    assert "rsdchat.core.engine" not in edges["rsdchat.core.policy"]
     assert "rsdchat.prompts" in edges["rsdchat.settings"]  # from-imports resolve to modules
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
     assert find_cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
@@ -117,7 +117,9 @@ def test_the_core_knows_backends_only_through_plugins() -> None:
         assert not backends, (name, backends)
 
 
-@pytest.mark.parametrize("prefix", ["rsdchat.chat", "rsdchat.engine", "rsdchat.settings", "rsdchat.policy"])
+@pytest.mark.parametrize(
+    "prefix", ["rsdchat.chat", "rsdchat.core.engine", "rsdchat.settings", "rsdchat.core.policy"]
+)
 def test_the_chat_session_and_the_core_need_no_ui(prefix: str) -> None:
     for name, found in names_imported(prefix).items():
         ui = {m for m in found if m.startswith(("textual", "rsdchat.tui"))}
@@ -125,12 +127,69 @@ def test_the_chat_session_and_the_core_need_no_ui(prefix: str) -> None:
 
 
 def test_settings_and_the_chat_app_do_not_import_the_engine() -> None:
-    for prefix in ("rsdchat.settings", "rsdchat.tui", "rsdchat.chat.knobs", "rsdchat.chat.commands"):
+    for prefix in (
+        "rsdchat.settings",
+        "rsdchat.tui",
+        "rsdchat.in_force",
+        "rsdchat.chat.choice",
+        "rsdchat.chat.commands",
+    ):
         for name, found in names_imported(prefix).items():
-            assert "rsdchat.engine" not in found, name
+            assert "rsdchat.core.engine" not in found, name
 
 
 def test_only_the_app_module_imports_the_app() -> None:
     for name, found in names_imported("rsdchat.tui").items():
         if name not in ("rsdchat.tui", "rsdchat.tui.app"):
             assert "rsdchat.tui.app" not in found, name
+
+
+STDLIB = set(sys.stdlib_module_names)
+
+
+def test_the_core_imports_only_the_standard_library_and_itself() -> None:
+    """rsdchat.core is the algorithm: no third-party package, no app module (settings, chat, cli)."""
+    core = names_imported("rsdchat.core")
+    assert len(core) >= 10, sorted(core)  # the checker sees the core's modules
+    for name, found in core.items():
+        outside = {
+            m
+            for m in found
+            if m.split(".")[0] not in STDLIB and not m.startswith(("rsdchat.core", "__future__"))
+        }
+        assert not outside, (name, sorted(outside))
+
+
+def test_the_core_check_fails_on_an_outside_import(tmp_path: Path) -> None:
+    module = tmp_path / "engine.py"
+    module.write_text(
+        "import asyncio\nfrom rsdchat.settings import Settings\nimport pydantic\n", encoding="utf-8"
+    )
+    found = imports("rsdchat.core.engine", module)
+    outside = {m for m in found if m.split(".")[0] not in STDLIB and not m.startswith("rsdchat.core")}
+    assert outside == {"rsdchat.settings", "rsdchat.settings.Settings", "pydantic"}
+
+
+def plugin_imports() -> dict[str, set[str]]:
+    """Each backend plugin module (backends/*/rsdchat_*) and the rsdchat modules it imports."""
+    found = {}
+    for path in sorted(ROOT.glob("backends/*/rsdchat_*/**/*.py")):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts[2:])  # backends/NAME/rsdchat_NAME/…
+        found[name] = {m for m in imports(name, path) if m == "rsdchat" or m.startswith("rsdchat.")}
+    return found
+
+
+def test_backend_plugins_import_only_the_plugin_api() -> None:
+    found = plugin_imports()
+    assert len(found) >= 20, sorted(found)  # every plugin's modules are seen
+    assert any("rsdchat.plugin_api" in names for names in found.values())
+    for name, names in found.items():
+        other = {m for m in names if not m.startswith("rsdchat.plugin_api")}
+        assert not other, (name, sorted(other))
+
+
+def test_the_plugin_api_names_only_what_it_exports() -> None:
+    import rsdchat.plugin_api as api
+
+    for name in api.__all__:
+        assert hasattr(api, name), name

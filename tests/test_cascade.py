@@ -8,14 +8,14 @@ from typing import Literal
 
 import pytest
 
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.protocols import Score
+from rsdchat.core.trace import Step
+from rsdchat.core.types import Context, Generation, Message, Role, Usage
 from rsdchat.evaluation.runner import deciders
 from rsdchat.evaluation.summary import cost_line, summarise
-from rsdchat.protocols import Score
 from rsdchat.rewards.cascade import Cascade, least_likely
 from rsdchat.settings import Settings
-from rsdchat.trace import Step
-from rsdchat.types import Context, Generation, Message, Role, Usage
 
 CONTEXT = Context((Message("user", "What is 2 + 2?"),))
 STEP = Generation("2 + 2 = 4.\n\n", "step")
@@ -91,8 +91,8 @@ def test_least_likely_token() -> None:
 
 
 def test_eval_counts_which_stage_decided() -> None:
-    from rsdchat.decision import Decision
-    from rsdchat.weighting import BinaryStep
+    from rsdchat.core.decision import Decision
+    from rsdchat.core.weighting import BinaryStep
 
     def judged(source: str) -> Step:
         step = Step(0, Role.DRAFT, STEP, reward_source=source)

@@ -5,23 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from test_chat_session import (
-    BlackBox,
-    Chat,
-    data_dir,  # noqa: F401  (the fixture: saved chats in a test directory)
-    make_runtime,
-    open_chat,
-    shape,
-    wait_until,
-)
+from chat_helpers import BlackBox, Chat, make_runtime, open_chat, shape, wait_until
 
 from rsdchat.chat.events import Cleared, NoteRemoved, NoteShown, StateChanged
-from rsdchat.errors import ConfigError
-from rsdchat.policy import Mode
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.policy import Mode
+from rsdchat.core.types import Role
+from rsdchat.core.weighting import BinaryStep, Clip, Logistic
 from rsdchat.prompts import CHAT_SYSTEM_PROMPT
 from rsdchat.testing import ScriptedModel
-from rsdchat.types import Role
-from rsdchat.weighting import BinaryStep, Clip, Logistic
 
 
 async def test_delta_keys_merge_consecutive_idle_changes_into_one_note() -> None:
@@ -118,12 +110,12 @@ async def test_the_weighting_command_and_invalid_values() -> None:
     await chat.ask("q")
     weightings = {tuple(r["decision"]["weighting"].items()) for r in chat.records("step") if r["decision"]}
     assert weightings == {(("name", "logistic"), ("alpha", 10.0), ("delta", 0.7))}
-    before = (chat.session.knobs, len(chat.session.transcript.records))
+    before = (chat.session.choice, len(chat.session.transcript.records))
     refused = {
         "/weighting logistic x": "α must be a number, got 'x'",
         "/weighting nope": "unknown weighting 'nope'",
-        "/weighting constant 3": "p must be in [0, 1]",
-        "/weighting logistic -1": "alpha must be positive",
+        "/weighting constant 3": "p: Input should be less than or equal to 1 (got 3.0)",
+        "/weighting logistic -1": "α: Input should be greater than 0",
         "/delta nan": "δ must be a finite number",
         "/delta": "usage: /delta VALUE",
         "/mode fast": "unknown mode 'fast'",
@@ -136,7 +128,7 @@ async def test_the_weighting_command_and_invalid_values() -> None:
         with pytest.raises(ConfigError) as caught:
             await chat.session.command(line)
         assert message in str(caught.value), line
-    assert (chat.session.knobs, len(chat.session.transcript.records)) == before  # nothing changed
+    assert (chat.session.choice, len(chat.session.transcript.records)) == before  # nothing changed
     await chat.session.nudge_delta(1)  # logistic has a δ too
     assert chat.session.policy is not None and chat.session.policy.weighting == Logistic(10.0, 0.75)
     await chat.session.command("/weighting clip")
@@ -148,7 +140,7 @@ async def test_a_weighting_the_backend_cannot_serve_is_refused() -> None:
     chat = await open_chat(target=BlackBox())
     with pytest.raises(ConfigError, match="needs log-probabilities the target backend does not give"):
         await chat.session.command("/weighting likelihood-ratio 1")
-    assert chat.session.knobs.weighting == "binary" and chat.kinds() == ["session"]
+    assert chat.session.settings.weighting == "binary" and chat.kinds() == ["session"]
     assert chat.session.policy is not None and chat.session.policy.weighting == BinaryStep(0.7)
     with pytest.raises(ConfigError, match="weighting hybrid needs log-probabilities"):
         await chat.session.command("/weighting hybrid 2")  # P_M as well
@@ -220,7 +212,7 @@ async def test_a_mode_whose_model_cannot_be_loaded_is_refused() -> None:
     await chat.session.open()
     with pytest.raises(ConfigError, match="mode rsd: the models could not be loaded: no such file"):
         await chat.session.command("/mode rsd")
-    assert chat.session.knobs.mode is Mode.TARGET_ONLY and chat.kinds() == ["session"]
+    assert chat.session.settings.mode is Mode.TARGET_ONLY and chat.kinds() == ["session"]
 
 
 async def test_a_new_chat_keeps_the_settings() -> None:

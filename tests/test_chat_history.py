@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_chat_session import DRAFT, TARGET, Chat, data_dir, make_runtime, open_chat, wait_until
+from chat_helpers import DRAFT, TARGET, Chat, make_runtime, open_chat, wait_until
 
 from rsdchat.chat.history import (
     Autosave,
@@ -21,10 +21,8 @@ from rsdchat.chat.history import (
     data_dir as user_data_dir,
 )
 from rsdchat.chat.transcript import Transcript
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
 from rsdchat.testing import ScriptedModel
-
-__all__ = ["data_dir"]
 
 
 def lines(path: Path) -> list[dict[str, object]]:

@@ -1,95 +1,23 @@
 """A chat's reward sources: a reward server given in the chat (`/reward orm URL`), and step delimiters.
 
-`OrmServer` is a real HTTP server on 127.0.0.1 speaking vLLM's `/v1/models` and `/classify`
-as rsdchat's `orm` reward source uses them, so these tests (and the app's, in test_tui.py)
-go through the real openai plugin, its HTTP client and a socket.
+`OrmServer` (in chat_helpers.py) is a real HTTP server on 127.0.0.1 speaking vLLM's `/v1/models`
+and `/classify` as rsdchat's `orm` reward source uses them, so these tests (and the app's, in
+test_tui.py) go through the real openai plugin, its HTTP client and a socket.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-from test_chat_session import Chat, data_dir, make_runtime, open_chat, shape
+from chat_helpers import Chat, OrmServer, make_runtime, needs_openai, open_chat, shape
 
+from rsdchat.chat.choice import Choice
 from rsdchat.chat.commands import parse_command, server_rewards
-from rsdchat.chat.knobs import Knobs
 from rsdchat.chat.rewards import Rewards, in_chat
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
+from rsdchat.in_force import ChatExtras
 from rsdchat.settings import Settings
-from rsdchat.testing import installed
-
-__all__ = ["OrmServer", "data_dir"]
-
-needs_openai = pytest.mark.skipif(not installed("rsdchat-openai"), reason="needs the rsdchat-openai plugin")
-
-
-def by_reply(reply: str) -> float:
-    """An outcome score for the reply so far: a reply with a wrong sentence scores below 0."""
-    return -1.5 if "wrong" in reply else 2.0 + 0.1 * len(reply.split())
-
-
-class OrmServer:
-    """vLLM serving one sequence-classification model: GET /v1/models and POST /classify."""
-
-    def __init__(self, score: Callable[[str], float] = by_reply, model: str = "tiny-orm") -> None:
-        self.score, self.model = score, model
-        self.replies: list[str] = []  # the assistant text of each /classify request
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                pass
-
-            def _send(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                if self.path != "/v1/models":
-                    return self._send(404, {"detail": "Not Found"})
-                card = {"id": server.model, "object": "model", "owned_by": "vllm", "max_model_len": 4096}
-                return self._send(200, {"object": "list", "data": [card]})
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.path != "/classify":
-                    return self._send(404, {"detail": "Not Found"})
-                if body.get("model") != server.model:
-                    return self._send(
-                        404, {"object": "error", "message": f"model {body.get('model')} not found"}
-                    )
-                reply = body["messages"][-1]["content"]
-                server.replies.append(reply)
-                tokens = sum(len(m["content"].split()) for m in body["messages"])
-                row = {"index": 0, "label": "LABEL_0", "probs": [server.score(reply)], "num_classes": 1}
-                usage = {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}
-                return self._send(200, {"id": "classify-1", "object": "list", "data": [row], "usage": usage})
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> OrmServer:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -110,8 +38,9 @@ PROSE_TARGET = ["Paris is in France.\n\n", "It is a large city.\n\n", "Bye.\n\n"
 async def test_a_reward_server_given_in_the_chat_judges_the_steps(orm_server: OrmServer) -> None:
     chat = await open_chat(PROSE, PROSE_TARGET)
     await chat.session.command(f"/reward orm {orm_server.url}")
-    knobs = chat.session.knobs
-    assert (knobs.reward, knobs.reward_url, knobs.delta, knobs.style) == ("orm", orm_server.url, None, None)
+    choice = chat.session.choice
+    assert (choice.settings.reward, choice.settings.delta) == ("orm", None)
+    assert (choice.extras.reward_url, choice.extras.style) == (orm_server.url, None)
     reward = chat.session.reward
     assert reward is not None and reward.kind == "outcome" and reward.bounds is None
     status = dict(chat.session.status().rows)
@@ -137,15 +66,15 @@ async def test_a_reward_server_given_in_the_chat_judges_the_steps(orm_server: Or
 @needs_openai
 async def test_a_served_reward_without_a_server_says_what_to_type(orm_server: OrmServer) -> None:
     chat = await open_chat()
-    before = chat.session.knobs
+    before = chat.session.choice
     with pytest.raises(ConfigError) as caught:
         await chat.session.command("/reward orm")
     assert str(caught.value) == "reward orm needs the reward server's URL: type /reward orm http://HOST:PORT"
-    assert chat.session.knobs == before
+    assert chat.session.choice == before
     with pytest.raises(ConfigError, match=r"model 'other' is not served by .* type /reward orm http://"):
         await chat.session.command(f"/reward orm {orm_server.url} other")
     await chat.session.command(f"/reward orm {orm_server.url} tiny-orm")  # what the message said works
-    assert chat.session.knobs.reward_model == "tiny-orm" and chat.session.reward is not None
+    assert chat.session.choice.extras.reward_model == "tiny-orm" and chat.session.reward is not None
 
 
 @needs_openai
@@ -175,33 +104,35 @@ async def test_settings_naming_a_served_reward_open_the_chat_to_be_fixed_in_it(o
 )
 async def test_bad_reward_and_steps_commands_change_nothing(line: str, message: str) -> None:
     chat = await open_chat()
-    before = chat.session.knobs
+    before = chat.session.choice
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         await chat.session.command(line)
-    assert chat.session.knobs == before
+    assert chat.session.choice == before
 
 
 @needs_openai
 def test_the_reward_context_carries_the_chat_server() -> None:
     assert {"orm", "qwen-prm"} <= set(server_rewards())
     rewards = Rewards(Settings())
-    knobs = Knobs(reward="orm", reward_url="http://127.0.0.1:1234", reward_model="rm")
-    config = rewards.configs(knobs)["openai"]
+    orm = Choice(Settings(reward="orm"))
+    choice = Choice(orm.settings, ChatExtras(reward_url="http://127.0.0.1:1234", reward_model="rm"))
+    config = rewards.configs(choice)["openai"]
     assert (config.reward_url, config.reward_model) == ("http://127.0.0.1:1234", "rm")  # type: ignore[attr-defined]
-    assert rewards.configs(Knobs(reward="orm")) == dict(Settings().backends)
-    assert rewards.key(knobs) == ("orm", "http://127.0.0.1:1234", "rm", "\n\n")
-    assert rewards.key(Knobs(reward="judge", steps="line")) == ("judge", None, None, "")  # reads no delimiter
+    assert rewards.configs(orm) == dict(Settings().backends)
+    assert rewards.key(choice) == ("orm", "http://127.0.0.1:1234", "rm", "\n\n")
+    judge = Choice(Settings(reward="judge"), ChatExtras(steps="line"))
+    assert rewards.key(judge) == ("judge", None, None, "")  # reads no delimiter
     name, rest = parse_command("/reward qwen-prm http://gpu:8000")
     assert name == "reward" and rest == "qwen-prm http://gpu:8000"
 
 
 def test_in_chat_rewrites_flags_as_commands() -> None:
-    knobs = Knobs(reward="orm", reward_url="http://h:1")
+    choice = Choice(Settings(reward="orm"), ChatExtras(reward_url="http://h:1"))
     served = "reward model 'x' is not served by http://h:1 (it serves: a, b)"
     served += "; pass --reward-model with one of those names"
-    assert in_chat(served, knobs).endswith("(it serves: a, b); type /reward orm http://h:1 MODEL")
+    assert in_chat(served, choice).endswith("(it serves: a, b); type /reward orm http://h:1 MODEL")
     choose = "setting reward_model: reward server http://h:1 serves a, b; say which one to use"
-    assert in_chat(choose, knobs) == choose + ": type /reward orm http://h:1 MODEL"
+    assert in_chat(choose, choice) == choose + ": type /reward orm http://h:1 MODEL"
 
 
 SENTENCES = ["Paris is big. ", "It is wrong. ", "It has museums. ", ""]

@@ -7,163 +7,29 @@ transcript it keeps; `tests/test_tui.py` checks that the app draws those events.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import pytest
+from chat_helpers import DRAFT, TARGET, BlackBox, Chat, make_runtime, open_chat, shape, wait_until
 
+from rsdchat.chat.choice import Choice
 from rsdchat.chat.events import (
     BackendSaid,
-    ChatEvent,
     EngineUpdate,
     Loading,
     NoteShown,
-    Notice,
     TurnFinished,
     TurnStarted,
 )
-from rsdchat.chat.knobs import Knobs
-from rsdchat.chat.session import ChatSession
-from rsdchat.chat.transcript import Record
-from rsdchat.engine import Engine
-from rsdchat.errors import BackendError, ConfigError
-from rsdchat.events import StepDone, StepScored, TokenText
-from rsdchat.policy import Mode
+from rsdchat.core.errors import BackendError, ConfigError
+from rsdchat.core.events import StepScored
+from rsdchat.core.policy import Mode
+from rsdchat.core.types import Context, Generation, Role, StepRequest
 from rsdchat.progress import PROGRESS, progress_to
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
-from rsdchat.testing import ScriptedModel, ScriptedReward
-from rsdchat.trace import Step, Trace
-from rsdchat.types import Context, Generation, Role, StepRequest
-
-E = TypeVar("E")
-
-DRAFT = ["Step one: 2+2=4.\n\n", "Step two is wrong.\n\n", "So the answer is \\boxed{4}.\n\n"]
-TARGET = ["T one.\n\n", "Step two, done right.\n\n", "Thus \\boxed{4}.\n\n"]
-SETTINGS = {"draft": "tiny-draft", "target": "tiny-target", "reward": "draft-confidence"}
-
-
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Saved chats go to a directory of the test's own (never the user's)."""
-    path = tmp_path_factory.mktemp("data")
-    monkeypatch.setenv("RSDCHAT_DATA_DIR", str(path))
-    return path
-
-
-def by_text(context: Context, step: Generation) -> float:
-    return 0.2 if "wrong" in step.text else 0.9
-
-
-class FakeBackend:
-    """Hands out the scripted models when the session loads one the runtime was opened without."""
-
-    def __init__(self, models: dict[Role, Any]) -> None:
-        self.models = models
-        self.closed = False
-
-    def generator(self, role: Role, model: str) -> Any:
-        found = self.models[role]
-        if isinstance(found, Exception):
-            raise found
-        return found
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-class BlackBox:
-    """A target that can write but not score text (like a plain HTTP endpoint): no logprobs()."""
-
-    def __init__(self, script: Sequence[str] = TARGET) -> None:
-        self.model = ScriptedModel(script, name="tiny-target")
-        self.info = self.model.info
-
-    async def generate(self, context: Context, request: StepRequest, on_token: Any = None) -> Generation:
-        return await self.model.generate(context, request, on_token)
-
-
-def make_runtime(
-    draft: Sequence[str] | Any = DRAFT,
-    target: Sequence[str] | Any = TARGET,
-    reward: Callable[[Context, Generation], float] = by_text,
-    *,
-    kind: Literal["process", "outcome"] = "process",
-    default_delta: float = 0.7,
-    bounds: tuple[float, float] | None = (0.0, 1.0),
-    delay: float = 0.0,
-    loaded: tuple[Role, ...] = (Role.DRAFT, Role.TARGET),
-    **settings: Any,
-) -> Runtime:
-    """Scripted models behind the backend the settings name; `loaded` are in the engine already."""
-    d = draft if not isinstance(draft, list) else ScriptedModel(draft, name="tiny-draft", delay=delay)
-    t = target if not isinstance(target, list) else ScriptedModel(target, name="tiny-target", delay=delay)
-    source = ScriptedReward(reward, kind=kind, default_delta=default_delta, bounds=bounds)
-    chosen = Settings(**(SETTINGS | settings))
-    engine = Engine(draft=d if Role.DRAFT in loaded else None, target=t if Role.TARGET in loaded else None)
-    return Runtime(chosen, engine, {chosen.backend: FakeBackend({Role.DRAFT: d, Role.TARGET: t})}, source)
-
-
-class Chat:
-    """A session over a runtime, and every event it emitted."""
-
-    def __init__(self, runtime: Runtime | None = None, settings: Settings | None = None) -> None:
-        self.events: list[ChatEvent] = []
-        chosen = runtime.settings if runtime is not None else settings
-        assert chosen is not None
-        self.session = ChatSession(chosen, runtime=runtime, listener=self.events.append)
-        self.runtime = runtime
-
-    def of(self, kind: type[E]) -> list[E]:
-        return [event for event in self.events if isinstance(event, kind)]
-
-    def records(self, kind: str) -> list[Record]:
-        return [r for r in self.session.transcript.records if r["type"] == kind]
-
-    def kinds(self) -> list[str]:
-        return [r["type"] for r in self.session.transcript.records]
-
-    def notices(self, severity: str | None = None) -> list[str]:
-        return [
-            f"{n.title}: {n.text}" if n.title else n.text
-            for n in self.of(Notice)
-            if severity is None or n.severity == severity
-        ]
-
-    def steps(self) -> list[Step]:
-        """The steps as the listener got them (rejected drafts included)."""
-        return [u.event.step for u in self.of(EngineUpdate) if isinstance(u.event, StepDone)]
-
-    def tokens(self) -> str:
-        return "".join(u.event.text for u in self.of(EngineUpdate) if isinstance(u.event, TokenText))
-
-    async def ask(self, question: str) -> Trace:
-        return await self.session.ask(question)
-
-    def start(self, question: str) -> asyncio.Task[Trace]:
-        """Ask in the background (to act while the answer is being written)."""
-        return asyncio.ensure_future(self.session.ask(question))
-
-
-async def open_chat(*args: Any, **kwargs: Any) -> Chat:
-    chat = Chat(make_runtime(*args, **kwargs))
-    await chat.session.open()
-    return chat
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.005)
-
-
-def shape(steps: Sequence[Step]) -> list[tuple[int, str, float | None, bool]]:
-    return [(s.index, s.author.value, s.reward, s.accepted) for s in steps]
-
+from rsdchat.testing import ScriptedModel
 
 # -- opening ------------------------------------------------------------------------------
 
@@ -185,7 +51,7 @@ async def test_the_initial_policy_is_the_one_the_settings_describe(settings: dic
     assert chat.session.policy == chat.runtime.policy()  # the same δ, ω, budgets, reward source
     assert chat.kinds() == ["session"] and not chat.of(NoteShown)  # no change note at start
     header = chat.session.transcript.records[0]
-    assert header["knobs"] == Knobs.from_settings(chat.runtime.settings).to_dict()
+    assert header["knobs"] == Choice(chat.runtime.settings).to_dict()
     assert header["models"] == {"backend": "llamacpp", "draft": "tiny-draft", "target": "tiny-target"}
     assert chat.session.ready and chat.session.why_not_ask() is None
     assert [e.state for e in chat.of(Loading)] == ["ready"]
@@ -195,11 +61,11 @@ async def test_models_load_in_the_background(monkeypatch: pytest.MonkeyPatch) ->
     ready = asyncio.Event()
     runtime = make_runtime()
 
-    async def slow_open(settings: Settings) -> Runtime:
+    async def slow_open(settings: Settings, *args: object, **kwargs: object) -> Runtime:
         await ready.wait()
         return runtime
 
-    monkeypatch.setattr("rsdchat.chat.session.open_models", slow_open)
+    monkeypatch.setattr("rsdchat.chat.session.open_runtime", slow_open)
     chat = Chat(settings=runtime.settings)
     opening = asyncio.ensure_future(chat.session.open())
     await wait_until(lambda: bool(chat.of(Loading)))
@@ -245,8 +111,9 @@ async def test_what_a_backend_says_reaches_the_chat_until_it_closes() -> None:
     await asyncio.to_thread(PROGRESS.info, "again")
     await wait_until(lambda: len(chat.of(BackendSaid)) >= 2)
     await chat.session.aclose()
-    PROGRESS.info("after the chat closed")
-    await asyncio.sleep(0.05)
+    # from a backend's thread; had anyone still listened, the line would have reached the loop before
+    # this await returns (the thread puts it there first)
+    await asyncio.to_thread(PROGRESS.info, "after the chat closed")
     assert [e.text for e in chat.of(BackendSaid)] == [
         "vllm: the draft vLLM server stopped; starting it again", "again"]  # fmt: skip
 

@@ -7,21 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-from test_chat_session import (
-    Chat,
-    data_dir,  # noqa: F401  (the fixture: saved chats in a test directory)
-    make_runtime,
-    open_chat,
-    wait_until,
-)
+from chat_helpers import Chat, make_runtime, open_chat, wait_until
 
 from rsdchat.chat.events import Loading, NoteShown, Replayed
 from rsdchat.chat.transcript import Transcript, TranscriptError
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.weighting import BinaryStep
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
 from rsdchat.testing import ScriptedModel
-from rsdchat.weighting import BinaryStep
 
 
 async def test_save_load_and_export_round_trip(tmp_path: Path) -> None:
@@ -39,7 +33,7 @@ async def test_save_load_and_export_round_trip(tmp_path: Path) -> None:
     await chat.session.command("/delta 0.3")
     await chat.session.command(f"/load {path}")
     assert chat.of(Replayed)[-1].records == saved  # drawn again from the same records
-    assert chat.session.knobs.delta == 0.8  # the settings in force when it was saved
+    assert chat.session.settings.delta == 0.8  # the settings in force when it was saved
     assert chat.session.policy is not None and chat.session.policy.weighting == BinaryStep(0.8)
     assert chat.session.transcript.records == saved  # restoring them is not a change
     assert dict(chat.session.status().rows)["accepted"] == "2/3 drafts (67%)"
@@ -103,11 +97,11 @@ async def test_resume_before_the_models_are_loaded(tmp_path: Path, monkeypatch: 
     ready = asyncio.Event()
     runtime = make_runtime()
 
-    async def slow_open(settings: Settings) -> Runtime:
+    async def slow_open(settings: Settings, *args: object, **kwargs: object) -> Runtime:
         await ready.wait()
         return runtime
 
-    monkeypatch.setattr("rsdchat.chat.session.open_models", slow_open)
+    monkeypatch.setattr("rsdchat.chat.session.open_runtime", slow_open)
     chat = Chat(settings=runtime.settings)
     await chat.session.show(Transcript.load(path))  # what `rsdchat --resume` does before opening
     assert chat.of(Replayed) and chat.session.transcript.turns == 1 and chat.session.policy is None
@@ -115,7 +109,7 @@ async def test_resume_before_the_models_are_loaded(tmp_path: Path, monkeypatch: 
     await wait_until(lambda: bool(chat.of(Loading)))
     ready.set()
     await opening
-    assert chat.session.knobs.weighting == "logistic" and chat.session.knobs.delta == 0.6
+    assert chat.session.settings.weighting == "logistic" and chat.session.settings.delta == 0.6
     assert (
         chat.session.policy is not None and chat.session.policy.weighting.describe() == "logistic α=10 δ=0.6"
     )
@@ -143,8 +137,9 @@ async def test_settings_that_cannot_be_restored_are_said_and_left_alone(tmp_path
     chat = await open_chat()
     await chat.session.load(path)
     (warning,) = chat.notices("warning")
-    assert warning.startswith("transcript loaded: its settings were not restored: unknown reward")
-    assert chat.session.knobs.delta is None and chat.session.policy is not None
+    said = "its settings were not restored: bad settings in transcript: reward: unknown reward"
+    assert warning.startswith(f"transcript loaded: {said}")
+    assert chat.session.settings.delta is None and chat.session.policy is not None
     assert chat.session.transcript.path == path  # the transcript itself is loaded
 
 

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rsdchat.cli import app, main
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
 from rsdchat.testing import installed
 
 RSDCHAT = [sys.executable, "-c", "from rsdchat.cli import main; main()"]
@@ -225,23 +225,33 @@ def test_backend_failure_is_reported_as_error_status_and_exit_1() -> None:
 @needs_model
 def test_ctrl_c_leaves_only_whole_json_lines(tmp_path: Path) -> None:
     questions = tmp_path / "q.jsonl"
-    questions.write_text(
-        "".join(json.dumps({"question": f"Count from 1 to {50 + i}."}) + "\n" for i in range(6))
-    )
-    proc = subprocess.Popen(
-        [*RSDCHAT, "solve", "--file", str(questions), "--json", "--max-steps", "30", *SMALL],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(8)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    for line in stdout.splitlines():
-        json.loads(line)  # every line printed is whole
-    assert stdout == "" or stdout.endswith("\n")
+    asked = ["What is 2+2?"] + [f"Count from 1 to {50 + i}." for i in range(5)]  # one at a time
+    questions.write_text("".join(json.dumps({"question": q}) + "\n" for q in asked))
+    with (tmp_path / "stderr").open("w+") as stderr:
+        proc = subprocess.Popen(
+            [*RSDCHAT, "solve", "--file", str(questions), "--json", "--max-steps", "30", *SMALL],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        out = proc.stdout
+        assert out is not None
+        first: list[str] = []
+        reader = threading.Thread(target=lambda: first.append(out.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout=300)  # a guard against a hang, not a bound on how long it takes
+        if reader.is_alive():
+            proc.kill()
+        assert first and first[0].endswith("\n"), "nothing was written before the Ctrl-C"
+        proc.send_signal(signal.SIGINT)  # while the next questions are being answered
+        rest, _ = proc.communicate(timeout=60)
+        stderr.seek(0)
+        err = stderr.read()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    stdout = first[0] + rest
+    lines = [json.loads(line) for line in stdout.splitlines()]  # every line printed is whole
+    assert stdout.endswith("\n") and lines[0]["id"] == "q-0" and len(lines) < len(asked)
 
 
 def test_a_truncated_gguf_is_a_configuration_error(tmp_path: Path) -> None:
@@ -297,7 +307,7 @@ def test_a_failed_answer_names_its_error_once() -> None:
     from rich.console import Console
 
     from rsdchat.cli.render import print_summary
-    from rsdchat.trace import Trace
+    from rsdchat.core.trace import Trace
 
     out = StringIO()
     trace = Trace("q1", "2+2?", finish_reason="error", error="target server http://x: connection lost")
@@ -308,8 +318,8 @@ def test_a_failed_answer_names_its_error_once() -> None:
 
 def test_the_verdict_says_why_the_reward_decided() -> None:
     from rsdchat.cli.render import verdict
-    from rsdchat.decision import Decision
-    from rsdchat.weighting import BinaryStep
+    from rsdchat.core.decision import Decision
+    from rsdchat.core.weighting import BinaryStep
 
     kept = Decision(0.6, 1.0, True, BinaryStep(0.5))
     why = "grey zone (draft-scorer 0.55): target-min-prob 0.31 ≥ 0.1"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rsdchat.engine import Engine
+from rsdchat.core.engine import Engine
 from rsdchat.evaluation.data import Problem
 from rsdchat.evaluation.methods import parse_methods
 from rsdchat.evaluation.results import ResultsFile

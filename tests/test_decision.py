@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 
 import pytest
 
-from rsdchat.decision import Decision, decide
-from rsdchat.weighting import BinaryStep, Clip, Constant, Hybrid, Logistic, Signals, Weighting
+from rsdchat.core.decision import Decision, decide
+from rsdchat.core.weighting import BinaryStep, Clip, Constant, Hybrid, Logistic, Signals, Weighting
 
 
 class FixedU(random.Random):
@@ -85,6 +86,20 @@ def test_stochastic_accepts_iff_omega_at_least_u(u: float, accepted: bool) -> No
 
 
 LOGIT_03 = math.log(0.3 / 0.7)  # Logistic(1, 0) at this reward gives ω = 0.3
+Criterion = Callable[[Signals, Weighting, random.Random], Decision]
+
+
+def frequency_fits(weighting: Weighting, reward: float, criterion: Criterion = decide) -> bool:
+    """Whether `criterion` accepts as often as ω(reward) says, over n seeded draws.
+
+    Bernoulli(ω): SE = sqrt(ω(1−ω)/n) = sqrt(0.21/20000) ≈ 0.00324 at ω = 0.3; 4.5·SE ≈ 0.0146.
+    A correct criterion falls outside with probability ≈ 7e-6 (and the seed is fixed).
+    """
+    signals, n = Signals(reward), 20_000
+    omega = weighting(signals)
+    rng = random.Random(20240531)
+    frequency = sum(criterion(signals, weighting, rng).accepted for _ in range(n)) / n
+    return abs(frequency - omega) < 4.5 * math.sqrt(omega * (1 - omega) / n)
 
 
 @pytest.mark.parametrize(
@@ -94,24 +109,25 @@ def test_acceptance_frequency_matches_omega(weighting: Weighting, reward: float)
     signals = Signals(reward)
     omega = weighting(signals)
     assert omega == pytest.approx(0.3, abs=1e-12)
-    n = 20_000
+    assert frequency_fits(weighting, reward)
     rng = random.Random(20240531)
-    decisions = [decide(signals, weighting, rng) for _ in range(n)]
-    frequency = sum(d.accepted for d in decisions) / n
-    # Bernoulli(ω): SE = sqrt(ω(1−ω)/n) = sqrt(0.21/20000) ≈ 0.00324; 4.5·SE ≈ 0.0146.
-    # A correct decide() falls outside with probability ≈ 7e-6 (and the seed is fixed).
-    se = math.sqrt(omega * (1 - omega) / n)
-    assert abs(frequency - omega) < 4.5 * se
+    decisions = [decide(signals, weighting, rng) for _ in range(20_000)]
     assert all(d.u is not None and d.accepted == (d.u <= omega) for d in decisions)
     assert all(0.0 <= d.u < 1.0 for d in decisions if d.u is not None)
 
 
-def test_frequency_check_has_power() -> None:
-    """The 4.5-SE band above rejects a criterion that accepts with 1 − ω (or ω²)."""
-    n, omega = 20_000, 0.3
-    se = math.sqrt(omega * (1 - omega) / n)
-    assert abs((1 - omega) - omega) > 4.5 * se
-    assert abs(omega**2 - omega) > 4.5 * se
+def test_the_frequency_check_rejects_a_criterion_that_accepts_with_1_minus_omega_or_omega_squared() -> None:
+    """The check above has the power to see `decide` accepting with 1 − ω or ω² instead of ω."""
+
+    def one_minus(signals: Signals, weighting: Weighting, rng: random.Random) -> Decision:
+        return decide(signals, Constant(1 - weighting(signals)), rng)
+
+    def squared(signals: Signals, weighting: Weighting, rng: random.Random) -> Decision:
+        return decide(signals, Constant(weighting(signals) ** 2), rng)
+
+    assert frequency_fits(Clip(), 0.3)
+    assert not frequency_fits(Clip(), 0.3, one_minus)
+    assert not frequency_fits(Clip(), 0.3, squared)
 
 
 def _run(seed: int, n: int = 300) -> list[tuple[bool, float | None]]:

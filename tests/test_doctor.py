@@ -8,14 +8,14 @@ import pytest
 from rich.console import Console
 
 from rsdchat import doctor
-from rsdchat.errors import ConfigError
-from rsdchat.policy import Mode
-from rsdchat.protocols import Backend
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.policy import Mode
+from rsdchat.core.protocols import Backend
+from rsdchat.core.types import Role
 from rsdchat.rewards import Product
 from rsdchat.rewards.sources import Arithmetic
 from rsdchat.settings import Settings
 from rsdchat.testing import ScriptedModel
-from rsdchat.types import Role
 
 
 def settings(**fields: Any) -> Settings:

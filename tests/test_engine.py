@@ -10,17 +10,18 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from chat_helpers import wait_until
 
-from rsdchat.answers import has_final_answer
-from rsdchat.engine import Engine
-from rsdchat.errors import BackendError, ConfigError
-from rsdchat.events import Event, Finished, StepDone, StepScored, StepStarted, TokenText
-from rsdchat.policy import Mode, Policy
-from rsdchat.protocols import StepGenerator
+from rsdchat.core.answers import has_final_answer
+from rsdchat.core.engine import Engine
+from rsdchat.core.errors import BackendError, ConfigError
+from rsdchat.core.events import Event, Finished, StepDone, StepScored, StepStarted, TokenText
+from rsdchat.core.policy import Mode, Policy
+from rsdchat.core.protocols import StepGenerator
+from rsdchat.core.trace import Trace
+from rsdchat.core.types import Context, Generation, Message, Role, StepRequest
+from rsdchat.core.weighting import BinaryStep, Clip, LikelihoodRatio, Weighting
 from rsdchat.testing import ScriptedModel, ScriptedReward, steps_so_far
-from rsdchat.trace import Trace
-from rsdchat.types import Context, Generation, Message, Role, StepRequest
-from rsdchat.weighting import BinaryStep, Clip, LikelihoodRatio, Weighting
 
 DRAFT, TARGET = Role.DRAFT, Role.TARGET
 Q = (Message("user", "What is 2 + 3?"),)
@@ -236,8 +237,7 @@ async def test_cancellation_mid_step() -> None:
     engine = Engine(draft=slow, target=ScriptedModel(T))
     events: list[Event] = []
     task = asyncio.create_task(engine.solve(Q, Policy(reward=r), emit=events.append))
-    while not any(isinstance(e, TokenText) for e in events):  # mid-step: streaming has begun
-        await asyncio.sleep(0.001)
+    await wait_until(lambda: any(isinstance(e, TokenText) for e in events))  # mid-step: streaming began
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -15,17 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chat_helpers import wait_until
 from rich.console import Console
 
 from rsdchat.cli.render import record
 from rsdchat.cli.solve import run_solve
-from rsdchat.engine import Engine
+from rsdchat.core.engine import Engine
+from rsdchat.core.policy import Mode, Policy
+from rsdchat.core.trace import Trace
+from rsdchat.core.types import Context, Generation, Message, StepRequest
 from rsdchat.evaluation.data import Problem
-from rsdchat.policy import Mode, Policy
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
 from rsdchat.testing import ScriptedModel, installed
-from rsdchat.types import Context, Message, StepRequest
 
 RSDCHAT = [sys.executable, "-c", "from rsdchat.cli import main; main()"]
 SMALL = ["--draft", "smollm2-135m", "--target", "smollm2-135m", "--reward", "draft-confidence"]
@@ -104,14 +106,20 @@ def test_a_delta_outside_the_rewards_range_is_refused_with_the_range(delta: str)
 # -- nothing lost -----------------------------------------------------------------------------
 
 
-def scripted_runtime(slow_first: bool) -> Runtime:
+class HoldsQ0(ScriptedModel):
+    """Answers every question at once, except q0: that one is never answered (until cancelled)."""
+
+    async def generate(self, context: Context, request: StepRequest, on_token: Any = None) -> Generation:
+        if "q0" in context.question:
+            await asyncio.Event().wait()
+        return await super().generate(context, request, on_token)
+
+
+def scripted_runtime(hold_q0: bool) -> Runtime:
     def script(context: Context, request: StepRequest) -> str:
         return "" if context.response else f"So \\boxed{{{len(context.question)}}}.\n\n"
 
-    def slow(context: Context, request: StepRequest) -> str:
-        return "word " * 400 + "\n\n" if "q0" in context.question else script(context, request)
-
-    model = ScriptedModel(slow if slow_first else script, name="m", delay=0.01 if slow_first else 0.0)
+    model = (HoldsQ0 if hold_q0 else ScriptedModel)(script, name="m")
     settings = Settings(draft="m", target="m", reward="arithmetic", mode=Mode.TARGET_ONLY, concurrency=6)
     return Runtime(settings, Engine(draft=None, target=model))
 
@@ -119,18 +127,25 @@ def scripted_runtime(slow_first: bool) -> Runtime:
 async def test_stopping_writes_every_finished_answer_even_behind_an_unfinished_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    runtime = scripted_runtime(slow_first=True)
+    runtime = scripted_runtime(hold_q0=True)
+    finished: list[str] = []
+
+    def record_of(trace: Trace, **fields: Any) -> dict[str, Any]:
+        finished.append(fields["question_id"])
+        return record(trace, **fields)
 
     async def opened(settings: Settings) -> Runtime:
         return runtime
 
     monkeypatch.setattr("rsdchat.cli.solve.open_runtime", opened)
+    monkeypatch.setattr("rsdchat.cli.solve.record", record_of)
     problems = [Problem(f"q{i}", f"question q{i}", "") for i in range(6)]
     out = io.StringIO()
     task = asyncio.create_task(
         run_solve(runtime.settings, problems, as_json=True, out=out, err=Console(file=io.StringIO()))
     )
-    await asyncio.sleep(1.0)  # the five short ones are done; q0 (4 s) holds back every answer behind it
+    await wait_until(lambda: len(finished) == 5)  # the five others are done; q0 holds back every answer
+    assert sorted(finished) == ["q1", "q2", "q3", "q4", "q5"]
     assert out.getvalue() == "" and not task.done()
     task.cancel()  # Ctrl-C
     with pytest.raises(asyncio.CancelledError):
@@ -142,7 +157,7 @@ async def test_stopping_writes_every_finished_answer_even_behind_an_unfinished_o
 async def test_output_resumes_skips_what_is_answered_and_asks_the_failed_again(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    runtime = scripted_runtime(slow_first=False)
+    runtime = scripted_runtime(hold_q0=False)
     opened: list[int] = []
 
     async def open_runtime(settings: Settings) -> Runtime:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.types import Context, Generation, Message
 from rsdchat.plugins import RewardContext, reward_plugins
 from rsdchat.rewards import make_reward
 from rsdchat.rewards.features import FEATURES, step_features
 from rsdchat.rewards.learned import LearnedScorer, ScorerModel, load_scorer, scorer_path
-from rsdchat.types import Context, Generation, Message
 
 CONTEXT = Context((Message("user", "Tom has 48 apples and gives away 15. How many are left?"),), "First.\n\n")
 PIECES = ("He", " has", " 48", " -", " 15", " =", " 33", " apples", " and", " 1200", ".\n\n")

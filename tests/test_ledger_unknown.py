@@ -8,13 +8,13 @@ import json
 from rich.console import Console
 
 from rsdchat.cli.render import print_summary, record
-from rsdchat.engine import Engine
-from rsdchat.policy import Policy
+from rsdchat.core.engine import Engine
+from rsdchat.core.policy import Policy
+from rsdchat.core.trace import Ledger, Trace
+from rsdchat.core.types import Message, Role, Usage
+from rsdchat.core.weighting import BinaryStep
 from rsdchat.testing import ScriptedModel, ScriptedReward
-from rsdchat.trace import Ledger, Trace
-from rsdchat.types import Message, Role, Usage
 from rsdchat.units import si
-from rsdchat.weighting import BinaryStep
 
 
 def test_work_by_a_model_of_unknown_size_is_unknown_never_free() -> None:

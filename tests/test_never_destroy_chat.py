@@ -26,15 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_chat_session import Chat, data_dir, make_runtime, open_chat, wait_until
+from chat_helpers import Chat, make_runtime, open_chat, wait_until
 
 from rsdchat.chat.history import chats_dir, continue_chat, saved_chats, scan_chats
 from rsdchat.chat.transcript import Transcript, TranscriptError
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
 from rsdchat.settings import Settings
 from rsdchat.tui.app import RsdChatApp, run_chat
-
-__all__ = ["data_dir"]  # the fixture: saved chats go to a directory of each test's own
 
 LONG = ["word " * 400 + "\n\n"]  # an answer that takes a while, to be stopped halfway
 
@@ -409,9 +407,9 @@ async def test_a_signal_mid_answer_saves_it_as_stopped_and_exits() -> None:
         assert signal.getsignal(signal.SIGTERM) != before  # the app's own, while it runs
         app.prompt.value = "Talk a lot"
         await pilot.press("enter")
-        await wait_until(lambda: (step := app.view.current) is not None and "word word" in step.text, 10)
+        await wait_until(lambda: (step := app.view.current) is not None and "word word" in step.text)
         os.kill(os.getpid(), signal.SIGTERM)
-        await wait_until(lambda: app.return_code is not None, timeout=10)
+        await wait_until(lambda: app.return_code is not None)
     assert app.return_code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == before
     (path,) = history_files()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rsdchat.cli.calibrate import write_setting
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
 from rsdchat.plugins import backend_names
 
 if sys.version_info >= (3, 11):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
 from rsdchat.files import JsonLines, Refused, WriteError, clean_temps, read_jsonl, write_atomic
 from rsdchat.testing import installed
 

@@ -8,13 +8,13 @@ from typing import Literal
 
 import pytest
 
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.protocols import Logprobs, RewardSource, Score, StepGenerator
+from rsdchat.core.types import Context, Generation, Message, ModelInfo, StepRequest, Usage
 from rsdchat.plugins import RewardContext, reward_plugins
-from rsdchat.protocols import Logprobs, RewardSource, Score, StepGenerator
 from rsdchat.rewards import Product, make_reward
 from rsdchat.rewards.sources import Arithmetic, DraftConfidence, Judge, TargetLogprob
 from rsdchat.testing import ScriptedModel
-from rsdchat.types import Context, Generation, Message, ModelInfo, StepRequest, Usage
 
 BUILT_IN = (
     "arithmetic", "cascade", "draft-confidence", "draft-scorer", "judge", "target-logprob", "target-min-prob"

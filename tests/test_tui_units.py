@@ -1,4 +1,4 @@
-"""The chat's pure parts: slash commands, knobs, δ steps, what changed, transcripts, reward bars."""
+"""The chat's pure parts: paths, transcripts, reward bars, the help, readable text."""
 
 from __future__ import annotations
 
@@ -10,141 +10,22 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from rsdchat.chat.commands import COMMANDS, InForce, change_knobs, describe_change, parse_command, split_path
-from rsdchat.chat.knobs import Knobs, Style, nudge_delta
+from rsdchat.chat.choice import Choice
+from rsdchat.chat.commands import COMMANDS, split_path
 from rsdchat.chat.transcript import Transcript, TranscriptError, decision_of, to_markdown
-from rsdchat.decision import Decision
-from rsdchat.errors import ConfigError
-from rsdchat.policy import Mode
-from rsdchat.prompts import CHAT_SYSTEM_PROMPT, MATH_SYSTEM_PROMPT, Turn, build_messages
+from rsdchat.core.decision import Decision
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.weighting import BinaryStep, Logistic
+from rsdchat.prompts import Turn, build_messages
 from rsdchat.readable import ANSWER_STYLE, latex_to_text, readable, readable_text, segments
 from rsdchat.settings import Settings
 from rsdchat.testing import ScriptedReward
 from rsdchat.tui.screens.help import KEYS, help_table
 from rsdchat.tui.widgets.steps import reward_bar, score_text
-from rsdchat.weighting import BinaryStep, Logistic
 
 PROCESS = ScriptedReward(lambda c, s: 0.0, kind="process", default_delta=0.7)
 OUTCOME = ScriptedReward(lambda c, s: 0.0, kind="outcome", default_delta=0.0, bounds=None)
-KNOBS = Knobs(reward="scripted")
-
-
-def test_parse_command() -> None:
-    assert parse_command("/delta 0.8") == ("delta", "0.8")
-    assert parse_command("  /System   Be terse.  ") == ("system", "Be terse.")
-    with pytest.raises(ConfigError, match=r"unknown command /nope; type /help"):
-        parse_command("/nope 1")
-
-
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        ("/delta 0.8", {"delta": 0.8}),
-        ("/delta default", {"delta": None}),
-        ("/weighting logistic 10 0.7", {"weighting": "logistic", "alpha": 10.0, "delta": 0.7}),
-        ("/weighting logistic 5", {"weighting": "logistic", "alpha": 5.0, "delta": 0.5}),  # δ kept
-        ("/weighting binary", {"weighting": "binary"}),
-        ("/weighting constant 0.3", {"weighting": "constant", "p": 0.3}),
-        ("/weighting hybrid 2", {"weighting": "hybrid", "beta": 2.0}),
-        ("/weighting Likelihood-Ratio 3", {"weighting": "likelihood-ratio", "alpha": 3.0}),
-        ("/reward arithmetic * draft-confidence", {"reward": "arithmetic*draft-confidence"}),
-        ("/mode target-only", {"mode": Mode.TARGET_ONLY}),
-        ("/mode chat", {"style": Style.CHAT}),
-        ("/mode auto", {"style": None}),
-        ("/system Be terse.", {"system": "Be terse."}),
-        ("/system default", {"system": None}),
-    ],
-)
-def test_change_knobs(line: str, expected: dict[str, object]) -> None:
-    name, rest = parse_command(line)
-    knobs = change_knobs(name, rest, Knobs(reward="judge", delta=0.5, style=Style.MATH, system="x"))
-    for key, value in expected.items():
-        assert getattr(knobs, key) == value
-
-
-def test_a_reward_change_resets_delta_and_style() -> None:
-    knobs = change_knobs("reward", "judge", Knobs(reward="arithmetic", delta=0.3, style=Style.CHAT))
-    assert (knobs.reward, knobs.delta, knobs.style) == ("judge", None, None)
-
-
-@pytest.mark.parametrize(
-    ("line", "message"),
-    [
-        ("/delta", "usage: /delta VALUE"),
-        ("/delta high", "δ must be a number, got 'high'"),
-        ("/delta inf", "δ must be a finite number"),
-        ("/weighting", "usage: /weighting"),
-        ("/weighting nope", "unknown weighting 'nope'; choose one of: binary, constant"),
-        ("/weighting clip 1", "weighting clip takes no parameters, got '1'"),
-        ("/weighting logistic 1 2 3", "weighting logistic takes α δ"),
-        ("/mode fast", "unknown mode 'fast'; choose one of: rsd, target-only, draft-only, math, chat, auto"),
-        ("/reward", "usage: /reward NAME [URL [MODEL]]; choose one of: arithmetic, "),
-        ("/system", "usage: /system PROMPT"),
-    ],
-)
-def test_bad_values_are_one_line_errors(line: str, message: str) -> None:
-    name, rest = parse_command(line)
-    with pytest.raises(ConfigError) as caught:
-        change_knobs(name, rest, KNOBS)
-    assert message in str(caught.value) and "\n" not in str(caught.value)
-
-
-def test_an_invalid_weighting_value_is_refused_by_the_policy() -> None:
-    with pytest.raises(ConfigError, match="p must be in"):
-        change_knobs("weighting", "constant 3", KNOBS).policy(PROCESS, Settings())
-
-
-def test_the_policy_of_the_knobs() -> None:
-    settings = Settings(max_steps=5, temperature=0.3)
-    policy = Knobs(reward="x", weighting="logistic", delta=0.6, alpha=4.0).policy(PROCESS, settings)
-    assert policy.weighting == Logistic(4.0, 0.6) and policy.reward is PROCESS
-    assert (policy.max_steps, policy.temperature, policy.stop) == (5, 0.3, ("\n\n",))
-    assert Knobs.from_settings(settings).policy(PROCESS, settings) == settings.policy(PROCESS)
-
-
-def test_the_style_follows_the_reward_kind_unless_set() -> None:
-    assert KNOBS.style_of(PROCESS) is Style.MATH and KNOBS.style_of(OUTCOME) is Style.CHAT
-    assert Knobs(reward="x", style=Style.MATH).style_of(OUTCOME) is Style.MATH
-    settings = Settings()
-    math_policy, chat_policy = KNOBS.policy(PROCESS, settings), KNOBS.policy(OUTCOME, settings)
-    assert math_policy.stop_at_answer and not chat_policy.stop_at_answer
-    assert math_policy.weighting == BinaryStep(0.7) and chat_policy.weighting == BinaryStep(0.0)
-    assert KNOBS.system_prompt(PROCESS, settings) == MATH_SYSTEM_PROMPT
-    assert KNOBS.system_prompt(OUTCOME, settings) == CHAT_SYSTEM_PROMPT
-    custom = Settings(system_prompt="Mine.")
-    assert KNOBS.system_prompt(OUTCOME, custom) == "Mine."  # a configured prompt is kept
-    assert Knobs(reward="x", system="Own.").system_prompt(OUTCOME, settings) == "Own."
-
-
-def test_nudge_delta_steps_on_a_grid_and_stays_in_range() -> None:
-    assert nudge_delta(Knobs(reward="x", delta=0.88), PROCESS, 1).delta == 0.9
-    assert nudge_delta(Knobs(reward="x", delta=0.88), PROCESS, -1).delta == 0.85
-    assert nudge_delta(Knobs(reward="x", delta=0.9), PROCESS, 1).delta == 0.95
-    assert nudge_delta(KNOBS, PROCESS, 1).delta == 0.75  # from the source's default
-    assert nudge_delta(Knobs(reward="x", delta=1.0), PROCESS, 1).delta == 1.0
-    assert nudge_delta(Knobs(reward="x", delta=0.0), PROCESS, -1).delta == 0.0
-    assert nudge_delta(KNOBS, OUTCOME, -1).delta == -0.5  # unbounded: coarser, no clamp
-
-
-def test_describe_change() -> None:
-    settings = Settings()
-
-    def in_force(knobs: Knobs, reward: ScriptedReward = PROCESS) -> InForce:
-        return InForce.of(knobs, reward, settings)
-
-    before = in_force(KNOBS)
-    assert describe_change(before, in_force(Knobs(reward="scripted", delta=0.8))) == "δ 0.7 → 0.8"
-    assert describe_change(before, before) == ""
-    chat = in_force(Knobs(reward="scripted", style=Style.CHAT))
-    assert describe_change(before, chat) == "style math → chat"  # the default prompt follows the style
-    logistic = in_force(Knobs(reward="scripted", weighting="logistic"))
-    assert describe_change(before, logistic) == "weighting binary δ=0.7 → logistic α=10 δ=0.7"
-    target = in_force(Knobs(reward="scripted", mode=Mode.TARGET_ONLY, system="Be terse."))
-    assert describe_change(before, target) == "mode rsd → target-only; system prompt → 'Be terse.'"
-    assert describe_change(target, in_force(Knobs(reward="scripted", mode=Mode.TARGET_ONLY))) == (
-        "system prompt → the default"
-    )
-    assert before.to_dict()["weighting"] == {"name": "binary", "delta": 0.7}
+CHOICE = Choice(Settings())
 
 
 def test_messages_skip_empty_turns() -> None:
@@ -232,10 +113,10 @@ def test_broken_transcripts_name_file_and_line(tmp_path: Path, records: tuple[ob
 
 
 def test_transcript_roundtrip_history_knobs_and_totals(tmp_path: Path) -> None:
-    transcript = Transcript.start(Settings(), KNOBS, {"draft": "d"})
+    transcript = Transcript.start(CHOICE, {"draft": "d"})
     assert not transcript.unsaved
     transcript.add({"type": "user", "turn": 1, "content": "q1"})
-    transcript.add({"type": "change", "text": "δ 0.7 → 0.9", "knobs": {**KNOBS.to_dict(), "delta": 0.9}})
+    transcript.add({"type": "change", "text": "δ 0.7 → 0.9", "knobs": {**CHOICE.to_dict(), "delta": 0.9}})
     decision = Decision(0.2, 0.0, accepted=False, weighting=BinaryStep(0.7))
     transcript.add(
         {
@@ -255,23 +136,13 @@ def test_transcript_roundtrip_history_knobs_and_totals(tmp_path: Path) -> None:
     loaded = Transcript.load(tmp_path / "sub" / "t.jsonl")
     assert loaded.records == transcript.records and loaded.path == tmp_path / "sub" / "t.jsonl"
     assert loaded.history() == [Turn("q1", "a1")] and loaded.turns == 1
-    saved = loaded.knobs()
-    assert saved is not None and Knobs.from_dict(saved).delta == 0.9
+    saved = loaded.chosen()
+    assert saved is not None and Choice.from_dict(saved, Settings()).settings.delta == 0.9
     spent, acceptance = loaded.totals()
     assert spent.flops == 6.0 and (acceptance.judged, acceptance.accepted) == (1, 0)
     assert loaded.other_models({"draft": "d"}) == [] and loaded.other_models({"draft": "e"}) == [
         "draft d (now e)"
     ]
-    with pytest.raises(ConfigError, match="bad settings in transcript"):
-        Knobs.from_dict({"reward": "x", "mode": "warp"})
-
-
-def test_knobs_round_trip() -> None:
-    knobs = Knobs(reward="judge", mode=Mode.DRAFT_ONLY, weighting="logistic", delta=0.6, style=Style.CHAT)
-    assert Knobs.from_dict(json.loads(json.dumps(knobs.to_dict()))) == knobs
-    for bad in ({"reward": 3}, {"reward": "x", "delta": "high"}, {"reward": "x", "weighting": "nope"}):
-        with pytest.raises(ConfigError, match="bad settings in transcript"):
-            Knobs.from_dict(bad)
 
 
 def test_saved_decisions_are_read_back() -> None:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rsdchat.errors import ConfigError
-from rsdchat.weighting import (
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.weighting import (
     WEIGHTINGS,
     BinaryStep,
     Clip,

@@ -12,11 +12,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from rsdchat.chat.commands import InForce, describe_change
+from rsdchat.chat.choice import Choice
+from rsdchat.chat.commands import describe_change
 from rsdchat.chat.events import Listener, NoteRemoved, NoteShown
-from rsdchat.chat.knobs import Knobs
-from rsdchat.chat.transcript import Record, Transcript, now
-from rsdchat.policy import Policy
+from rsdchat.chat.transcript import Transcript, now
+from rsdchat.core.policy import Policy
+from rsdchat.files import Record
+from rsdchat.in_force import InForce
 
 
 @dataclass
@@ -25,8 +27,7 @@ class _Staged:
 
     before: InForce  # in force before the first of them
     after: InForce
-    knobs: Knobs
-    policy: Policy
+    choice: Choice
 
 
 @dataclass
@@ -55,31 +56,30 @@ class Changes:
     def apply(
         self,
         transcript: Transcript,
-        knobs: Knobs,
-        policy: Policy,
+        choice: Choice,
         before: InForce | None,
         after: InForce,
         *,
         answering: bool,
         record: bool = True,
     ) -> str:
-        """Put `policy` in force now, or (`answering`) from the next step; what is staged, in words."""
+        """Put `after` in force now, or (`answering`) from the next step; what is staged, in words."""
         if answering:
             first = self._staged.before if self._staged is not None else before
             assert first is not None  # answering implies a policy in force
-            self._staged = _Staged(first, after, knobs, policy)
+            self._staged = _Staged(first, after, choice)
             return describe_change(first, after)
-        self.policy = policy
+        self.policy = after.policy
         if record and before is not None:
-            self.note(transcript, knobs, before, after)
+            self.note(transcript, choice, before, after)
         return ""
 
     def install(self, transcript: Transcript, turn: int, from_step: int | None) -> None:
         """Put the staged change in force; it applies from step `from_step` of `turn` (None: after it)."""
         staged, self._staged = self._staged, None
         if staged is not None:
-            self.policy = staged.policy
-            self.note(transcript, staged.knobs, staged.before, staged.after, turn=turn, from_step=from_step)
+            self.policy = staged.after.policy
+            self.note(transcript, staged.choice, staged.before, staged.after, turn=turn, from_step=from_step)
 
     def close(self) -> None:
         """Something else happened (a question, a new chat): the next change gets its own note."""
@@ -88,14 +88,14 @@ class Changes:
     def note(
         self,
         transcript: Transcript,
-        knobs: Knobs,
+        choice: Choice,
         before: InForce,
         after: InForce,
         *,
         turn: int | None = None,
         from_step: int | None = None,
     ) -> None:
-        """Note the change `before` → `after` (the knobs after it: `knobs`).
+        """Note the change `before` → `after` (what the chat chose after it: `choice`).
 
         `turn` is the answer it was installed in (None: while idle), `from_step` the first
         step it applied to (None: from the next question).
@@ -106,7 +106,7 @@ class Changes:
         if not (idle and merged is not None and last is merged.record):
             merged = None
         text = describe_change(merged.before if merged is not None else before, after)
-        fields = {"text": text, "knobs": knobs.to_dict(), "in_force": after.to_dict()}
+        fields = {"text": text, "knobs": choice.to_dict(), "in_force": after.to_dict()}
         if merged is not None:
             if text:
                 merged.record.update(fields)

@@ -1,31 +1,34 @@
-"""Slash commands typed in the chat, parsed without any UI, and what is in force in words.
+"""Slash commands typed in the chat: one table, parsed without any UI, and changes in words.
 
-Parsing is pure: `parse_command` splits a line, `change_knobs` turns a settings command
-into new `Knobs` (raising ConfigError with a one-line message on a bad value), and
-`describe_change` says what changed between two `InForce`s, for the transcript.
+`COMMANDS` is the one table of commands: what each does and who runs it (a setting, the
+session, or the app). Parsing is pure: `parse_command` splits a line, `change` turns a
+settings command into a new `Choice` (raising ConfigError with a one-line message on a
+bad value), and `describe_change` says what changed between two `InForce`s.
 """
 
 from __future__ import annotations
 
 import math
 import shlex
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
-from rsdchat.chat.knobs import STEP_WORDS, STEPS, Knobs, Style
-from rsdchat.errors import ConfigError
+from rsdchat.chat.choice import Choice
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.policy import Mode
+from rsdchat.core.weighting import SYMBOLS, WEIGHTINGS
+from rsdchat.in_force import STEP_WORDS, STEPS, InForce, Style
 from rsdchat.plugins import REWARDS, backend_plugins, distribution, reward_plugins
-from rsdchat.policy import Mode
-from rsdchat.protocols import RewardSource
-from rsdchat.settings import Settings
-from rsdchat.weighting import SYMBOLS, WEIGHTINGS, Weighting, make_weighting
+
+Runner = Literal["setting", "session", "app"]
 
 
 @dataclass(frozen=True)
 class CommandSpec:
     usage: str
     help: str
+    runner: Runner = "session"  # a setting (`change`), a ChatSession method, or the app (help, quit, …)
 
 
 def _weighting_usage() -> str:
@@ -37,28 +40,38 @@ def _weighting_usage() -> str:
 
 
 COMMANDS: dict[str, CommandSpec] = {
-    "delta": CommandSpec("/delta VALUE", "the threshold δ, from the next step; /delta default resets it"),
-    "weighting": CommandSpec("/weighting NAME [PARAMS]", _weighting_usage()),
+    "delta": CommandSpec(
+        "/delta VALUE", "the threshold δ, from the next step; /delta default resets it", "setting"
+    ),
+    "weighting": CommandSpec("/weighting NAME [PARAMS]", _weighting_usage(), "setting"),
     "reward": CommandSpec(
-        "/reward NAME [URL [MODEL]]", "reward source ('*' multiplies); a served one: /reward orm URL"
+        "/reward NAME [URL [MODEL]]",
+        "reward source ('*' multiplies); a served one: /reward orm URL",
+        "setting",
     ),
-    "mode": CommandSpec("/mode MODE", "rsd · target-only · draft-only; the style: math · chat · auto"),
+    "mode": CommandSpec(
+        "/mode MODE", "rsd · target-only · draft-only; the style: math · chat · auto", "setting"
+    ),
     "steps": CommandSpec(
-        "/steps paragraph|line|sentence", "where a step ends, one decision each; /steps default resets"
+        "/steps paragraph|line|sentence",
+        "where a step ends, one decision each; /steps default resets",
+        "setting",
     ),
-    "system": CommandSpec("/system PROMPT", "system prompt from the next question; /system default resets"),
+    "system": CommandSpec(
+        "/system PROMPT", "system prompt from the next question; /system default resets", "setting"
+    ),
     "retry": CommandSpec("/retry", "ask the last question again with the settings in force"),
     "keep": CommandSpec("/keep", "keep a stopped answer in the models' context"),
-    "copy": CommandSpec("/copy", "copy the last answer to the clipboard"),
-    "history": CommandSpec("/history", "the saved chats, newest first: Enter reopens one"),
+    "copy": CommandSpec("/copy", "copy the last answer to the clipboard", "app"),
+    "history": CommandSpec("/history", "the saved chats, newest first: Enter reopens one", "app"),
     "new": CommandSpec("/new", "start a new chat"),
     "save": CommandSpec("/save [PATH]", "save the transcript as JSONL (steps, rewards, settings)"),
     "load": CommandSpec("/load PATH", "load a saved transcript and continue it"),
     "export": CommandSpec("/export [PATH.md]", "export the transcript as Markdown"),
-    "help": CommandSpec("/help", "show the commands and keys"),
-    "quit": CommandSpec("/quit", "leave rsdchat (the chat is kept in /history)"),
+    "help": CommandSpec("/help", "show the commands and keys", "app"),
+    "quit": CommandSpec("/quit", "leave rsdchat (the chat is kept in /history)", "app"),
 }
-SETTINGS_COMMANDS = ("delta", "weighting", "reward", "mode", "steps", "system")
+"""Every chat command. The app runs its own ("app") and hands the rest to the session."""
 MODE_WORDS = tuple(m.value for m in Mode) + tuple(s.value for s in Style) + ("auto",)
 
 
@@ -81,40 +94,34 @@ def parse_number(text: str, what: str) -> float:
     return value
 
 
-def change_knobs(name: str, rest: str, knobs: Knobs) -> Knobs:
-    """The knobs after the settings command `/name rest`; ConfigError on a bad value."""
+def change(name: str, rest: str, choice: Choice) -> Choice:
+    """What the chat runs with after the settings command `/name rest`; ConfigError on a bad value."""
     usage = COMMANDS[name].usage
     if name == "delta":
         if not rest:
             raise ConfigError(f"usage: {usage}")
-        if rest.lower() == "default":
-            return replace(knobs, delta=None)
-        return replace(knobs, delta=parse_number(rest, "δ"))
+        return choice.set(delta=None if rest.lower() == "default" else parse_number(rest, "δ"))
     if name == "weighting":
-        return _weighting(rest, knobs, usage)
+        return _weighting(rest, choice, usage)
     if name == "reward":
-        return _reward(rest, knobs, usage)
+        return _reward(rest, choice, usage)
     if name == "steps":
         word = rest.lower()
-        if word == "default":
-            return replace(knobs, steps=None)
-        if word not in STEPS:
+        if word != "default" and word not in STEPS:
             choices = ", ".join(f"{name} ({what})" for name, what in STEP_WORDS.items())
             raise ConfigError(f"usage: /steps NAME; choose one of: {choices}, or default")
-        return replace(knobs, steps=word)
+        return choice.with_extras(steps=None if word == "default" else word)
     if name == "mode":
         word = rest.lower()
         if word in (m.value for m in Mode):
-            return replace(knobs, mode=Mode(word))
-        if word in (s.value for s in Style):
-            return replace(knobs, style=Style(word))
-        if word == "auto":
-            return replace(knobs, style=None)
+            return choice.set(mode=Mode(word))
+        if word in (s.value for s in Style) or word == "auto":
+            return choice.with_extras(style=None if word == "auto" else Style(word))
         raise ConfigError(f"unknown mode {rest!r}; choose one of: {', '.join(MODE_WORDS)}")
     if name == "system":
         if not rest:
             raise ConfigError(f"usage: {usage}")
-        return replace(knobs, system=None if rest.lower() == "default" else rest)
+        return choice.with_extras(system=None if rest.lower() == "default" else rest)
     raise ConfigError(f"/{name} does not change a setting")
 
 
@@ -134,7 +141,7 @@ def server_rewards() -> list[str]:
     ]
 
 
-def _reward(rest: str, knobs: Knobs, usage: str) -> Knobs:
+def _reward(rest: str, choice: Choice, usage: str) -> Choice:
     """`/reward NAME [URL [MODEL]]`: a new source, and for a served one its server and model."""
     if not rest:
         raise ConfigError(f"usage: {usage}; choose one of: {', '.join(reward_plugins())}")
@@ -155,12 +162,11 @@ def _reward(rest: str, knobs: Knobs, usage: str) -> Knobs:
             which = ", ".join(served) or "none installed"
             raise ConfigError(f"reward {spec} does not use a reward server; a URL is for: {which}")
     # a new source has its own scale: δ and the style go back to the source's defaults
-    return replace(
-        knobs, reward=spec, delta=None, style=None, reward_url=url, reward_model=model[0] if model else None
-    )
+    changed = choice.with_extras(style=None, reward_url=url, reward_model=model[0] if model else None)
+    return changed.set(reward=spec, delta=None)
 
 
-def _weighting(rest: str, knobs: Knobs, usage: str) -> Knobs:
+def _weighting(rest: str, choice: Choice, usage: str) -> Choice:
     words = rest.split()
     if not words:
         raise ConfigError(f"usage: {usage}")
@@ -172,50 +178,7 @@ def _weighting(rest: str, knobs: Knobs, usage: str) -> Knobs:
         shown = " ".join(SYMBOLS.get(p, p) for p in params) or "no parameters"
         raise ConfigError(f"weighting {name} takes {shown}, got {' '.join(values)!r}")
     changed = {p: parse_number(v, SYMBOLS.get(p, p)) for p, v in zip(params, values, strict=False)}
-    return replace(knobs, weighting=name, **changed)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class InForce:
-    """What a chat's next step is written with, as the user sees it."""
-
-    mode: Mode
-    style: Style
-    reward: str
-    weighting: Weighting
-    system: str
-    custom_system: bool  # the user set the system prompt (else it follows the style)
-    steps: str = "paragraph"  # where a step ends (a name in STEPS, or the configured delimiter)
-    reward_url: str | None = None  # the chat's own reward server (None: the configured one)
-
-    @classmethod
-    def of(cls, knobs: Knobs, reward: RewardSource | None, settings: Settings) -> InForce:
-        """What `knobs` put in force with `reward` (ConfigError if the weighting is invalid)."""
-        delta = knobs.effective_delta(reward)
-        weighting = make_weighting(
-            knobs.weighting, delta=delta, alpha=knobs.alpha, p=knobs.p, beta=knobs.beta
-        )
-        return cls(
-            mode=knobs.mode,
-            style=knobs.style_of(reward),
-            reward=reward.name if reward is not None else knobs.reward,
-            weighting=weighting,
-            system=knobs.system_prompt(reward, settings),
-            custom_system=knobs.system is not None,
-            steps=knobs.steps_name(settings),
-            reward_url=knobs.reward_url,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {
-            "mode": self.mode.value,
-            "style": self.style.value,
-            "reward": self.reward,
-            "weighting": self.weighting.to_dict(),
-            "system": self.system,
-            "steps": self.steps,
-        }
-        return data | ({"reward_url": self.reward_url} if self.reward_url else {})
+    return choice.set(weighting=name, **changed)
 
 
 def describe_change(before: InForce, after: InForce) -> str:

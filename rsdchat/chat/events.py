@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from rsdchat.chat.transcript import Record
-from rsdchat.events import Event
-from rsdchat.policy import Policy
-from rsdchat.trace import Trace
+from rsdchat.core.events import Event
+from rsdchat.core.policy import Policy
+from rsdchat.core.trace import Trace
+from rsdchat.files import Record
 
 Severity = Literal["information", "warning", "error"]
 
@@ -106,7 +106,3 @@ ChatEvent = (
     | BackendSaid | Cleared | Replayed | StateChanged
 )  # fmt: skip
 Listener = Callable[[ChatEvent], None]
-
-
-def ignore(event: ChatEvent) -> None:
-    """A listener that drops everything."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import platformdirs
 
 from rsdchat.chat.transcript import Seen, Transcript, file_seen
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
 from rsdchat.files import Lock, same_file
 
 DATA_DIR_ENV = "RSDCHAT_DATA_DIR"

@@ -10,8 +10,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from rsdchat.decision import Decision
-from rsdchat.errors import ConfigError
+from rsdchat.core.decision import Decision
+from rsdchat.core.errors import ConfigError
 
 KINDS = ("session", "user", "step", "change", "answer")
 

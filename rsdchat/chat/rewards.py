@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from rsdchat.chat.knobs import Knobs
-from rsdchat.errors import ConfigError
+from rsdchat.chat.choice import Choice
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.protocols import RewardSource
+from rsdchat.in_force import stops
 from rsdchat.plugins import PluginConfig, backend_plugins, reward_plugins
-from rsdchat.protocols import RewardSource
 from rsdchat.rewards import make_reward
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
@@ -24,9 +25,9 @@ from rsdchat.threads import in_thread
 RewardKey = tuple[str, str | None, str | None, str]  # spec, server URL, served model, step delimiter
 
 
-def in_chat(message: str, knobs: Knobs) -> str:
+def in_chat(message: str, choice: Choice) -> str:
     """A plugin's advice in command-line terms, said as what to type in the chat."""
-    spec, url = knobs.reward, knobs.reward_url or "http://HOST:PORT"
+    spec, url = choice.settings.reward, choice.extras.reward_url or "http://HOST:PORT"
     if re.match(r"setting reward_url:", message):
         return f"reward {spec} needs the reward server's URL: type /reward {spec} http://HOST:PORT"
     typed = f"type /reward {spec} {url} MODEL"
@@ -43,26 +44,26 @@ class Rewards:
         self.settings = settings
         self._built: dict[RewardKey, RewardSource] = {}
 
-    def key(self, knobs: Knobs) -> RewardKey:
+    def key(self, choice: Choice) -> RewardKey:
         """What tells reward sources apart: a served one also reads the step delimiter."""
         plugins = reward_plugins()
         served = any(
             part.strip() in plugins and plugins[part.strip()].cost == "reward model"
-            for part in knobs.reward.split("*")
+            for part in choice.settings.reward.split("*")
         )
-        delimiter = knobs.stops(self.settings)[0] if served else ""
-        return (knobs.reward, knobs.reward_url, knobs.reward_model, delimiter)
+        delimiter = stops(choice.settings, choice.extras)[0] if served else ""
+        return (choice.settings.reward, choice.extras.reward_url, choice.extras.reward_model, delimiter)
 
-    def get(self, knobs: Knobs) -> RewardSource | None:
-        return self._built.get(self.key(knobs))
+    def get(self, choice: Choice) -> RewardSource | None:
+        return self._built.get(self.key(choice))
 
-    def add(self, knobs: Knobs, reward: RewardSource) -> None:
-        self._built.setdefault(self.key(knobs), reward)
+    def add(self, choice: Choice, reward: RewardSource) -> None:
+        self._built.setdefault(self.key(choice), reward)
 
-    def configs(self, knobs: Knobs) -> dict[str, PluginConfig]:
+    def configs(self, choice: Choice) -> dict[str, PluginConfig]:
         """The backends' settings, with the chat's reward server in each config that has one."""
         configs = dict(self.settings.backends)
-        update = {"reward_url": knobs.reward_url, "reward_model": knobs.reward_model}
+        update = {"reward_url": choice.extras.reward_url, "reward_model": choice.extras.reward_model}
         update = {name: value for name, value in update.items() if value is not None}
         if not update:
             return configs
@@ -73,20 +74,20 @@ class Rewards:
             configs[name] = self.settings.backend_config(name).model_copy(update=update)
         return configs
 
-    async def build(self, knobs: Knobs, runtime: Runtime) -> RewardSource:
-        """The reward `knobs` name, built once (off the event loop: it may ask a server)."""
-        key = self.key(knobs)
+    async def build(self, choice: Choice, runtime: Runtime) -> RewardSource:
+        """The reward `choice` names, built once (off the event loop: it may ask a server)."""
+        key = self.key(choice)
         if key in self._built:
             return self._built[key]
-        delimiter = knobs.stops(self.settings)[0]  # the reply's steps, for a reward that splits it
-        context = replace(runtime.reward_context(), configs=self.configs(knobs), step_delimiter=delimiter)
+        delimiter = stops(choice.settings, choice.extras)[0]  # the reply's steps, for a reward that splits it
+        context = replace(runtime.reward_context(), configs=self.configs(choice), step_delimiter=delimiter)
         try:
-            reward = await in_thread(make_reward, knobs.reward, context)
+            reward = await in_thread(make_reward, choice.settings.reward, context)
         except ConfigError as exc:
-            raise ConfigError(in_chat(str(exc), knobs)) from None
+            raise ConfigError(in_chat(str(exc), choice)) from None
         except Exception as exc:  # e.g. a server that does not answer
             raise ConfigError(
-                f"reward {knobs.reward}: {in_chat(str(exc), knobs) or type(exc).__name__}"
+                f"reward {choice.settings.reward}: {in_chat(str(exc), choice) or type(exc).__name__}"
             ) from None
         self._built[key] = reward
         return reward

@@ -1,6 +1,6 @@
 """A chat without any UI: ask, stop, change settings, save, load; it tells a listener what happened.
 
-The session holds the state — the knobs, the policy in force, the transcript, the running
+The session holds the state — what the user chose (`Choice`), the policy in force, the transcript, the running
 costs — and hands the engine a `PolicySource` for each answer. A change made while an
 answer is being written is *staged*; the engine asks the source at the start of every
 step, and that is where a staged change goes into force and is noted in the transcript.
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from functools import partial
 from pathlib import Path
 
-from rsdchat.chat.answer import Answer
 from rsdchat.chat.changes import Changes
-from rsdchat.chat.commands import SETTINGS_COMMANDS, InForce, change_knobs, parse_command, split_path
+from rsdchat.chat.choice import Choice
+from rsdchat.chat.commands import COMMANDS, change, parse_command, split_path
 from rsdchat.chat.events import (
     BackendSaid,
     ChatEvent,
@@ -32,62 +31,44 @@ from rsdchat.chat.events import (
     TurnFinished,
     TurnKept,
     TurnStarted,
-    ignore,
 )
-from rsdchat.chat.history import Autosave, chats_dir
-from rsdchat.chat.knobs import Knobs, Style, nudge_delta
+from rsdchat.chat.history import Autosave
+from rsdchat.chat.live import Answer
 from rsdchat.chat.rewards import Rewards
+from rsdchat.chat.saving import ChatFiles
 from rsdchat.chat.status import Status
-from rsdchat.chat.transcript import Transcript, default_path, user_record, write_file
-from rsdchat.engine import Engine
-from rsdchat.errors import ConfigError
-from rsdchat.events import Event, StepDone
-from rsdchat.files import same_file
-from rsdchat.policy import Mode, Policy, PolicySource
+from rsdchat.chat.transcript import Transcript, user_record
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.events import Event, StepDone, ignore
+from rsdchat.core.policy import Mode, Policy, PolicySource
+from rsdchat.core.protocols import RewardSource, StepGenerator
+from rsdchat.core.trace import Acceptance, Ledger, Trace
+from rsdchat.in_force import InForce, Style, chat_style, nudged_delta, stops, uses_delta
 from rsdchat.progress import progress_to
 from rsdchat.prompts import build_messages
-from rsdchat.protocols import RewardSource, StepGenerator
-from rsdchat.runtime import Runtime
+from rsdchat.runtime import Runtime, open_runtime
 from rsdchat.settings import Settings
-from rsdchat.trace import Acceptance, Ledger, Trace
 
 ONE_STEP_HINT = 300  # characters: a chat reply this long that was one step gets a word on /steps
-
-
-async def open_models(settings: Settings) -> Runtime:
-    """The models the settings' mode needs, loaded off the event loop (the reward comes later).
-
-    The chat builds its reward sources itself, so a reward that cannot be built (a reward
-    server not given yet) leaves the models usable and is fixed with a command.
-    """
-    runtime = Runtime(settings, Engine(draft=None, target=None))
-    try:
-        await runtime.load_models(settings.mode)
-    except BaseException:
-        await runtime.aclose()
-        raise
-    return runtime
 
 
 class ChatSession:
     """One conversation with the models. Use it from one event loop."""
 
     def __init__(self, settings: Settings, *, runtime: Runtime | None = None, listener: Listener = ignore):
-        self.settings = settings
+        self.choice = Choice(settings)  # the settings, as changed by commands since, and the chat's extras
         self.runtime = runtime
         self.listener = listener
-        self.knobs = Knobs.from_settings(settings)
-        self.transcript = Transcript.start(settings, self.knobs, {})
+        self.transcript = Transcript.start(self.choice, {})
         self.turn = 0  # the question being answered, or the last one
         self.load_error: str | None = None  # why the models could not be loaded
-        self.policy_error: str | None = None  # why the knobs could not be put in force at open
+        self.policy_error: str | None = None  # why the choice could not be put in force at open
         self.spent = Ledger()  # finished answers
         self.acceptance = Acceptance()  # over the whole chat
         self._owns_runtime = runtime is None
         self._rewards = Rewards(settings)  # reward sources built so far
-        self.autosave = Autosave(chats_dir(), self._forked)  # where this chat is kept in the history
-        self._exported: set[Path] = set()  # the files /export wrote: only those it writes over
-        self._pending: Knobs | None = None  # from a transcript loaded before the models were
+        self.files = ChatFiles(self._forked)  # where this chat is kept in the history, saved, exported
+        self._pending: Choice | None = None  # from a transcript loaded before the models were
         self._check_models_at_open = False  # ditto: compare its models once they are loaded
         self._changes = Changes(self._emit)  # the policy in force, and changes staged for the next step
         self._answer: Answer | None = None  # the answer being written
@@ -110,9 +91,19 @@ class ChatSession:
         return self._changes.staged
 
     @property
+    def autosave(self) -> Autosave:
+        """Where this chat is kept in the history."""
+        return self.files.autosave
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the chat runs with (changed by /delta, /reward, … since it opened)."""
+        return self.choice.settings
+
+    @property
     def reward(self) -> RewardSource | None:
-        """The reward source of the knobs (in force, or staged for the next step)."""
-        return self._rewards.get(self.knobs)
+        """The reward source chosen (in force, or staged for the next step)."""
+        return self._rewards.get(self.choice)
 
     @property
     def live(self) -> Ledger:
@@ -130,7 +121,7 @@ class ChatSession:
         return (engine.draft, engine.target) if engine is not None else (None, None)
 
     def in_force(self) -> InForce:
-        return InForce.of(self.knobs, self.reward, self.settings)
+        return self.choice.in_force(self.reward)
 
     def status(self) -> Status:
         """What the side panel and the header say."""
@@ -148,7 +139,7 @@ class ChatSession:
     # -- opening and closing ----------------------------------------------------------
 
     async def open(self) -> None:
-        """Load the models (unless given a runtime) and put the knobs in force; never raises."""
+        """Load the models (unless given a runtime) and put the choice in force; never raises."""
         settings = self.settings
         if not self._heard:  # what backends say (a server started, restarted) is shown until aclose
             self._hearing.enter_context(progress_to(lambda line: self._emit(BackendSaid(line))))
@@ -159,7 +150,7 @@ class ChatSession:
             )
             self._emit(StateChanged())
             try:
-                self.runtime = await open_models(settings)
+                self.runtime = await open_runtime(settings, with_reward=False)  # the chat builds its own
             except Exception as exc:  # any failure is shown; the chat stays open
                 self.load_error = str(exc) or type(exc).__name__
                 self.notify(self.load_error, "error", "could not load the models")
@@ -168,7 +159,7 @@ class ChatSession:
                 return
         runtime = self.runtime
         if runtime.reward is not None:
-            self._rewards.add(Knobs.from_settings(settings), runtime.reward)
+            self._rewards.add(Choice(runtime.settings), runtime.reward)
         header = self.transcript.records[0]
         if self._check_models_at_open:
             self._check_models()
@@ -180,8 +171,8 @@ class ChatSession:
         self._emit(Loading(f"models ready: draft {settings.draft}, target {settings.target}", "ready"))
         self._emit(StateChanged())
 
-    async def _start(self, pending: Knobs | None) -> None:
-        """Put the loaded transcript's knobs in force, else the settings'; say why if neither can be."""
+    async def _start(self, pending: Choice | None) -> None:
+        """Put the loaded transcript's choice in force, else the settings'; say why if neither can be."""
         if pending is not None:
             try:
                 await self.change(pending, record=False)
@@ -189,7 +180,7 @@ class ChatSession:
             except ConfigError as exc:
                 self.notify(f"its settings were not restored: {exc}", "warning", "transcript loaded")
         try:
-            await self.change(self.knobs, record=False)
+            await self.change(self.choice, record=False)
         except ConfigError as exc:
             self.policy_error = str(exc)
             self.notify(f"{exc}; change it to ask (see /help)", "error", "the settings cannot be used")
@@ -206,26 +197,27 @@ class ChatSession:
 
     # -- changing settings ------------------------------------------------------------
 
-    async def change(self, new: Knobs, *, record: bool = True) -> None:
+    async def change(self, new: Choice, *, record: bool = True) -> None:
         """Put `new` in force from the next step; ConfigError (nothing changed) if it cannot be."""
         runtime = self._runtime()
         try:
-            await runtime.load_models(new.mode)
+            await runtime.load_models(new.settings.mode)
         except ConfigError:
             raise
         except Exception as exc:  # a model that cannot be loaded: refused, nothing changes
-            raise ConfigError(f"mode {new.mode.value}: the models could not be loaded: {exc}") from None
+            raise ConfigError(
+                f"mode {new.settings.mode.value}: the models could not be loaded: {exc}"
+            ) from None
         reward = await self._reward_for(new)
-        policy = new.policy(reward, self.settings)
+        after = new.in_force(reward)
         try:
-            runtime.engine.check(policy)
+            runtime.engine.check(after.policy)
         except ConfigError as exc:  # said in the chat's words: δ, not the setting's name
             raise ConfigError(str(exc).replace("setting delta: ", "δ ", 1)) from None
         before = self._in_force_or_none() if self.policy is not None or record else None
-        self.knobs, self.policy_error = new, None
-        after = self.in_force()
+        self.choice, self.policy_error = new, None
         staged = self._changes.apply(
-            self.transcript, new, policy, before, after, answering=self.answering, record=record
+            self.transcript, new, before, after, answering=self.answering, record=record
         )
         if staged:
             self.notify(f"{staged} — from the next step", title="setting changed")
@@ -242,25 +234,26 @@ class ChatSession:
     def _in_force_or_none(self) -> InForce | None:
         try:
             return self.in_force()
-        except ConfigError:  # knobs that never went into force
+        except ConfigError:  # a choice that never went into force
             return None
 
-    async def _reward_for(self, knobs: Knobs) -> RewardSource | None:
-        """The reward source `knobs` names, built once; None if a single-model mode cannot build it."""
+    async def _reward_for(self, choice: Choice) -> RewardSource | None:
+        """The reward source `choice` names, built once; None if a single-model mode cannot build it."""
         assert self.runtime is not None
         try:
-            return await self._rewards.build(knobs, self.runtime)
+            return await self._rewards.build(choice, self.runtime)
         except ConfigError:
-            if knobs.mode is not Mode.RSD:
+            if choice.settings.mode is not Mode.RSD:
                 return None  # a single model needs no reward
             raise
 
     async def nudge_delta(self, direction: int) -> None:
         """δ one step up (1) or down (-1); ConfigError when there is no δ to move."""
         self._runtime()
-        if not self.knobs.uses_delta():
-            raise ConfigError(f"the {self.knobs.weighting} weighting has no δ; try /weighting binary")
-        await self.change(nudge_delta(self.knobs, self.reward, direction))
+        settings = self.settings
+        if not uses_delta(settings):
+            raise ConfigError(f"the {settings.weighting} weighting has no δ; try /weighting binary")
+        await self.change(self.choice.set(delta=nudged_delta(settings, self.reward, direction)))
 
     def _source(self, turn: int) -> PolicySource:
         """What the engine asks at the start of each step: staged changes go into force here."""
@@ -383,33 +376,42 @@ class ChatSession:
     def _one_long_step(self, trace: Trace) -> bool:
         """A chat reply cut at blank lines that had none: RSD judged all of it at once."""
         steps = trace.answer_steps
-        chat = self.knobs.style_of(self.reward) is Style.CHAT and self.knobs.mode is Mode.RSD
-        paragraphs = self.knobs.stops(self.settings) == ("\n\n",)
+        chat = chat_style(self.reward, self.choice.extras) is Style.CHAT and self.settings.mode is Mode.RSD
+        paragraphs = stops(self.settings, self.choice.extras) == ("\n\n",)
         return chat and paragraphs and len(steps) == 1 and len(steps[0].text) >= ONE_STEP_HINT
 
     # -- commands ---------------------------------------------------------------------
 
     async def command(self, line: str) -> None:
-        """Run a slash command (settings, /new, /save, /load, /export); ConfigError if it fails."""
+        """Run a slash command: a setting, or `command_<name>` (see COMMANDS); ConfigError if it fails."""
         name, rest = parse_command(line)
-        if name in SETTINGS_COMMANDS:
-            await self.change(change_knobs(name, rest, self.knobs))
-        elif name == "retry":
-            await self.retry()
-        elif name == "keep":
-            self.keep()
-        elif name == "new":
-            self.new()
-        elif name == "save":
-            self.save(Path(split_path(rest)) if rest else None)
-        elif name == "load":
-            if not rest:
-                raise ConfigError("usage: /load PATH")
-            await self.load(Path(split_path(rest)))
-        elif name == "export":
-            self.export(Path(split_path(rest)) if rest else None)
-        else:
+        if COMMANDS[name].runner == "setting":
+            await self.change(change(name, rest, self.choice))
+            return
+        run = getattr(self, f"command_{name}", None)
+        if run is None:
             raise ConfigError(f"/{name} is not a chat command")
+        await run(rest)
+
+    async def command_retry(self, rest: str) -> None:
+        await self.retry()
+
+    async def command_keep(self, rest: str) -> None:
+        self.keep()
+
+    async def command_new(self, rest: str) -> None:
+        self.new()
+
+    async def command_save(self, rest: str) -> None:
+        self.save(Path(split_path(rest)) if rest else None)
+
+    async def command_load(self, rest: str) -> None:
+        if not rest:
+            raise ConfigError(f"usage: {COMMANDS['load'].usage}")
+        await self.load(Path(split_path(rest)))
+
+    async def command_export(self, rest: str) -> None:
+        self.export(Path(split_path(rest)) if rest else None)
 
     def _idle(self, what: str) -> None:
         if self.answering:
@@ -434,32 +436,19 @@ class ChatSession:
     def keep(self) -> int:
         """Keep the last (stopped) answer in the models' context; the turn it was."""
         self._idle("keep what it wrote")
-        last = self.transcript.last("answer")
-        if last is None or last.get("finish_reason") != "cancelled":
-            raise ConfigError("nothing to keep: only a stopped answer is left out of the context")
-        if not str(last.get("content", "")).strip():
-            raise ConfigError("nothing to keep: the stopped answer has no finished step")
-        if last.get("kept"):
-            raise ConfigError(f"turn #{last['turn']} is kept already")
-        if last["turn"] in self.transcript.retried():
-            raise ConfigError(f"turn #{last['turn']} was asked again: its answer stays out of the context")
-        last["kept"] = True
+        turn = self.transcript.keep_last()
         self.autosave.write(self.transcript)
-        self._emit(TurnKept(int(last["turn"])))
-        self.notify(f"turn #{last['turn']} is kept: the next question sees what it wrote", title="kept")
-        return int(last["turn"])
+        self._emit(TurnKept(turn))
+        self.notify(f"turn #{turn} is kept: the next question sees what it wrote", title="kept")
+        return turn
 
     def last_answer(self) -> str | None:
         """The text of the last answer that has any (for /copy)."""
-        for record in reversed(self.transcript.records):
-            if record["type"] == "answer" and str(record.get("content", "")).strip():
-                return str(record["content"]).strip()
-        return None
+        return self.transcript.last_answer()
 
     def _keep_in_history(self) -> None:
         """Before another chat is shown: what this one did since its last turn (a ⚙ line) is saved too."""
-        if self.autosave.pending(self.transcript):
-            self.autosave.write(self.transcript)
+        self.files.keep_in_history(self.transcript)
 
     def _reset(self) -> None:
         self.turn = 0
@@ -470,55 +459,22 @@ class ChatSession:
         self._idle("start a new chat")
         models = self.transcript.records[0].get("models") or {}
         self._keep_in_history()
-        self.transcript = Transcript.start(self.settings, self.knobs, models)
+        self.transcript = Transcript.start(self.choice, models)
         self.autosave.reset(self.transcript)
         self._reset()
         self._emit(Cleared())
         self.notify("new chat")
         self._emit(StateChanged())
 
-    def _own_file(self, path: Path) -> bool:
-        """Whether `path` is this chat's own saved file (where it was saved to or loaded from).
-
-        A chat file of the history counts only while this chat writes it (holds its lock).
-        """
-        own = self.transcript.path
-        if own is None or not same_file(path, own):
-            return False
-        return not self.autosave.inside(own) or self.autosave.holds(own)
-
     def save(self, path: Path | None = None) -> Path:
         """/save [PATH]: write the transcript; a file already there only if it is this chat's own."""
-        path = (path or self.transcript.path or default_path(".jsonl")).expanduser()
-        if self.autosave.holds(path):  # the history file this chat writes: written the same way
-            self.autosave.write(self.transcript)
-            if self.autosave.error:
-                raise ConfigError(self.autosave.error)
-            assert self.autosave.path is not None
-            self.transcript.path, self.transcript.saved = self.autosave.path, len(self.transcript.records)
-            path = self.autosave.path
-        else:
-            if self._own_file(path) and path.is_symlink():  # its own file, reached by a link
-                path = Path(os.path.realpath(path))
-            path = self.transcript.save(path, replace=self._own_file)
+        path = self.files.save(self.transcript, path)
         self.notify(f"saved {len(self.transcript.records)} records to {path}", title="transcript saved")
         return path
 
     def export(self, path: Path | None = None) -> Path:
         """/export [PATH.md]: the transcript as Markdown; over a file only if this session exported it."""
-        saved = self.transcript.path
-        if saved is not None and self.autosave.inside(saved):  # not beside the history's files
-            saved = None
-        path = (path or (saved.with_suffix(".md") if saved else default_path(".md"))).expanduser()
-        exported = self._exported
-
-        def ours(there: Path) -> bool:
-            return any(same_file(there, before) for before in exported)
-
-        path = write_file(
-            path, self.transcript.to_markdown(), replace=ours, what=", and this chat did not export it"
-        )
-        exported.add(path.absolute())
+        path = self.files.export(self.transcript, path)
         self.notify(f"exported to {path}", title="Markdown export")
         return path
 
@@ -538,14 +494,14 @@ class ChatSession:
         if self.runtime is not None:
             self._check_models()
         self._check_models_at_open = self.runtime is None
-        saved = transcript.knobs()
+        saved = transcript.chosen()
         if saved is not None:
             try:
-                knobs = Knobs.from_dict(saved)
+                chosen = Choice.from_dict(saved, self.settings)
                 if self.runtime is None:
-                    self._pending = knobs
+                    self._pending = chosen
                 else:
-                    await self.change(knobs, record=False)
+                    await self.change(chosen, record=False)
             except ConfigError as exc:
                 self.notify(f"its settings were not restored: {exc}", "warning", "transcript loaded")
         self.notify(

@@ -5,19 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from rsdchat.chat.knobs import Knobs
-from rsdchat.errors import ConfigError
-from rsdchat.policy import Mode
-from rsdchat.protocols import RewardSource, StepGenerator
-from rsdchat.settings import Settings
-from rsdchat.trace import Acceptance, Ledger
+from rsdchat.chat.choice import Choice
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.policy import Mode
+from rsdchat.core.protocols import RewardSource, StepGenerator
+from rsdchat.core.trace import Acceptance, Ledger
+from rsdchat.in_force import chat_style, delta_in_force, steps_name, uses_delta
 
 
 class _Chat(Protocol):
     """The parts of a chat session the status reads."""
 
-    settings: Settings
-    knobs: Knobs
+    choice: Choice
     acceptance: Acceptance
     spent: Ledger
     turn: int
@@ -46,35 +45,34 @@ class Status:
 
     @classmethod
     def of(cls, chat: _Chat) -> Status:
-        knobs, reward, settings = chat.knobs, chat.reward, chat.settings
+        choice, reward = chat.choice, chat.reward
+        settings, extras = choice.settings, choice.extras
         draft, target = chat.models()
         rows = [
             ("backend", settings.backend),
             ("draft", draft.info.name if draft is not None else f"{settings.draft} (not loaded)"),
             ("target", target.info.name if target is not None else f"{settings.target} (not loaded)"),
-            ("reward", (reward.name if reward is not None else knobs.reward).replace("*", " × ")),
+            ("reward", (reward.name if reward is not None else settings.reward).replace("*", " × ")),
         ]
-        if knobs.reward_url:
-            rows.append(
-                ("server", knobs.reward_url + (f" ({knobs.reward_model})" if knobs.reward_model else ""))
-            )
-        style = knobs.style_of(reward)
-        rows.append(("style", f"{style.value} ({'set' if knobs.style is not None else 'auto'})"))
-        rows.append(("mode", knobs.mode.value))
-        rows.append(("steps", knobs.steps_name(settings)))  # where a step ends: one decision each
-        if reward is None and knobs.delta is None:  # δ is not known before the reward source is
-            weighting, delta = knobs.weighting, "the reward's default"
+        if extras.reward_url:
+            model = f" ({extras.reward_model})" if extras.reward_model else ""
+            rows.append(("server", extras.reward_url + model))
+        style = chat_style(reward, extras)
+        rows.append(("style", f"{style.value} ({'set' if extras.style is not None else 'auto'})"))
+        rows.append(("mode", settings.mode.value))
+        rows.append(("steps", steps_name(settings, extras)))  # where a step ends: one decision each
+        if reward is None and settings.delta is None:  # δ is not known before the reward source is
+            weighting, delta = settings.weighting, "the reward's default"
         else:
             try:
-                weighting = knobs.policy(reward, settings).weighting.describe()
+                weighting = choice.in_force(reward).weighting.describe()
             except ConfigError:
-                weighting = knobs.weighting
-            delta = f"{knobs.effective_delta(reward):g}" + (" (default)" if knobs.delta is None else "")
-        rows.append(("weighting", weighting if knobs.mode is Mode.RSD else f"{weighting} (unused)"))
-        rows.append(("δ", delta + ("" if knobs.uses_delta() else " (unused)")))
+                weighting = settings.weighting
+            delta = f"{delta_in_force(settings, reward):g}" + (" (default)" if settings.delta is None else "")
+        rows.append(("weighting", weighting if settings.mode is Mode.RSD else f"{weighting} (unused)"))
+        rows.append(("δ", delta + ("" if uses_delta(settings) else " (unused)")))
         acceptance = chat.acceptance
-        judged, accepted = acceptance.judged, acceptance.accepted
-        rows.append(("accepted", f"{accepted}/{judged} drafts ({accepted / judged:.0%})" if judged else "–"))
+        rows.append(("accepted", acceptance.describe("row") or "–"))
         if chat.staged:
             rows.append(("pending", "changes apply from the next step"))
         if chat.load_error:
@@ -87,9 +85,9 @@ class Status:
             state = f"answering #{chat.turn}… (Esc stops)"
         else:
             state = "ready"
-        subtitle = state if not chat.ready else f"{knobs.mode.value} · {style.value} · {weighting}"
-        if judged:
-            subtitle += f" · accepted {accepted}/{judged}"
+        subtitle = state if not chat.ready else f"{settings.mode.value} · {style.value} · {weighting}"
+        if acceptance.judged:
+            subtitle += f" · {acceptance.describe('header')}"
         if chat.answering:  # said first, so a narrow header still shows it
             subtitle = f"answering #{chat.turn}… · {subtitle}"
         cost = Ledger()

@@ -23,17 +23,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rsdchat.chat.knobs import Knobs
+from rsdchat.chat.choice import Choice
 from rsdchat.chat.records import record_problem
-from rsdchat.decision import Decision
-from rsdchat.errors import ConfigError
-from rsdchat.files import WriteError, write_atomic
+from rsdchat.core.decision import Decision
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.trace import Acceptance, Ledger, Step, Trace, verdict_word
+from rsdchat.files import Record, WriteError, write_atomic
 from rsdchat.prompts import Turn
-from rsdchat.settings import Settings
-from rsdchat.trace import Acceptance, Ledger, Step, Trace
 
 VERSION = 2
-Record = dict[str, Any]
 Seen = tuple[int, int, int]  # a file as it was read or written: (inode, size, modified in ns)
 
 
@@ -154,14 +152,14 @@ class Transcript:
     cut: int | None = None  # the last line, cut short by a crash, that was left out when read
 
     @classmethod
-    def start(cls, settings: Settings, knobs: Knobs, models: dict[str, str]) -> Transcript:
+    def start(cls, choice: Choice, models: dict[str, str]) -> Transcript:
         header = {
             "type": "session",
             "version": VERSION,
             "started": now(),
-            "settings": settings.model_dump(mode="json"),
+            "settings": choice.settings.model_dump(mode="json"),
             "models": models,
-            "knobs": knobs.to_dict(),
+            "knobs": choice.to_dict(),
         }
         return cls([header])
 
@@ -201,6 +199,29 @@ class Transcript:
         """The last record of type `kind`."""
         return next((r for r in reversed(self.records) if r["type"] == kind), None)
 
+    def keep_last(self) -> int:
+        """/keep: the last answer, stopped, goes back into the models' context; its turn.
+
+        ConfigError (one line) when there is nothing to keep."""
+        last = self.last("answer")
+        if last is None or last.get("finish_reason") != "cancelled":
+            raise ConfigError("nothing to keep: only a stopped answer is left out of the context")
+        if not str(last.get("content", "")).strip():
+            raise ConfigError("nothing to keep: the stopped answer has no finished step")
+        if last.get("kept"):
+            raise ConfigError(f"turn #{last['turn']} is kept already")
+        if last["turn"] in self.retried():
+            raise ConfigError(f"turn #{last['turn']} was asked again: its answer stays out of the context")
+        last["kept"] = True
+        return int(last["turn"])
+
+    def last_answer(self) -> str | None:
+        """The text of the last answer that has any (for /copy)."""
+        for record in reversed(self.records):
+            if record["type"] == "answer" and str(record.get("content", "")).strip():
+                return str(record["content"]).strip()
+        return None
+
     def totals(self) -> tuple[Ledger, Acceptance]:
         """What the saved answers cost, and how many of the saved drafts were kept."""
         spent, acceptance = Ledger(), Acceptance()
@@ -221,8 +242,8 @@ class Transcript:
             if models.get(role) and current.get(role) and models[role] != current[role]
         ]
 
-    def knobs(self) -> Record | None:
-        """The knobs in force at the end of the transcript."""
+    def chosen(self) -> Record | None:
+        """What the chat chose, in force at the end of the transcript (`Choice.to_dict`)."""
         for record in reversed(self.records):
             if record["type"] in ("session", "change") and isinstance(record.get("knobs"), dict):
                 knobs: Record = record["knobs"]
@@ -314,7 +335,7 @@ def _step_caption(record: Record) -> str:
     if decision is not None:
         parts.append("reward not a number" if decision.invalid else f"r {decision.reward:.3g}")
         parts.append(f"ω {decision.omega:.3g}")
-        parts.append("accepted" if decision.accepted else "rejected")
+        parts.append(verdict_word(decision.accepted, sign=False))
         parts.append(decision.weighting.describe())
     elif isinstance(record.get("score"), int | float):
         parts.append(f"r {record['score']:.3g}")
@@ -356,7 +377,8 @@ def to_markdown(records: list[Record]) -> str:
             if record.get("error"):
                 ended += f" — {record['error']}"
             if record.get("drafts"):
-                ended += f" · {record.get('accepted_drafts')}/{record['drafts']} drafts accepted"
+                kept: Any = record.get("accepted_drafts")  # as saved (an old file may lack it)
+                ended += f" · {Acceptance(record['drafts'], kept).describe('export')}"
             if not in_context(record, retried):
                 ended += " · left out of the context"
             lines += [f"*{ended}*", ""]

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rsdchat.cli import calibrate, evaluate, running
 from rsdchat.cli.info import info_commands
 from rsdchat.cli.options import Given, with_settings
-from rsdchat.errors import ConfigError, RsdchatError, redact
+from rsdchat.core.errors import ConfigError, RsdchatError, redact
 from rsdchat.evaluation.data import Problem, load_jsonl_questions
 from rsdchat.plugins import backend_plugins
 from rsdchat.progress import print_on_stderr

@@ -21,11 +21,10 @@ from rich.console import Console
 from rsdchat.cli import running
 from rsdchat.cli.evaluate import evaluate, report, resume_hint
 from rsdchat.cli.options import Given, parse_values, with_settings
-from rsdchat.errors import ConfigError, RsdchatError
+from rsdchat.core.errors import ConfigError, RsdchatError
 from rsdchat.evaluation.data import load_problems
 from rsdchat.evaluation.methods import parse_method
-from rsdchat.evaluation.results import Record
-from rsdchat.files import read_text, write_atomic
+from rsdchat.files import Record, read_text, write_atomic
 from rsdchat.settings import default_config_path
 
 if sys.version_info >= (3, 11):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from rsdchat.cli import running
 from rsdchat.cli.options import Given, with_settings
-from rsdchat.engine import Engine
-from rsdchat.errors import ConfigError, RsdchatError
+from rsdchat.core.errors import ConfigError, RsdchatError
 from rsdchat.evaluation.data import DATASETS, Problem, load_problems, load_questions
 from rsdchat.evaluation.methods import MethodSpec, parse_method, parse_methods
-from rsdchat.evaluation.results import Record, ResultsFile, read_results
+from rsdchat.evaluation.results import ResultsFile, read_results
 from rsdchat.evaluation.runner import RunTools, fingerprint, needed_mode, run_methods
 from rsdchat.evaluation.summary import (
     cost_line,
@@ -28,10 +28,10 @@ from rsdchat.evaluation.summary import (
     summarise,
     sweep_time,
 )
-from rsdchat.files import same_file, write_atomic
-from rsdchat.jsonlines import dumps
-from rsdchat.runtime import Runtime
+from rsdchat.files import Record, same_file, write_atomic
+from rsdchat.runtime import Runtime, open_runtime
 from rsdchat.settings import RSD, Settings, setting_fields
+from rsdchat.strict_json import dumps
 
 DEFAULT_METHODS = "target-only,draft-only,rsd"
 DEFAULT_DATASET = "gsm8k"
@@ -137,11 +137,11 @@ async def evaluate(
     if all((p.id, s.text) in done for p in problems for s in specs):
         results.close()
         return results.records
-    runtime = Runtime(settings, Engine(draft=None, target=None))
+    runtime: Runtime | None = None
     shown = Shown(err)
     try:
         with err.status("loading models…", spinner="dots"):
-            await runtime.load_models(needed_mode(specs))
+            runtime = await open_runtime(settings, needed_mode(specs), with_reward=False)
         tools = RunTools(runtime, cache=cache)
         try:
             with shown.bar:
@@ -152,7 +152,8 @@ async def evaluate(
                 err.print(f"step cache: {hits} of {lookups} steps and rewards came from memory", style="dim")
             await tools.aclose()
     finally:
-        await runtime.aclose()
+        if runtime is not None:
+            await runtime.aclose()
         results.close()
     return results.records
 
@@ -301,49 +302,89 @@ def eval_command(
 
       rsdchat eval --limit 30 --methods target-only,rsd --delta 0.7:0.95:0.05 --plot plots/
     """
-    err, out = Console(stderr=True), Console(width=None if sys.stdout.isatty() else 160)
+    err = Console(stderr=True)
     given = _settings_given
     specs = expand_sweeps(parse_methods(methods or DEFAULT_METHODS), given.sweeps)
-    settings = given.settings()
     path = output or Path(f"rsdchat-eval-{(file.stem if file else dataset or DEFAULT_DATASET)}.jsonl")
     if file is not None and same_file(file, path):
         raise ConfigError(
             f"--file {file} and --output {path} are the same file: the results go to a file of their own"
         )
-    fields = (question_field, answer_field)
+    questions = Questions(dataset, file, offset, limit, ids, skip_bad, (question_field, answer_field))
     if report_only:
-        config, records = read_results(path)
-        source, source_file = _report_source(path, config.get("dataset"), dataset, file)
-        if offset or limit is not None or ids:  # a slice: only its questions
-            _, chosen = _problems(source, source_file, offset, limit or 0, ids, skip_bad, fields, err)
-            wanted = {p.id for p in chosen}
-            records = [r for r in records if r.get("id") in wanted]
-        if methods is None and not given.sweeps:
-            order = list(dict.fromkeys(str(r.get("method")) for r in records))
-        else:
-            order = [s.text for s in specs]
-            records = [r for r in records if r.get("method") in order]
-        report(records, order, as_json=as_json, markdown=markdown, out=out, sweep=bool(given.sweeps))
-        if plot is not None:
-            _save_plots(records, order, plot, err)
-        return
-    count = 20 if limit is None else limit
-    name, problems = _problems(dataset or DEFAULT_DATASET, file, offset, count, ids, skip_bad, fields, err)
+        every_method = methods is None and not given.sweeps
+        picked = recorded_results(path, questions, None if every_method else specs, err)
+    else:
+        picked = run_results(given.settings(), path, questions, specs, bool(given.sweeps), err)
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    report(
+        picked.records, picked.order, as_json=as_json, markdown=markdown, out=out, sweep=bool(given.sweeps)
+    )
+    if plot is not None:
+        _save_plots(picked.records, picked.order, plot, err)
+
+
+@dataclass(frozen=True)
+class Questions:
+    """Which questions `eval` was asked about (-d/-f, --offset, --limit, --ids, …)."""
+
+    dataset: str | None
+    file: Path | None
+    offset: int
+    limit: int | None  # None: the default (20 to run; all to report)
+    ids: str | None
+    skip_bad: bool
+    fields: tuple[str | None, str | None]  # the question's and the answer's field in --file
+
+    @property
+    def sliced(self) -> bool:
+        return bool(self.offset or self.limit is not None or self.ids)
+
+
+@dataclass(frozen=True)
+class Picked:
+    """The records picked for the summary, and the methods in the order its table shows them."""
+
+    records: list[Record]
+    order: list[str]
+
+
+def run_results(
+    settings: Settings, path: Path, questions: Questions, specs: list[MethodSpec], sweep: bool, err: Console
+) -> Picked:
+    """`rsdchat eval`: run (or resume) every method on the questions; their results."""
+    count = 20 if questions.limit is None else questions.limit
+    dataset = questions.dataset or DEFAULT_DATASET
+    q = questions
+    name, problems = _problems(dataset, q.file, q.offset, count, q.ids, q.skip_bad, q.fields, err)
     err.print(f"{len(problems)} questions from {name} × {len(specs)} methods → {path}", highlight=False)
     try:
         records = running.run(
-            evaluate(settings, name, problems, specs, path, bool(given.sweeps), err),
-            interrupted=resume_hint(path),
+            evaluate(settings, name, problems, specs, path, sweep, err), interrupted=resume_hint(path)
         )
     except RsdchatError as exc:
         err.print(f"[bold red]rsdchat:[/bold red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     wanted = {p.id for p in problems}
     order = [s.text for s in specs]
-    records = [r for r in records if r.get("id") in wanted and r.get("method") in order]
-    report(records, order, as_json=as_json, markdown=markdown, out=out, sweep=bool(given.sweeps))
-    if plot is not None:
-        _save_plots(records, order, plot, err)
+    return Picked([r for r in records if r.get("id") in wanted and r.get("method") in order], order)
+
+
+def recorded_results(
+    path: Path, questions: Questions, specs: list[MethodSpec] | None, err: Console
+) -> Picked:
+    """`rsdchat eval --report`: the results file's records (of a slice, of `specs`); nothing runs."""
+    config, records = read_results(path)
+    q = questions
+    source, source_file = _report_source(path, config.get("dataset"), q.dataset, q.file)
+    if q.sliced:  # a slice: only its questions
+        _, chosen = _problems(source, source_file, q.offset, q.limit or 0, q.ids, q.skip_bad, q.fields, err)
+        wanted = {p.id for p in chosen}
+        records = [r for r in records if r.get("id") in wanted]
+    if specs is None:  # every method in the file
+        return Picked(records, list(dict.fromkeys(str(r.get("method")) for r in records)))
+    order = [s.text for s in specs]
+    return Picked([r for r in records if r.get("method") in order], order)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,10 +11,10 @@ from rich.table import Table
 
 from rsdchat.cli import running
 from rsdchat.cli.options import Given, with_settings
-from rsdchat.errors import ConfigError, redact
-from rsdchat.jsonlines import dumps
+from rsdchat.core.errors import ConfigError, redact
 from rsdchat.plugins import REWARDS, backend_plugins, distribution, reward_plugins
 from rsdchat.settings import default_config_path, dump
+from rsdchat.strict_json import dumps
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")]
 

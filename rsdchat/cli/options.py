@@ -22,7 +22,7 @@ import typer
 from pydantic_core import PydanticUndefined
 from rich.markup import escape
 
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
 from rsdchat.plugins import backend_plugins
 from rsdchat.settings import SettingField, Settings, load_settings, setting_fields
 

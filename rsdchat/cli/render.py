@@ -10,12 +10,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from rsdchat.decision import Decision
+from rsdchat.core.decision import Decision
+from rsdchat.core.events import Event, StepDone, StepScored, StepStarted, TokenText
+from rsdchat.core.trace import Trace, verdict_word
+from rsdchat.core.types import Role
 from rsdchat.evaluation.grading import is_correct
-from rsdchat.events import Event, StepDone, StepScored, StepStarted, TokenText
 from rsdchat.readable import readable
-from rsdchat.trace import Trace
-from rsdchat.types import Role
 from rsdchat.units import si
 
 STYLE = {Role.DRAFT: "cyan", Role.TARGET: "magenta"}
@@ -76,15 +76,15 @@ class LivePrinter:
 def verdict(decision: Decision, detail: str = "") -> Text:
     """'✓ accepted · reward 0.93 · ω 1.00' under a judged draft step, with the reward's reason."""
     if decision.invalid:
-        return Text("         ✗ the reward is not a number: rejected", style="red")
+        return Text(f"         ✗ the reward is not a number: {verdict_word(False, sign=False)}", style="red")
     shown = f"reward {format_reward(decision.reward)} · ω {decision.omega:.2f}"
     if decision.u is not None:
         shown += f" · u {decision.u:.2f}"
     if detail:
         shown += f" · {detail}"
     if decision.accepted:
-        return Text(f"         ✓ accepted · {shown}", style="green")
-    return Text(f"         ✗ rejected · {shown} → the target rewrites this step", style="red")
+        return Text(f"         {verdict_word(True)} · {shown}", style="green")
+    return Text(f"         {verdict_word(False)} · {shown} → the target rewrites this step", style="red")
 
 
 def print_summary(console: Console, trace: Trace, described: dict[str, str]) -> None:

@@ -24,24 +24,22 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rsdchat.cli.render import LivePrinter, print_summary, record
-from rsdchat.errors import RsdchatError
+from rsdchat.core.errors import RsdchatError
+from rsdchat.core.events import Event, ignore
+from rsdchat.core.policy import Policy
+from rsdchat.core.trace import Trace
 from rsdchat.evaluation.data import Problem
-from rsdchat.events import Event, ignore
-from rsdchat.files import JsonLines
-from rsdchat.jsonlines import dumps
-from rsdchat.policy import Policy
+from rsdchat.files import JsonLines, Record
 from rsdchat.prompts import build_messages
 from rsdchat.runtime import Runtime, open_runtime
-from rsdchat.trace import Trace
+from rsdchat.strict_json import dumps
 
 if TYPE_CHECKING:
     from rsdchat.settings import Settings
 
-Record = dict[str, Any]
-
 
 @dataclass
-class Outcome:
+class Solved:
     """What a solve run produced: finished traces by question index."""
 
     traces: dict[int, Trace] = field(default_factory=dict)
@@ -115,7 +113,7 @@ async def run_solve(
     err: Console,
     output: Path | None = None,
     quiet: bool = False,
-) -> Outcome:
+) -> Solved:
     """Open the models, answer every problem, keep each answer as it finishes. Cancellable."""
     sink = AppendedFile(output) if output is not None else None
     try:
@@ -123,7 +121,7 @@ async def run_solve(
         if sink is not None and len(todo) < len(problems):
             err.print(f"{len(problems) - len(todo)} questions are answered in {output} already", style="dim")
         if not todo:
-            return Outcome()
+            return Solved()
         with err.status("loading models…", spinner="dots"):
             runtime = await open_runtime(settings)
         try:
@@ -182,8 +180,8 @@ async def _solve_all(
     todo: list[tuple[int, Problem]],
     view: View,
     writer: OrderedWriter | AppendedFile,
-) -> Outcome:
-    settings, outcome, policy = runtime.settings, Outcome(), runtime.policy()
+) -> Solved:
+    settings, outcome, policy = runtime.settings, Solved(), runtime.policy()
     many = len(problems) > 1
     slots = asyncio.Semaphore(settings.concurrency)
     progress = _progress(view.err) if many and not view.live else None

@@ -19,8 +19,19 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
-from rsdchat.protocols import LogprobModel, Logprobs, RewardSource, Score, StepGenerator, Tokenizes, TokenSink
-from rsdchat.types import Context, Generation, ModelInfo, StepRequest
+from rsdchat.core.protocols import (
+    Decides,
+    Feature,
+    LogprobModel,
+    Logprobs,
+    RewardSource,
+    Score,
+    StepGenerator,
+    Tokenizes,
+    TokenSink,
+    features,
+)
+from rsdchat.core.types import Context, Generation, ModelInfo, StepRequest
 
 # What each cached model would hold in its KV cache in this pipeline run alone: the context
 # of its last step there with that step appended. One dict per question's pipeline (a task).
@@ -69,6 +80,10 @@ class CachedGenerator:
     @property
     def info(self) -> ModelInfo:
         return self.model.info
+
+    @property
+    def features(self) -> frozenset[Feature]:
+        return features(self.model)
 
     async def generate(
         self, context: Context, request: StepRequest, on_token: TokenSink | None = None
@@ -131,6 +146,8 @@ class CachedReward:
         self.default_delta = self.source.default_delta
         self.bounds = self.source.bounds
         self.n_params = self.source.n_params
+        if isinstance(self.source, Decides):  # the cascade: its band is checked on the cached source too
+            self.decision_band = self.source.decision_band
 
     async def score(self, context: Context, step: Generation) -> Score:
         key = (_context_key(context), step.text)

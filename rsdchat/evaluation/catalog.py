@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
 from rsdchat.evaluation.methods import SAMPLING, Chain, Method, MethodSpec, RandomRouting, Speculative
 from rsdchat.evaluation.search import SEARCHES
 from rsdchat.settings import Settings

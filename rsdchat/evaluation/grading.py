@@ -22,7 +22,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
-from rsdchat.answers import last_boxed
+from rsdchat.core.answers import last_boxed
 
 REL_TOL = 1e-4
 TIMEOUT_S = 5

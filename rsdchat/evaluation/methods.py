@@ -12,16 +12,17 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
-from rsdchat.engine import Engine
-from rsdchat.errors import ConfigError
+from rsdchat.core.engine import Engine
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.policy import Mode, Policy
+from rsdchat.core.protocols import RewardSource, Score, StepGenerator
+from rsdchat.core.trace import Ledger, Trace
+from rsdchat.core.types import Context, Generation
+from rsdchat.core.weighting import Constant
 from rsdchat.evaluation.data import Problem
-from rsdchat.policy import Mode, Policy
+from rsdchat.in_force import in_force
 from rsdchat.prompts import build_messages
-from rsdchat.protocols import RewardSource, Score, StepGenerator
 from rsdchat.settings import Settings
-from rsdchat.trace import Ledger, Trace
-from rsdchat.types import Context, Generation
-from rsdchat.weighting import Constant
 
 SAMPLING = {"temperature": 0.7, "top_p": 0.8}  # the paper's setting for the sampling baselines
 
@@ -163,7 +164,9 @@ class Chain(Method):
     async def prepare(self, tools: Tools) -> None:
         mode = {"target-only": Mode.TARGET_ONLY, "draft-only": Mode.DRAFT_ONLY}.get(self.spec.name, Mode.RSD)
         settings = self.settings.replace(mode=mode)
-        self.policy = settings.policy(await tools.reward(settings.reward) if mode is Mode.RSD else None)
+        self.policy = in_force(
+            settings, await tools.reward(settings.reward) if mode is Mode.RSD else None
+        ).policy
         tools.engine.check(self.policy)
 
     async def run(self, problem: Problem, tools: Tools, seed: int) -> Outcome:
@@ -188,7 +191,7 @@ class RandomRouting(Chain):
             raise ConfigError(f"method {self.spec.text}: give p=… in [0, 1], or run an rsd method first")
         self.p = p
         settings = self.settings.replace(mode=Mode.RSD)
-        self.policy = replace(settings.policy(NoReward()), weighting=Constant(p))
+        self.policy = replace(in_force(settings, NoReward()).policy, weighting=Constant(p))
         tools.engine.check(self.policy)
 
 
@@ -218,7 +221,7 @@ class Speculative(Method):
                 f"method {self.spec.text}: token-level speculative decoding here is greedy only"
             )
         self.engine = Engine(draft=None, target=tools.speculative(self.spec.count("lookahead", 4)))
-        self.policy = self.settings.replace(mode=Mode.TARGET_ONLY).policy(None)
+        self.policy = in_force(self.settings.replace(mode=Mode.TARGET_ONLY), None).policy
 
     async def run(self, problem: Problem, tools: Tools, seed: int) -> Outcome:
         trace = await self.engine.solve(self.messages(problem), self.policy, request_id=problem.id, seed=seed)

@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
 from rsdchat.evaluation.methods import parse_method
-from rsdchat.evaluation.results import Record
 from rsdchat.evaluation.summary import MethodSummary, summarise
-from rsdchat.files import write_atomic
+from rsdchat.files import Record, write_atomic
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -14,12 +14,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
 from rsdchat.evaluation.data import Problem
-from rsdchat.files import JsonLines, read_jsonl
+from rsdchat.files import JsonLines, Record, read_jsonl
 
 VERSION = 1
-Record = dict[str, Any]
 
 
 def _flat(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

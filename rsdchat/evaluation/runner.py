@@ -15,20 +15,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rsdchat.engine import Engine
-from rsdchat.errors import BackendError, ConfigError
+from rsdchat.core.engine import Engine
+from rsdchat.core.errors import BackendError, ConfigError
+from rsdchat.core.policy import Mode
+from rsdchat.core.protocols import RewardSource, Speculates, StepGenerator
+from rsdchat.core.trace import Acceptance, Step
+from rsdchat.core.types import Role
 from rsdchat.evaluation.cache import CachedGenerator, CachedReward, cached, new_pipeline
 from rsdchat.evaluation.catalog import build_method
 from rsdchat.evaluation.data import Problem
 from rsdchat.evaluation.grading import extract_answer, extract_choice, grade
 from rsdchat.evaluation.methods import Method, MethodSpec, Outcome, RandomRouting
-from rsdchat.evaluation.results import Record, ResultsFile
-from rsdchat.policy import Mode
-from rsdchat.protocols import RewardSource, Speculates, StepGenerator
+from rsdchat.evaluation.results import ResultsFile
+from rsdchat.files import Record
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings, output_settings
-from rsdchat.trace import Acceptance, Step
-from rsdchat.types import Role
 
 Progress = Callable[
     [str, Record | None, int, int], None

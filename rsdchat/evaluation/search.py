@@ -21,15 +21,16 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from rsdchat.answers import has_final_answer
+from rsdchat.core.answers import has_final_answer
+from rsdchat.core.policy import Mode, Policy
+from rsdchat.core.protocols import RewardSource
+from rsdchat.core.trace import Ledger, Step, Trace
+from rsdchat.core.types import Context, Message, Role
 from rsdchat.evaluation.data import Problem
 from rsdchat.evaluation.grading import answer_key, extract_answer
 from rsdchat.evaluation.methods import Method, MethodSpec, Outcome, Tools
-from rsdchat.policy import Mode, Policy
-from rsdchat.protocols import RewardSource
+from rsdchat.in_force import in_force
 from rsdchat.settings import Settings
-from rsdchat.trace import Ledger, Step, Trace
-from rsdchat.types import Context, Message, Role
 
 
 class Sampled(Method):
@@ -42,7 +43,7 @@ class Sampled(Method):
 
     async def prepare(self, tools: Tools) -> None:
         self.n = self.spec.count("n", 4)
-        self.policy = self.settings.replace(mode=Mode.DRAFT_ONLY).policy(None)
+        self.policy = in_force(self.settings.replace(mode=Mode.DRAFT_ONLY), None).policy
         self.reward = await tools.reward(self.settings.reward) if self.needs_reward else None
         tools.engine.check(self.policy)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-from rsdchat.types import Role
+from rsdchat.core.types import Role
 from rsdchat.units import si
 
 BASELINE = "target-only"

@@ -10,10 +10,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.protocols import RewardSource, Score
+from rsdchat.core.types import Context, Generation, Usage
 from rsdchat.plugins import RewardContext, reward_plugin, reward_plugins
-from rsdchat.protocols import RewardSource, Score
-from rsdchat.types import Context, Generation, Usage
 
 
 def split_spec(spec: str) -> list[str]:

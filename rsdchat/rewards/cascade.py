@@ -6,10 +6,14 @@
     low ≤ s < high → ask the target: keep the step if its least likely token, read by the
                      target, has probability ≥ check   (one read of the step by the target)
 
-As a reward this is r = s outside the grey zone [low, high) and, inside it, r = high when
-the target passes the step and r = low when it does not; any δ in (low, high] (the default
-is the middle) makes the binary ω act as above. Each step says which stage decided it
-(`Score.decided_by`), so `rsdchat eval` counts how often the grey zone was hit.
+The cascade decides each step itself and says so in its reward, which is exactly one of
+s (outside the grey zone), high (the target passed the step) or low (it did not): a kept
+step's reward is ≥ high and a rejected one's ≤ low. Only the binary ω with δ in (low, high]
+(the default is the middle) keeps exactly the steps the cascade keeps, so the cascade
+declares that band (`Decides`) and `Engine.check` refuses any other ω or δ rather than let
+them read its rewards as graded scores. Each step says which stage decided it
+(`Score.decided_by`), so `rsdchat eval` counts how often the grey zone was hit. Inside a
+product (`cascade*arithmetic`) it is only a reward with those values, and decides nothing.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.protocols import RewardSource, Score
+from rsdchat.core.types import Context, Generation, Usage
 from rsdchat.plugins import RewardContext, RewardPlugin
-from rsdchat.protocols import LogprobModel, RewardSource, Score, StepGenerator
 from rsdchat.rewards.learned import LearnedScorer, load_scorer
-from rsdchat.types import Context, Generation, Usage
+from rsdchat.rewards.sources import ReadsWithTarget, target_reward
 
 
 def least_likely(token_logprobs: tuple[float, ...]) -> float:
@@ -36,29 +41,18 @@ def least_likely(token_logprobs: tuple[float, ...]) -> float:
 
 
 @dataclass
-class TargetMinProb:
+class TargetMinProb(ReadsWithTarget):
     """r = the target's probability of the step's least likely token: one wrong number shows,
     where a mean over ~50 easy tokens would hide it. Reads the step, writes nothing."""
 
-    target: StepGenerator
     name: str = "target-min-prob"
     kind: Literal["process", "outcome"] = "process"
     default_delta: float = 0.1
     bounds: tuple[float, float] | None = (0.0, 1.0)
-    n_params: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.target, LogprobModel):
-            raise ConfigError(f"reward {self.name} needs a target backend that gives log-probabilities")
-        self._model: LogprobModel = self.target
-        self.n_params = self.target.info.n_params
 
     async def score(self, context: Context, step: Generation) -> Score:
         scored = await self._model.logprobs(context, step.text)
         return Score(least_likely(scored.token_logprobs), scored.usage, target_logprob=scored.mean)
-
-    async def aclose(self) -> None:
-        return None
 
 
 @dataclass
@@ -82,6 +76,11 @@ class Cascade:
             raise ConfigError(f"cascade: need 0 ≤ cascade_low ≤ cascade_high ≤ 1 ({band})")
         self.default_delta = (self.low + self.high) / 2
         self.n_params = self.check.n_params
+
+    @property
+    def decision_band(self) -> tuple[float, float]:
+        """(low, high]: the δ with which the binary ω keeps exactly the steps the cascade keeps."""
+        return self.low, self.high
 
     async def score(self, context: Context, step: Generation) -> Score:
         free = await self.free.score(context, step)
@@ -108,23 +107,26 @@ class Cascade:
         await self.check.aclose()
 
 
+LOW, HIGH = 0.4, 0.6
+"""The default grey zone [low, high) of the free score (the settings cascade_low, cascade_high)."""
+
+
 def _cascade(ctx: RewardContext) -> Cascade:
     target = TargetMinProb(ctx.need("target", "cascade"))
     options = ctx.options
     return Cascade(
         LearnedScorer(load_scorer()),
         target,
-        low=float(options.get("cascade_low", 0.4)),
-        high=float(options.get("cascade_high", 0.6)),
+        low=float(options.get("cascade_low", LOW)),
+        high=float(options.get("cascade_high", HIGH)),
         passing=float(options.get("cascade_check", target.default_delta)),
     )
 
 
-TARGET_MIN_PROB = RewardPlugin(
+TARGET_MIN_PROB = target_reward(
     "target-min-prob",
     "the target's probability of the step's least likely token (reads the step, writes nothing)",
-    lambda ctx: TargetMinProb(ctx.need("target", "target-min-prob")),
-    cost="target",
+    TargetMinProb,
 )
 CASCADE = RewardPlugin(
     "cascade",

@@ -17,8 +17,8 @@ import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
+from rsdchat.core.types import Context, Generation
 from rsdchat.rewards.arithmetic import check_arithmetic
-from rsdchat.types import Context, Generation
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])-?\d+(?:\.\d+)?")
 _MATHY = re.compile(r"[\d+\-*/=×÷^%]")

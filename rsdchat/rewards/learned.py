@@ -19,11 +19,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.protocols import Score
+from rsdchat.core.types import Context, Generation, Usage
 from rsdchat.plugins import RewardPlugin
-from rsdchat.protocols import Score
 from rsdchat.rewards.features import FEATURES, step_features
-from rsdchat.types import Context, Generation, Usage
 
 SCORER_FILE = "step-scorer.json"
 VERSION = 1

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.protocols import LogprobModel, RewardSource, Score, StepGenerator
+from rsdchat.core.types import Context, Generation, Message, Usage
 from rsdchat.plugins import RewardPlugin
-from rsdchat.protocols import LogprobModel, Score, StepGenerator
 from rsdchat.rewards.arithmetic import ArithmeticReport, check_arithmetic
-from rsdchat.types import Context, Generation, Message, Usage
 
 Kind = Literal["process", "outcome"]
 UNIT = (0.0, 1.0)
@@ -33,10 +34,16 @@ def per_token_probability(mean_logprob: float) -> float:
     return math.exp(mean_logprob)
 
 
-def _logprob_model(model: StepGenerator, who: str, reward: str) -> LogprobModel:
+def logprob_model(model: StepGenerator, who: str, reward: str) -> LogprobModel:
+    """`model`, which reward `reward` reads as `who` ("target"), if it gives log-probabilities."""
     if not isinstance(model, LogprobModel):
         raise ConfigError(f"reward {reward} needs a {who} backend that gives log-probabilities")
     return model
+
+
+def target_reward(name: str, description: str, make: Callable[[StepGenerator], RewardSource]) -> RewardPlugin:
+    """The plugin of a reward source built on the target alone (it reads steps): `make(target)`."""
+    return RewardPlugin(name, description, lambda ctx: make(ctx.need("target", name)), cost="target")
 
 
 class _Local:
@@ -47,23 +54,31 @@ class _Local:
 
 
 @dataclass
-class TargetLogprob(_Local):
+class ReadsWithTarget(_Local):
+    """What the sources that read a step with the target share: a target that gives
+    log-probabilities (checked when built), whose parameters are the source's."""
+
+    target: StepGenerator
+    name: str
+    n_params: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._model = logprob_model(self.target, "target", self.name)
+        self.n_params = self.target.info.n_params
+
+
+@dataclass
+class TargetLogprob(ReadsWithTarget):
     """r = P_M(step)^(1/n): how likely the target finds the draft's step, per token.
 
     Cheap where the target's cache already holds the context: only the step's tokens
     are read (prefill, no generation).
     """
 
-    target: StepGenerator
     name: str = "target-logprob"
     kind: Kind = "process"
     default_delta: float = 0.75  # rejects ~1/3 of 0.5B drafts on GSM8K (docs/rewards.md)
     bounds: tuple[float, float] | None = UNIT
-    n_params: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._model = _logprob_model(self.target, "target", self.name)
-        self.n_params = self.target.info.n_params
 
     async def score(self, context: Context, step: Generation) -> Score:
         scored = await self._model.logprobs(context, step.text)
@@ -97,19 +112,13 @@ JUDGE_QUESTION = (
 
 
 @dataclass
-class Judge(_Local):
+class Judge(ReadsWithTarget):
     """r = P(Yes) / (P(Yes) + P(No)) when the target is asked whether the step is correct."""
 
-    target: StepGenerator
     name: str = "judge"
     kind: Kind = "process"
     default_delta: float = 0.5
     bounds: tuple[float, float] | None = UNIT
-    n_params: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._model = _logprob_model(self.target, "target", self.name)
-        self.n_params = self.target.info.n_params
 
     async def score(self, context: Context, step: Generation) -> Score:
         prompt = JUDGE_QUESTION.format(
@@ -152,21 +161,15 @@ def _checked(report: ArithmeticReport) -> str:
     return "1 equation checks out" if report.checked == 1 else f"{report.checked} equations check out"
 
 
-TARGET_LOGPROB = RewardPlugin(
+TARGET_LOGPROB = target_reward(
     "target-logprob",
     "the target's per-token probability of the draft step (reads the step, writes nothing)",
-    lambda ctx: TargetLogprob(ctx.need("target", "target-logprob")),
-    cost="target",
+    TargetLogprob,
 )
 DRAFT_CONFIDENCE = RewardPlugin(
     "draft-confidence", "the draft's own per-token probability of its step", lambda ctx: DraftConfidence()
 )
-JUDGE = RewardPlugin(
-    "judge",
-    "the target asked 'is this step correct?', P(Yes)",
-    lambda ctx: Judge(ctx.need("target", "judge")),
-    cost="target",
-)
+JUDGE = target_reward("judge", "the target asked 'is this step correct?', P(Yes)", Judge)
 ARITHMETIC = RewardPlugin(
     "arithmetic",
     "share of the equations in the step that check out (deterministic)",

@@ -13,7 +13,6 @@ import os
 import signal
 import time
 from collections.abc import Coroutine, Iterable
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,14 +41,15 @@ from rsdchat.chat.events import (
     TurnStarted,
 )
 from rsdchat.chat.history import chats_dir, continue_chat, scan_chats, skipped_note
-from rsdchat.chat.knobs import STEPS, Style
 from rsdchat.chat.session import ChatSession
 from rsdchat.chat.transcript import Transcript
-from rsdchat.errors import ConfigError
-from rsdchat.events import StepDone, StepScored, StepStarted, TokenText
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.events import StepDone, StepScored, StepStarted, TokenText
+from rsdchat.core.policy import Mode
+from rsdchat.core.weighting import WEIGHTINGS
 from rsdchat.files import clean_temps
+from rsdchat.in_force import STEPS, Style
 from rsdchat.plugins import reward_plugins
-from rsdchat.policy import Mode
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
 from rsdchat.tui.palette import ChatCommands, PaletteEntry
@@ -58,7 +58,6 @@ from rsdchat.tui.screens.history import HistoryScreen
 from rsdchat.tui.styles import CSS
 from rsdchat.tui.widgets.status import StatusPanel
 from rsdchat.tui.widgets.transcript import KEPT, TranscriptView
-from rsdchat.weighting import WEIGHTINGS
 
 NARROW = 100  # columns below which the side panel starts hidden
 ENDING = (signal.SIGTERM, signal.SIGHUP)  # a kill, the terminal closed: the app ends as if quit
@@ -281,20 +280,9 @@ class RsdChatApp(App[None]):
     async def _command(self, line: str) -> bool:
         """Run a /command; True if it worked (the input is then cleared)."""
         try:
-            name, _ = parse_command(line)
-            if name == "help":
-                await self.action_help()
-            elif name == "quit":
-                self.exit()
-            elif name == "copy":
-                self.copy_answer()
-            elif name == "history":
-                await self.open_history()
-            elif name == "retry":  # an answer: written in the background, like a typed question
-                question, turn = self.session.retry_turn()
-                self._run(self.session.ask(question, retry_of=turn))
-            else:
-                await self.session.command(line)
+            name, rest = parse_command(line)
+            run = getattr(self, f"command_{name}", None)  # the app's own (COMMANDS says which)
+            await (run(rest) if run is not None else self.session.command(line))
         except ConfigError as exc:
             self.notify(str(exc), title=line.split()[0], severity="error", timeout=8, markup=False)
             return False
@@ -315,6 +303,23 @@ class RsdChatApp(App[None]):
         event.prevent_default()
         prompt.focus()
         prompt.insert_text_at_cursor(event.character)
+
+    async def command_help(self, rest: str) -> None:
+        await self.action_help()
+
+    async def command_quit(self, rest: str) -> None:
+        self.exit()
+
+    async def command_copy(self, rest: str) -> None:
+        self.copy_answer()
+
+    async def command_history(self, rest: str) -> None:
+        await self.open_history()
+
+    async def command_retry(self, rest: str) -> None:
+        """An answer: written in the background, like a typed question (the session's would wait)."""
+        question, turn = self.session.retry_turn()
+        self._run(self.session.ask(question, retry_of=turn))
 
     def copy_answer(self) -> None:
         """/copy: the last answer's text, to the system clipboard (through the terminal: OSC 52)."""
@@ -394,13 +399,8 @@ class RsdChatApp(App[None]):
         prompt.focus()
 
     def palette_entries(self) -> Iterable[PaletteEntry]:
-        session = self.session
-
         def command(line: str) -> None:
             self.run_worker(self._command(line), group="palette")
-
-        def knob_weighting(name: str) -> None:
-            self._run(session.change(replace(session.knobs, weighting=name)))
 
         yield ("Raise δ", "raise the threshold δ one step", partial(self.run_action, "delta(1)"))
         yield ("Lower δ", "lower the threshold δ one step", partial(self.run_action, "delta(-1)"))
@@ -408,7 +408,7 @@ class RsdChatApp(App[None]):
         yield ("Stop the answer", "cancel the generation in progress (Esc)", self.action_stop)
         for name, cls in WEIGHTINGS.items():
             shown = " ".join(cls.params()) or "no parameters"
-            yield (f"Weighting: {name}", f"ω = {name} ({shown})", partial(knob_weighting, name))
+            yield (f"Weighting: {name}", f"ω = {name} ({shown})", partial(command, f"/weighting {name}"))
         for name, plugin in reward_plugins().items():
             yield (f"Reward: {name}", plugin.description, partial(command, f"/reward {name}"))
         for mode in Mode:

@@ -6,8 +6,7 @@ import os
 import threading
 from pathlib import Path
 
-from rsdchat.progress import PROGRESS
-from rsdchat.types import Role
+from rsdchat.plugin_api import PROGRESS, Role
 from rsdchat_llamacpp import embedded
 from rsdchat_llamacpp.embedded import ModelError, repair_model, resolve_model, verify_model
 from rsdchat_llamacpp.generator import LlamaModel

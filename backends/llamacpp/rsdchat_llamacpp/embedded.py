@@ -19,9 +19,15 @@ from importlib import metadata
 from pathlib import Path
 from types import MappingProxyType
 
-from rsdchat.errors import ConfigError
-from rsdchat.files import TEMP_SUFFIX, WriteError, clean_temps, replace_with_temp, write_atomic
-from rsdchat.progress import PROGRESS
+from rsdchat.plugin_api import (
+    PROGRESS,
+    TEMP_SUFFIX,
+    ConfigError,
+    WriteError,
+    clean_temps,
+    replace_with_temp,
+    write_atomic,
+)
 
 GGUF_MAGIC = b"GGUF"
 CHUNK_SIZE = 1 << 20

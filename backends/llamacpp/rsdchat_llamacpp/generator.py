@@ -20,9 +20,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from rsdchat.errors import BackendError
-from rsdchat.protocols import Logprobs, StepGenerator, TokenSink
-from rsdchat.types import Assist, Context, FinishReason, Generation, ModelInfo, StepRequest, Usage, step_end
+from rsdchat.plugin_api import (
+    Assist,
+    BackendError,
+    Context,
+    Feature,
+    FinishReason,
+    Generation,
+    Logprobs,
+    ModelInfo,
+    StepGenerator,
+    StepRequest,
+    TokenSink,
+    Usage,
+    step_end,
+)
 from rsdchat_llamacpp.embedded import ModelError
 from rsdchat_llamacpp.loading import extra_buffers, model_defaults
 
@@ -59,6 +71,15 @@ def logprob_and_entropy(logits: Logits, token: int) -> tuple[float, float]:
     log_total = float(np.log(total))
     entropy = log_total - float(np.dot(weights, shifted)) / total
     return float(shifted[token]) - log_total, max(0.0, entropy)
+
+
+def agreed(predictions: list[Logits], proposal: list[int]) -> int:
+    """How many leading tokens of `proposal` the model would have chosen itself, greedily:
+    `predictions[i]` is its next-token logits just before `proposal[i]`."""
+    n = 0
+    while n < len(proposal) and int(predictions[n].argmax()) == proposal[n]:
+        n += 1
+    return n
 
 
 def sample(logits: Logits, temperature: float, top_p: float, rng: np.random.Generator) -> int:
@@ -125,6 +146,8 @@ class StepWriter:
 
 class LlamaModel:
     """A `StepGenerator` and `LogprobModel` over llama-cpp-python's `Llama`."""
+
+    features = frozenset({Feature.SAMPLING, Feature.PROPOSAL})  # a proposal: checked in batches (_verify)
 
     def __init__(self, path: Path, *, name: str, n_ctx: int, threads: int, n_batch: int = 512) -> None:
         from llama_cpp import Llama
@@ -310,13 +333,14 @@ class LlamaModel:
             chunk = ids[start : start + VERIFY_CHUNK]
             base = self.cached
             predictions = [logits, *self.decode(chunk, all_logits=True)]
-            for position, token in enumerate(chunk):
-                if int(predictions[position].argmax()) != token:  # this model writes something else here
-                    self.truncate(base + position)
-                    return False, predictions[position], len(chunk) - position
-                if writer.add(token, predictions[position]):
+            kept = agreed(predictions, chunk)
+            for position in range(kept):
+                if writer.add(chunk[position], predictions[position]):
                     self.truncate(base + position + 1)
                     return True, predictions[position + 1], len(chunk) - position - 1
+            if kept < len(chunk):  # this model writes something else there
+                self.truncate(base + kept)
+                return False, predictions[kept], len(chunk) - kept
             logits = predictions[len(chunk)]
         return False, logits, 0
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from rsdchat.progress import PROGRESS
+from rsdchat.plugin_api import PROGRESS
 
 _PATCH_LOCK = threading.Lock()  # the defaults are patched process-wide while one model loads
 

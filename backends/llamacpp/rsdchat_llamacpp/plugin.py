@@ -6,8 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from rsdchat.plugins import RUNTIME_ONLY, BackendPlugin, PluginConfig
-from rsdchat.protocols import Backend
+from rsdchat.plugin_api import RUNTIME_ONLY, Backend, BackendPlugin, PluginConfig
 
 
 class LlamaCppConfig(PluginConfig):

@@ -15,14 +15,26 @@ import asyncio
 import threading
 import time
 
-from rsdchat.errors import BackendError, ConfigError
-from rsdchat.protocols import StepGenerator, TokenSink
-from rsdchat.types import Assist, Context, Generation, Role, StepRequest, Usage
-from rsdchat_llamacpp.generator import Cancelled, LlamaModel, Logits, StepWriter, is_eog
+from rsdchat.plugin_api import (
+    Assist,
+    BackendError,
+    ConfigError,
+    Context,
+    Feature,
+    Generation,
+    Role,
+    StepGenerator,
+    StepRequest,
+    TokenSink,
+    Usage,
+)
+from rsdchat_llamacpp.generator import Cancelled, LlamaModel, Logits, StepWriter, agreed, is_eog
 
 
 class SpeculativeModel:
     """A `StepGenerator` that writes the target's greedy steps with the draft's proposals."""
+
+    features: frozenset[Feature] = frozenset()  # greedy only, and the draft is what proposes
 
     def __init__(self, target: LlamaModel, draft: LlamaModel, lookahead: int) -> None:
         if target.vocab_size != draft.vocab_size:
@@ -91,9 +103,7 @@ class SpeculativeModel:
             rows = target.decode(pending + proposal, all_logits=True)
             target_read += len(pending) + len(proposal)
             predictions: list[Logits] = [logits, *rows] if not pending else rows[len(pending) - 1 :]
-            accepted = 0
-            while accepted < len(proposal) and int(predictions[accepted].argmax()) == proposal[accepted]:
-                accepted += 1
+            accepted = agreed(predictions, proposal)
             written = proposal[:accepted]
             if accepted == len(proposal) and proposal and is_eog(target.llm, proposal[-1]):
                 own: int | None = None  # the draft's end of reply, and the target agrees

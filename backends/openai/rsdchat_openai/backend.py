@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from rsdchat.doctor import RoleCheck, time_tiny_step
-from rsdchat.errors import RsdchatError
-from rsdchat.types import Role
+from rsdchat.plugin_api import Role, RoleCheck, RsdchatError, time_tiny_step
 from rsdchat_openai.config import BackendConfig, OpenAIConfig
 from rsdchat_openai.generator import HttpGenerator, HttpLogprobGenerator
 from rsdchat_openai.http import Pool
-from rsdchat_openai.server import Headers, ServerInfo, choose_model, make_renderer, parse_models, probe
+from rsdchat_openai.wire import Headers, ServerInfo, choose_model, make_renderer, parse_models, probe
 
 
 class OpenAIBackend:

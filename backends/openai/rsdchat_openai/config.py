@@ -15,9 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rsdchat.errors import ConfigError
-from rsdchat.plugins import RUNTIME_ONLY, PluginConfig
-from rsdchat.types import Role
+from rsdchat.plugin_api import RUNTIME_ONLY, ConfigError, PluginConfig, Role
 
 _COUNT = re.compile(r"(\d+(?:\.\d*)?(?:e\d+)?)\s*([kmbgt]?)", re.IGNORECASE)
 _UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}

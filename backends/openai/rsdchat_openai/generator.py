@@ -17,11 +17,22 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from rsdchat.errors import BackendError, RsdchatError
-from rsdchat.protocols import Logprobs, TokenSink
-from rsdchat.types import Context, FinishReason, Generation, ModelInfo, StepRequest, Usage, step_end
+from rsdchat.plugin_api import (
+    BackendError,
+    Context,
+    Feature,
+    FinishReason,
+    Generation,
+    Logprobs,
+    ModelInfo,
+    RsdchatError,
+    StepRequest,
+    TokenSink,
+    Usage,
+    step_end,
+)
 from rsdchat_openai.http import Pool
-from rsdchat_openai.server import Headers, ServerInfo, guess_params, token_ids
+from rsdchat_openai.wire import Headers, ServerInfo, guess_params, token_ids
 
 # What servers answer when the prompt leaves no room for one more token: vLLM (its request
 # checks, or `max_tokens` clamped to what is left of the context: 0), llama-cpp-python, OpenAI.
@@ -116,7 +127,13 @@ class _StepReader:
 
 
 class HttpGenerator:
-    """A `StepGenerator` on an OpenAI-compatible server (one role, one served model)."""
+    """A `StepGenerator` on an OpenAI-compatible server (one role, one served model).
+
+    It cannot check a proposal (`reuse_draft`): a server writes a step in one request and
+    has no way to take given tokens as far as it agrees with them, so none is declared.
+    """
+
+    features = frozenset({Feature.SAMPLING})
 
     def __init__(
         self, pool: Pool, server: ServerInfo, model: str, headers: Headers, *, logprobs: bool

@@ -26,8 +26,7 @@ from typing import Any
 
 import httpx
 
-from rsdchat.errors import BackendError, ConfigError, RsdchatError, redact
-from rsdchat.progress import PROGRESS
+from rsdchat.plugin_api import PROGRESS, BackendError, ConfigError, RsdchatError, redact
 from rsdchat_openai.config import RoleEndpoint
 
 BACKOFF = 0.25  # seconds before the first retry; doubles each time

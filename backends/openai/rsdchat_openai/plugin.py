@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from rsdchat.plugins import BackendPlugin
-from rsdchat.protocols import Backend
+from rsdchat.plugin_api import Backend, BackendPlugin
 from rsdchat_openai.config import OpenAIConfig
 
 

@@ -28,15 +28,24 @@ import time
 from collections import OrderedDict
 from typing import Any, Literal
 
-from rsdchat.doctor import RoleCheck
-from rsdchat.errors import BackendError, ConfigError, RsdchatError
-from rsdchat.plugins import RewardContext, RewardPlugin
-from rsdchat.protocols import Score
-from rsdchat.types import Context, Generation, Message, Role, Usage
+from rsdchat.plugin_api import (
+    BackendError,
+    ConfigError,
+    Context,
+    Generation,
+    Message,
+    RewardContext,
+    RewardPlugin,
+    Role,
+    RoleCheck,
+    RsdchatError,
+    Score,
+    Usage,
+)
 from rsdchat_openai.config import BackendConfig, OpenAIConfig
 from rsdchat_openai.generator import prefill
 from rsdchat_openai.http import NotFound, Pool
-from rsdchat_openai.server import guess_params, probe, token_ids
+from rsdchat_openai.wire import guess_params, probe, token_ids
 
 QWEN_STEP_TAG = "<extra_0>"
 QWEN_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."  # the model card's

@@ -3,16 +3,21 @@
     with FaultyServer("nan") as server:   # server.url, server.requests
         ...
 
-Modes: "ok" (streams a short step with log-probabilities), "hang" (says nothing, for at
-most HANG seconds), "nan" / "huge" (log-probabilities NaN / 1000), "html" (a 502 proxy
-page), "echo-auth" (a 400 whose body repeats the Authorization header), "retry-after"
-(429 with Retry-After: 1 the first time, then "ok"), "error" (a 400 with a message),
-"models-hang" (/v1/models hangs). Every wait is bounded; the server stops on exit.
+Modes: "ok" (streams a short step with log-probabilities), "hang" (says nothing until its
+client leaves, for at most HANG seconds), "nan" / "huge" (log-probabilities NaN / 1000),
+"html" (a 502 proxy page), "echo-auth" (a 400 whose body repeats the Authorization header),
+"retry-after" (429 with Retry-After: 1 the first time, then "ok"), "error" (a 400 with a
+message), "models-hang" (/v1/models hangs). Every wait is bounded; the server stops on exit.
+
+What hanging requests saw: `hung` is set once one hangs, `most_hanging` is the most left
+unanswered at the same time (their clients still waiting), and `gave_up` counts the hangs
+that ran out their HANG seconds (a client that waited all that time).
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +33,11 @@ class FaultyServer:
         self.mode, self.model = mode, model
         self.requests: list[tuple[float, str, dict[str, Any]]] = []  # (time, path, body)
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.hung = threading.Event()  # a request is being left unanswered
+        self.hanging = 0  # requests unanswered now (their client still waiting)
+        self.most_hanging = 0  # the most at the same time
+        self.gave_up = 0  # hangs that ran out their HANG seconds
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,7 +48,7 @@ class FaultyServer:
                 owner.requests.append((time.monotonic(), self.path, {}))
                 if self.path.startswith("/v1/models"):
                     if owner.mode == "models-hang":
-                        owner._stop.wait(HANG)
+                        self._hang()
                         return
                     self._json(200, {"object": "list", "data": [{"id": owner.model, "owned_by": "test"}]})
                 else:
@@ -57,7 +67,7 @@ class FaultyServer:
                     self.wfile.write(b'{"error": {"message": "slow down"}}')
                     return
                 if mode == "hang":
-                    owner._stop.wait(HANG)
+                    self._hang()
                     return
                 if mode == "html":
                     page = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head></html>"
@@ -78,6 +88,31 @@ class FaultyServer:
                     )
                     return
                 self._stream(mode)
+
+            def _hang(self) -> None:
+                """Say nothing until the client goes away, the server stops or HANG seconds pass."""
+                with owner._lock:
+                    owner.hanging += 1
+                    owner.most_hanging = max(owner.most_hanging, owner.hanging)
+                owner.hung.set()
+                deadline = time.monotonic() + HANG
+                try:
+                    while not owner._stop.wait(0.02) and not self._client_left():
+                        if time.monotonic() > deadline:
+                            owner.gave_up += 1
+                            return
+                finally:
+                    with owner._lock:
+                        owner.hanging -= 1
+
+            def _client_left(self) -> bool:
+                try:
+                    waiting: bytes = self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                    return not waiting  # b"": the client closed the connection
+                except BlockingIOError:
+                    return False  # connected, nothing more sent
+                except OSError:
+                    return True
 
             def _stream(self, mode: str) -> None:
                 self.send_response(200)

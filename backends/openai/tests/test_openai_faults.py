@@ -66,12 +66,13 @@ def test_a_log_probability_that_is_no_number_is_an_invalid_reward_and_strict_jso
 
 def test_a_silent_server_at_start_up_is_reported_after_the_read_timeout_once() -> None:
     with FaultyServer("models-hang") as silent:
-        started = time.monotonic()
         result = run(command(silent.url, silent.url, "--http-read-timeout", "2"))
-        took = time.monotonic() - started
+        asked = [path for _, path, _ in silent.requests]
     no_traceback(result)
-    assert result.returncode == 1 and took < 15, (took, result.stderr)
+    assert result.returncode == 1, result.stderr
     assert f"draft server {silent.url}: silent for 2 s" in result.stderr
+    assert silent.gave_up == 0  # rsdchat stopped waiting (after 2 s), not the server (after HANG s)
+    assert asked == ["/v1/models"], asked  # asked once: a server silent that long is not retried
 
 
 def test_the_first_ctrl_c_ends_a_start_up_that_hangs() -> None:
@@ -81,20 +82,18 @@ def test_the_first_ctrl_c_ends_a_start_up_that_hangs() -> None:
         )
         asked(silent, proc)  # python is up, the request to the silent server is in flight
         proc.send_signal(signal.SIGINT)
-        started = time.monotonic()
-        _, err = proc.communicate(timeout=20)
-        took = time.monotonic() - started
-    assert proc.returncode == 130 and took < 3, (took, err)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert silent.gave_up == 0  # it ended while its request hung: not when the server gave up on it
     assert "Traceback" not in err and "interrupted" in err
 
 
 def asked(server: FaultyServer, proc: subprocess.Popen[str], within: float = 60) -> None:
-    """Wait until `proc` has sent its first request to `server` (however slow the machine)."""
+    """Wait until `proc` has sent its first request to `server` and waits for the answer
+    (however slow the machine)."""
     deadline = time.monotonic() + within
-    while not server.requests and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.requests, "rsdchat never asked the server"
-    time.sleep(0.3)  # and is waiting for the answer
+    while not server.hung.wait(0.05):
+        assert proc.poll() is None and time.monotonic() < deadline, "rsdchat never asked the server"
 
 
 def _ignore_sigint() -> None:
@@ -113,10 +112,9 @@ def test_sigterm_stops_it_the_same_way(background: bool) -> None:
         )
         asked(silent, proc)
         proc.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        _, err = proc.communicate(timeout=20)
-        took = time.monotonic() - started
-    assert proc.returncode == 130 and took < 5 and "Traceback" not in err, (took, err)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert silent.gave_up == 0  # it ended while its request hung: not when the server gave up on it
 
 
 @pytest.mark.parametrize(
@@ -158,20 +156,19 @@ def test_retry_after_is_honoured() -> None:
         posts = [t for t, path, _ in busy.requests if path == "/v1/completions"]
     no_traceback(result)
     assert result.returncode == 0, result.stderr
-    assert len(posts) == 2 and 1.0 <= posts[1] - posts[0] < 3.0  # waited as told (1 s), then once more
+    assert len(posts) == 2 and posts[1] - posts[0] >= 1.0  # waited as told (1 s), then once more
 
 
 def test_doctor_checks_roles_together_with_a_short_timeout_and_what_solve_needs() -> None:
     with FaultyServer("models-hang") as silent:
-        started = time.monotonic()
         urls = ["--draft-url", silent.url, "--target-url", silent.url]
         args = [*RSDCHAT, "doctor", "--backend", "openai", *urls, "--http-read-timeout", "3", "--json"]
         result = run(args, timeout=60)
-        took = time.monotonic() - started
     no_traceback(result)
     report = strict(result.stdout)
     assert result.returncode == 1 and not report["ok"]
-    assert took < 3 * 2 + 4, took  # both roles at once: about one timeout, not two
+    assert silent.most_hanging >= 2  # both roles asked at once: not one after the other's timeout
+    assert silent.gave_up == 0  # each gave up after its read timeout, not the server's HANG
     assert {r["role"] for r in report["roles"] if r["error"]} >= {"draft", "target"}
     with FaultyServer("ok") as good:  # this server cannot score text: likelihood-ratio cannot run
         urls = ["--draft-url", good.url, "--target-url", good.url, "--draft", "m", "--target", "m"]
@@ -182,6 +179,6 @@ def test_doctor_checks_roles_together_with_a_short_timeout_and_what_solve_needs(
 
 
 def test_finite_is_strict() -> None:
-    from rsdchat.jsonlines import dumps
+    from rsdchat.strict_json import dumps
 
     assert strict(dumps({"a": math.nan, "b": [math.inf, 1.0]})) == {"a": None, "b": [None, 1.0]}

@@ -3,7 +3,9 @@ load sharing, error messages, stream handling, settings and templates."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -11,13 +13,13 @@ import pytest
 from openai_stubs import config
 from pytest_httpx import HTTPXMock
 
-from rsdchat.errors import BackendError, ConfigError
-from rsdchat.types import Context, Message, Role, StepRequest
+from rsdchat.core.errors import BackendError, ConfigError
+from rsdchat.core.types import Context, Message, Role, StepRequest
 from rsdchat_openai import http
 from rsdchat_openai.config import BackendConfig, RoleEndpoint
 from rsdchat_openai.generator import HttpGenerator
 from rsdchat_openai.http import Pool
-from rsdchat_openai.server import (
+from rsdchat_openai.wire import (
     CHATML,
     LLAMA_CPP_PYTHON,
     Headers,
@@ -229,6 +231,30 @@ async def test_the_client_stops_at_the_delimiter(httpx_mock: HTTPXMock) -> None:
     sent = json.loads(httpx_mock.get_requests()[0].content)
     assert sent["prompt"] == "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\nStep 1.\n\n"
     assert "stop" not in sent and sent["repeat_penalty"] == 1.0 and sent["seed"] == 7
+
+
+async def test_each_piece_is_handed_on_before_the_server_sends_the_next(httpx_mock: HTTPXMock) -> None:
+    """Tokens stream: the server sends its second piece only once the first has reached on_token
+    (a client that waited for the whole reply would never get it)."""
+    handed = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield sse(chunk("Step"))
+        await asyncio.wait_for(handed.wait(), timeout=60)  # a guard against a hang
+        yield sse(chunk(" two.\n\n"), chunk("", "stop"), "[DONE]")
+
+    httpx_mock.add_callback(lambda request: httpx.Response(200, content=body()), url=f"{A}/v1/completions")
+    httpx_mock.add_response(url=f"{A}/extras/tokenize/count", json={"count": 17})
+    pieces: list[str] = []
+
+    def on_token(piece: str) -> None:
+        pieces.append(piece)
+        handed.set()
+
+    generator = llama_generator(pool())
+    step = await generator.generate(CONTEXT, StepRequest(max_tokens=32), on_token)
+    await generator.pool.aclose()
+    assert pieces[0] == "Step" and "".join(pieces) == step.text == "Step two.\n\n"
 
 
 @pytest.mark.parametrize(("finish", "expected", "tokens"), [("stop", "eos", 3), ("length", "length", 2)])

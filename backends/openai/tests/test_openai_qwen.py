@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from openai_stubs import config
 
-from rsdchat.engine import Engine
+from rsdchat.core.engine import Engine
+from rsdchat.core.policy import Policy
+from rsdchat.core.types import Message, Role
+from rsdchat.core.weighting import make_weighting
 from rsdchat.plugins import RewardContext
-from rsdchat.policy import Policy
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.rewards import make_reward
-from rsdchat.types import Message, Role
-from rsdchat.weighting import make_weighting
 from rsdchat_openai import OpenAIBackend
 from rsdchat_openai.testing import LlamaServer, server_available
 

@@ -15,9 +15,9 @@ import pytest
 from openai_stubs import config
 from pytest_httpx import HTTPXMock
 
-from rsdchat.errors import BackendError, ConfigError
+from rsdchat.core.errors import BackendError, ConfigError
+from rsdchat.core.types import Context, Generation, Message
 from rsdchat.plugins import RewardContext
-from rsdchat.types import Context, Generation, Message
 from rsdchat_openai import http
 from rsdchat_openai.rewards import QwenPRM, SkyworkPRM
 

@@ -32,10 +32,10 @@ import pytest
 from openai_stubs import config
 from pytest_httpx import HTTPXMock
 
-from rsdchat.errors import BackendError, ConfigError
+from rsdchat.core.errors import BackendError, ConfigError
+from rsdchat.core.protocols import LogprobModel
+from rsdchat.core.types import Context, Generation, Message, Role, StepRequest
 from rsdchat.plugins import RewardContext
-from rsdchat.protocols import LogprobModel
-from rsdchat.types import Context, Generation, Message, Role, StepRequest
 from rsdchat_openai import OpenAIBackend, http
 from rsdchat_openai.rewards import OutcomeRM, QwenPRM
 

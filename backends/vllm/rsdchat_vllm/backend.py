@@ -14,19 +14,28 @@ import shutil
 import subprocess
 import threading
 
-from rsdchat.doctor import RoleCheck
-from rsdchat.errors import BackendError, RsdchatError
-from rsdchat.progress import PROGRESS
-from rsdchat.protocols import Logprobs, TokenSink
-from rsdchat.threads import in_thread
-from rsdchat.types import Context, Generation, ModelInfo, Role, StepRequest
-from rsdchat.units import si
+from rsdchat.plugin_api import (
+    PROGRESS,
+    BackendError,
+    Context,
+    Feature,
+    Generation,
+    Logprobs,
+    ModelInfo,
+    Role,
+    RoleCheck,
+    RsdchatError,
+    StepRequest,
+    TokenSink,
+    in_thread,
+    si,
+)
 from rsdchat_openai import OpenAIBackend, OpenAIConfig
 from rsdchat_openai.generator import ContextFull, HttpGenerator, HttpLogprobGenerator
-from rsdchat_openai.server import guess_params
+from rsdchat_openai.wire import guess_params
 from rsdchat_vllm.config import VllmConfig
 from rsdchat_vllm.launcher import Launcher, Say, checkpoint_params
-from rsdchat_vllm.server import Server
+from rsdchat_vllm.process import Server
 
 CONTEXT_HINT = "raise max_model_len"
 
@@ -65,6 +74,11 @@ class VllmGenerator:
         n_params = model_params(backend.config, role, model) or inner.info.n_params  # 0: unknown
         self.info: ModelInfo = dataclasses.replace(self.inner.info, backend="vllm", n_params=n_params)
         self._restarting = asyncio.Lock()
+
+    @property
+    def features(self) -> frozenset[Feature]:
+        """The openai client's: what its requests can ask of the server."""
+        return self.inner.features
 
     async def _up(self) -> None:
         if self.server.exited() is None:

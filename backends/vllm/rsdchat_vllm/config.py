@@ -18,9 +18,7 @@ from typing import Any, Literal
 import platformdirs
 from pydantic import Field, field_validator
 
-from rsdchat.errors import ConfigError
-from rsdchat.plugins import RUNTIME_ONLY
-from rsdchat.types import Role
+from rsdchat.plugin_api import RUNTIME_ONLY, ConfigError, Role
 from rsdchat_openai.config import ClientConfig
 
 HOST = "127.0.0.1"  # every server listens on loopback only

@@ -30,15 +30,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rsdchat.errors import BackendError, RsdchatError
-from rsdchat.progress import PROGRESS
-from rsdchat.types import Role
+from rsdchat.plugin_api import PROGRESS, BackendError, Role, RsdchatError
 from rsdchat_openai.config import RoleEndpoint
 from rsdchat_openai.http import Pool
-from rsdchat_openai.server import parse_models
+from rsdchat_openai.wire import parse_models
 from rsdchat_vllm.config import VllmConfig, check_shares, resolve_command, state_dir
 from rsdchat_vllm.ports import PortLease, lease_port
-from rsdchat_vllm.server import Server, describe_exit, log_tail
+from rsdchat_vllm.process import Server, describe_exit, log_tail
 from rsdchat_vllm.turns import Turns, sleep_now
 
 POLL = 0.5  # seconds between readiness checks

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rsdchat.plugins import BackendPlugin
-from rsdchat.protocols import Backend
+from rsdchat.plugin_api import Backend, BackendPlugin
 from rsdchat_vllm.config import VllmConfig
 
 if TYPE_CHECKING:
@@ -19,7 +18,7 @@ def _create(config: VllmConfig) -> Backend:
 
 
 def _commands(app: typer.Typer) -> None:
-    from rsdchat_vllm.serve import register
+    from rsdchat_vllm.serve_models import register
 
     register(app)
 

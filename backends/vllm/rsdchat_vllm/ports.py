@@ -16,7 +16,7 @@ import os
 import socket
 from pathlib import Path
 
-from rsdchat.errors import BackendError, ConfigError
+from rsdchat.plugin_api import BackendError, ConfigError
 from rsdchat_vllm.config import HOST
 
 ATTEMPTS = 50  # ports tried before giving up

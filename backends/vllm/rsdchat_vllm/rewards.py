@@ -13,16 +13,22 @@ import dataclasses
 from collections.abc import Callable
 from typing import Literal
 
-from rsdchat.doctor import RoleCheck
-from rsdchat.errors import BackendError
-from rsdchat.plugins import RewardContext, RewardPlugin
-from rsdchat.protocols import RewardSource, Score
-from rsdchat.types import Context, Generation, Role
+from rsdchat.plugin_api import (
+    BackendError,
+    Context,
+    Generation,
+    RewardContext,
+    RewardPlugin,
+    RewardSource,
+    Role,
+    RoleCheck,
+    Score,
+)
 from rsdchat_openai.rewards import HttpReward, OutcomeRM, QwenPRM, SkyworkPRM
 from rsdchat_vllm.backend import VllmGenerator, client_config
 from rsdchat_vllm.config import VllmConfig
 from rsdchat_vllm.launcher import Launcher
-from rsdchat_vllm.server import Server
+from rsdchat_vllm.process import Server
 
 # The model each reward serves when `reward_model` is not set.
 MODELS = {

@@ -16,8 +16,8 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from rsdchat.errors import BackendError
-from rsdchat_vllm.server import Server
+from rsdchat.plugin_api import BackendError
+from rsdchat_vllm.process import Server
 
 TIMEOUT = 300.0  # seconds a sleep or a wake-up may take (weights move over PCIe)
 HOW = "sleep_mode needs a vLLM that has sleep mode (0.8 or later)"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from vllm_processes import SMOLLM2
 
-from rsdchat.errors import BackendError, ConfigError
-from rsdchat.types import Role
+from rsdchat.core.errors import BackendError, ConfigError
+from rsdchat.core.types import Role
 from rsdchat_vllm.backend import VllmBackend, client_config, model_params
 from rsdchat_vllm.config import API_SERVER, VllmConfig, check_shares
 from rsdchat_vllm.launcher import (

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from vllm_processes import SMOLLM2, alive, engine_pids, wait_gone
 
-from rsdchat.errors import BackendError, ConfigError
-from rsdchat.types import Role
+from rsdchat.core.errors import BackendError, ConfigError
+from rsdchat.core.types import Role
 from rsdchat_vllm import launcher as launcher_module
 from rsdchat_vllm import ports
 from rsdchat_vllm.config import VllmConfig, check_shares
@@ -221,7 +221,7 @@ def test_servers_are_stopped_when_the_program_exits_without_closing(standin: str
     """The safety net: no close() call (an exception, a forgotten path), yet nothing survives the exit."""
     script = textwrap.dedent(
         f"""
-        from rsdchat.types import Role
+        from rsdchat.core.types import Role
         from rsdchat_vllm.config import VllmConfig
         from rsdchat_vllm.launcher import Launcher
         fleet = Launcher(VllmConfig(vllm_command={standin!r}), say=print)

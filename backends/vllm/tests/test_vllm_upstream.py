@@ -24,8 +24,8 @@ import pytest
 from pytest_httpx import HTTPXMock
 from real_vllm import SETUP, VENV_PYTHON
 
+from rsdchat.core.types import Context, Generation, Message, Role, StepRequest
 from rsdchat.plugins import RewardContext
-from rsdchat.types import Context, Generation, Message, Role, StepRequest
 from rsdchat_openai import OpenAIBackend, OpenAIConfig
 from rsdchat_openai.rewards import OutcomeRM, QwenPRM, SkyworkPRM
 from rsdchat_vllm.config import VllmConfig

@@ -8,8 +8,8 @@ from rich.text import Text
 from textual.widgets import Static
 
 from rsdchat.chat.status import Status
-from rsdchat.trace import Ledger
-from rsdchat.types import Role
+from rsdchat.core.trace import Ledger
+from rsdchat.core.types import Role
 from rsdchat.units import si
 
 

@@ -12,7 +12,8 @@ from textual.widget import Widget
 from textual.widgets import Collapsible, Static
 from textual.widgets.collapsible import CollapsibleTitle
 
-from rsdchat.decision import Decision
+from rsdchat.core.decision import Decision
+from rsdchat.core.trace import Acceptance, verdict_word
 from rsdchat.readable import latex_to_text, readable
 
 AUTHOR_STYLE = {"draft": "bold cyan", "target": "bold magenta"}
@@ -56,7 +57,7 @@ def score_text(decision: Decision, bounds: Bounds, *, verdict: bool = True) -> T
     """
     text = Text()
     if decision.invalid:
-        return text.append(f"reward {decision.reward} is not a number · ✗ rejected", "bold red")
+        return text.append(f"reward {decision.reward} is not a number · {verdict_word(False)}", "bold red")
     delta = decision.threshold
     sign = "≥" if delta is not None and decision.reward >= delta else "<"
     text.append(f"r {decision.reward:.3g} ")
@@ -70,7 +71,7 @@ def score_text(decision: Decision, bounds: Bounds, *, verdict: bool = True) -> T
         return text
     text.append(" · ")
     accepted = decision.accepted
-    text.append("✓ accepted" if accepted else "✗ rejected", "bold green" if accepted else "bold red")
+    text.append(verdict_word(accepted), "bold green" if accepted else "bold red")
     return text
 
 
@@ -164,7 +165,7 @@ class RejectedDraft(Collapsible):
 
 def rejected_view(index: int, text: str, decision: Decision | None, bounds: Bounds) -> RejectedDraft:
     """A rejected draft, collapsed (expandable) above the target's replacement."""
-    title = Text(f"✗ rejected draft · step {index + 1}")
+    title = Text(f"{verdict_word(False)} draft · step {index + 1}")
     if decision is not None:
         title.append(" · ")
         title.append_text(score_text(decision, bounds, verdict=False))
@@ -209,7 +210,7 @@ def finish_line(
         text.append(f": {error}", style)
     text.append(f" · {steps} step{'s' * (steps != 1)}", "dim")
     if drafts:
-        text.append(f" · drafts accepted {accepted}/{drafts}", "dim")
+        text.append(f" · {Acceptance(drafts, accepted).describe('finish')}", "dim")
     text.append(f" · {seconds:.1f} s", "dim")
     if context:  # whether the models see it in later questions
         text.append(f" · {context}", "yellow")

@@ -11,8 +11,9 @@ from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Static
 
-from rsdchat.chat.transcript import Record, decision_of, retried_turns
-from rsdchat.decision import Decision
+from rsdchat.chat.transcript import decision_of, retried_turns
+from rsdchat.core.decision import Decision
+from rsdchat.files import Record
 from rsdchat.tui.widgets.steps import (
     AnswerBox,
     Bounds,

@@ -14,14 +14,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from rsdchat.cli.options import Given, with_settings
-from rsdchat.cli.running import run
-from rsdchat.types import Role
+from rsdchat.plugin_api import Given, Role, run, with_settings
 
 if TYPE_CHECKING:
-    from rsdchat.settings import Settings
+    from rsdchat.plugin_api import Settings
     from rsdchat_vllm.launcher import Launcher
-    from rsdchat_vllm.server import Server
+    from rsdchat_vllm.process import Server
 
 WATCH = 1.0  # seconds between checks that every server still runs
 HTTP_REWARDS = ("qwen-prm", "skywork-prm", "orm")  # the openai plugin's, served by vLLM
@@ -46,7 +44,7 @@ def serve_models(*, _settings_given: Given) -> None:
 
 def plan(settings: Settings) -> list[tuple[Role, str]]:
     """(role, model) for each server the settings need."""
-    from rsdchat.rewards import split_spec
+    from rsdchat.plugin_api import split_spec
     from rsdchat_vllm.config import VllmConfig
     from rsdchat_vllm.rewards import MODELS
 
@@ -66,7 +64,7 @@ def _plain(reward: str) -> str:
 
 
 async def _serve(settings: Settings) -> None:
-    from rsdchat.threads import in_thread
+    from rsdchat.plugin_api import in_thread
     from rsdchat_vllm.config import VllmConfig
     from rsdchat_vllm.launcher import Launcher
 

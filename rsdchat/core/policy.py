@@ -12,9 +12,9 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rsdchat.protocols import RewardSource
-from rsdchat.types import Role
-from rsdchat.weighting import BinaryStep, Weighting
+from rsdchat.core.protocols import RewardSource
+from rsdchat.core.types import Role
+from rsdchat.core.weighting import BinaryStep, Weighting
 
 
 class Mode(str, enum.Enum):

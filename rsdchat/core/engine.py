@@ -16,15 +16,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rsdchat.answers import has_final_answer
-from rsdchat.decision import Decision, decide
-from rsdchat.errors import BackendError, ConfigError
-from rsdchat.events import EventSink, Finished, StepDone, StepScored, StepStarted, TokenText, ignore
-from rsdchat.policy import Mode, Policy, PolicySource, fixed
-from rsdchat.protocols import LogprobModel, RewardSource, StepGenerator
-from rsdchat.trace import Step, Trace
-from rsdchat.types import Context, Message, Role, StepRequest, Usage
-from rsdchat.weighting import Signals
+from rsdchat.core.answers import has_final_answer
+from rsdchat.core.decision import Decision, decide
+from rsdchat.core.errors import BackendError, ConfigError
+from rsdchat.core.events import EventSink, Finished, StepDone, StepScored, StepStarted, TokenText, ignore
+from rsdchat.core.policy import Mode, Policy, PolicySource, fixed
+from rsdchat.core.protocols import Decides, Feature, LogprobModel, RewardSource, StepGenerator, features
+from rsdchat.core.trace import Step, Trace
+from rsdchat.core.types import Context, Message, Role, StepRequest, Usage
+from rsdchat.core.weighting import BinaryStep, Signals
 
 
 def _check_text(context: Context) -> None:
@@ -36,6 +36,19 @@ def _check_text(context: Context) -> None:
             raise BackendError(
                 f"the text is not valid Unicode at character {exc.start} (bytes that are not UTF-8?)"
             ) from None
+
+
+def _check_decision_band(policy: Policy, reward: str, band: tuple[float, float]) -> None:
+    """ConfigError unless the binary ω with δ in `band` replays the decision `reward` makes itself."""
+    low, high = band
+    delta, binary = policy.weighting.threshold, isinstance(policy.weighting, BinaryStep)
+    if binary and delta is not None and (low < delta <= high or low == delta == high):
+        return
+    deltas = f"in ({low:g}, {high:g}]" if low < high else f"= {low:g}"
+    raise ConfigError(
+        f"setting {'delta' if binary else 'weighting'}: reward {reward} decides each step itself; "
+        f"only the binary weighting with δ {deltas} keeps the steps it keeps"
+    )
 
 
 def step_seed(seed: int, index: int, role: Role) -> int:
@@ -61,13 +74,14 @@ class Engine:
         self.target = target
 
     def check(self, policy: Policy) -> None:
-        """ConfigError if `policy` needs a model or a reward this engine lacks."""
+        """ConfigError if `policy` needs a model, a reward or a feature this engine lacks."""
         if policy.mode is not Mode.DRAFT_ONLY and self.target is None:
             raise ConfigError(f"mode {policy.mode.value} needs a target model")
         if policy.mode is not Mode.TARGET_ONLY and self.draft is None:
             raise ConfigError(f"mode {policy.mode.value} needs a draft model")
         if policy.mode is Mode.RSD and policy.reward is None:
             raise ConfigError("mode rsd needs a reward source")
+        self._check_features(policy)
         delta, reward = policy.weighting.threshold, policy.reward
         if policy.mode is Mode.RSD and delta is not None and reward is not None and reward.bounds is not None:
             low, high = reward.bounds
@@ -77,10 +91,34 @@ class Engine:
                     f"setting delta: {delta:g} is outside the range of reward {reward.name}, "
                     f"[{low:g}, {high:g}]: every draft step would be {every}"
                 )
+        if policy.mode is Mode.RSD and isinstance(reward, Decides):
+            _check_decision_band(policy, reward.name, reward.decision_band)
         logprobs = policy.mode is Mode.RSD and policy.weighting.needs_logprobs
         if logprobs and not isinstance(self.target, LogprobModel):
             name = policy.weighting.name
             raise ConfigError(f"weighting {name} needs log-probabilities the target backend does not give")
+
+    def _check_features(self, policy: Policy) -> None:
+        """ConfigError if a model that writes steps under `policy` does not honour what its requests ask."""
+        reuse = policy.mode is Mode.RSD and policy.reuse_draft
+        if reuse and policy.temperature > 0:
+            raise ConfigError(
+                "setting reuse_draft: a rejected draft step is checked greedily only; "
+                "set temperature 0 or turn reuse_draft off"
+            )
+        for role, model in ((Role.DRAFT, self.draft), (Role.TARGET, self.target)):
+            if model is None or role not in policy.mode.roles:
+                continue
+            has = features(model)
+            info = model.info
+            where = f"the {info.backend} backend's" if info.backend else "the"
+            where = f"{where} {role.value} ({info.name})"
+            if policy.temperature > 0 and Feature.SAMPLING not in has:
+                raise ConfigError(f"setting temperature: {where} writes greedy steps only; set temperature 0")
+            if reuse and role is Role.TARGET and Feature.PROPOSAL not in has:
+                raise ConfigError(
+                    f"setting reuse_draft: {where} cannot check a rejected draft step; turn reuse_draft off"
+                )
 
     async def solve(
         self,

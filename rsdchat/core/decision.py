@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from rsdchat.weighting import Signals, Weighting, weighting_from_dict
+from rsdchat.core.weighting import Signals, Weighting, weighting_from_dict
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from rsdchat.answers import last_boxed
-from rsdchat.decision import Decision
-from rsdchat.policy import Mode
-from rsdchat.types import FinishReason, Generation, Role, Usage
+from rsdchat.core.answers import last_boxed
+from rsdchat.core.decision import Decision
+from rsdchat.core.policy import Mode
+from rsdchat.core.types import FinishReason, Generation, Role, Usage
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,15 @@ class Step:
         }
 
 
+def verdict_word(accepted: bool, *, sign: bool = True) -> str:
+    """What became of a judged draft step: '✓ accepted' or '✗ rejected' (sign=False: the word alone)."""
+    word = "accepted" if accepted else "rejected"
+    return f"{'✓' if accepted else '✗'} {word}" if sign else word
+
+
+AcceptanceForm = Literal["sentence", "row", "header", "finish", "export"]
+
+
 @dataclass(frozen=True)
 class Acceptance:
     """How many draft steps were judged and how many of them were kept."""
@@ -178,11 +187,27 @@ class Acceptance:
     def rate(self) -> float | None:
         return self.accepted / self.judged if self.judged else None
 
-    def describe(self) -> str:
-        """'5/7 drafts accepted (71%)', or '' when nothing was judged."""
+    def describe(self, form: AcceptanceForm = "sentence") -> str:
+        """How many drafts were kept, in the words of where it is shown; '' when nothing was judged.
+
+        'sentence' (a solve's summary): '5/7 drafts accepted (71%)', then ', 1 invalid rewards' if any;
+        'row' (the side panel's "accepted" row): '5/7 drafts (71%)'; 'header' (a narrow line):
+        'accepted 5/7'; 'finish' (the end of an answer): 'drafts accepted 5/7'; 'export'
+        (a Markdown transcript): '5/7 drafts accepted'.
+        """
         if not self.judged:
             return ""
-        text = f"{self.accepted}/{self.judged} drafts accepted ({self.accepted / self.judged:.0%})"
+        fraction = f"{self.accepted}/{self.judged}"
+        if form == "header":
+            return f"accepted {fraction}"
+        if form == "finish":
+            return f"drafts accepted {fraction}"
+        if form == "export":
+            return f"{fraction} drafts accepted"
+        percent = f"({self.accepted / self.judged:.0%})"
+        if form == "row":
+            return f"{fraction} drafts {percent}"
+        text = f"{fraction} drafts accepted {percent}"
         return text + (f", {self.invalid} invalid rewards" if self.invalid else "")
 
 

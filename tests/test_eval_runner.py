@@ -1,8 +1,10 @@
-"""`rsdchat eval`'s parts with scripted models: methods, the results file, resuming, sweeps, summaries."""
+"""`rsdchat eval`'s runner with scripted models: methods, the results file, resuming, sweeps, summaries.
+
+(The installed command on a real model: test_cli_eval.py; grading and datasets: test_grading_and_datasets.py.)
+"""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import math
@@ -14,8 +16,9 @@ import pytest
 from rich.console import Console
 
 from rsdchat.cli.evaluate import expand_sweeps, report
-from rsdchat.engine import Engine
-from rsdchat.errors import BackendError, ConfigError
+from rsdchat.core.engine import Engine
+from rsdchat.core.errors import BackendError, ConfigError
+from rsdchat.core.types import Context, Generation, StepRequest
 from rsdchat.evaluation.data import Problem
 from rsdchat.evaluation.grading import extract_choice, grade
 from rsdchat.evaluation.methods import parse_method, parse_methods
@@ -25,7 +28,6 @@ from rsdchat.evaluation.summary import SweepTime, mcnemar, speed_line, summarise
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
 from rsdchat.testing import ScriptedModel
-from rsdchat.types import Context, Generation, StepRequest
 
 # The draft gets 2+2 right and 3+3 wrong (its arithmetic says so); the target gets both right.
 # Each then concludes with the number its reply so far arrived at.
@@ -304,7 +306,6 @@ async def test_concurrency_keeps_every_result(tmp_path: Path) -> None:
     assert sorted((r["method"], r["id"]) for r in records) == sorted(
         (m, p.id) for m in ("target-only", "draft-only", "rsd") for p in PROBLEMS
     )
-    await asyncio.sleep(0)
 
 
 # -- calibration and pictures ---------------------------------------------------------------------

@@ -25,8 +25,7 @@ from typing import Any, Protocol
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from rsdchat.errors import BackendError, ConfigError
-from rsdchat.types import Message
+from rsdchat.plugin_api import BackendError, ConfigError, Message
 from rsdchat_openai.http import NotFound, Pool, Replica
 
 

@@ -9,8 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rsdchat.errors import BackendError, RsdchatError
-from rsdchat.types import Role
+from rsdchat.plugin_api import BackendError, Role, RsdchatError
 from rsdchat_vllm.config import HOST
 from rsdchat_vllm.ports import PortLease
 

@@ -1,4 +1,4 @@
-"""Events the engine emits while it works; the TUI, the CLI and the evaluator consume them.
+"""Events the engine emits while it works; the chat app and `rsdchat solve`'s live view consume them.
 
 Every event names the request it belongs to, so one sink can follow many requests
 in flight. Steps are numbered by their place in the answer: a rejected draft and the
@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rsdchat.types import Role
+from rsdchat.core.types import Role
 
 if TYPE_CHECKING:
-    from rsdchat.decision import Decision
-    from rsdchat.trace import Step, Trace
+    from rsdchat.core.decision import Decision
+    from rsdchat.core.trace import Step, Trace
 
 
 @dataclass(frozen=True)
@@ -66,5 +66,5 @@ Event = StepStarted | TokenText | StepScored | StepDone | Finished
 EventSink = Callable[[Event], None]
 
 
-def ignore(event: Event) -> None:
-    """An event sink that drops everything."""
+def ignore(event: object) -> None:
+    """A sink that drops everything (the engine's events, a chat's)."""

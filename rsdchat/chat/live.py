@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rsdchat.chat.transcript import Record, answer_record, step_record
-from rsdchat.events import Event, Finished, StepDone, StepStarted, TokenText
-from rsdchat.policy import Policy
-from rsdchat.trace import Ledger, Trace
-from rsdchat.types import Role
+from rsdchat.chat.transcript import answer_record, step_record
+from rsdchat.core.events import Event, Finished, StepDone, StepStarted, TokenText
+from rsdchat.core.policy import Policy
+from rsdchat.core.trace import Ledger, Trace
+from rsdchat.core.types import Role
+from rsdchat.files import Record
 
 
 @dataclass

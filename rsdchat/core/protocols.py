@@ -3,16 +3,19 @@
 Split by capability: every backend can continue text up to a step (`StepGenerator`);
 some can also say how likely a given text is (`LogprobModel`), which the
 log-probability rewards and the likelihood-ratio weightings need. Black-box
-endpoints need not offer it.
+endpoints need not offer it. What a step request may ask beyond a greedy step
+(sampling, a proposal to check) a generator declares in `features` (`Declares`);
+`Engine.check` refuses a policy that asks a generator for more than it declares.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from rsdchat.types import Context, Generation, ModelInfo, Role, StepRequest, Usage
+from rsdchat.core.types import Context, Generation, ModelInfo, Role, StepRequest, Usage
 
 TokenSink = Callable[[str], None]
 
@@ -29,10 +32,34 @@ class StepGenerator(Protocol):
     ) -> Generation:
         """Write one step; call `on_token` with each piece of text as it is produced.
 
-        Raises `rsdchat.errors.BackendError` on failure. Cancelling the awaiting task
+        Raises `rsdchat.core.errors.BackendError` on failure. Cancelling the awaiting task
         stops the generation.
         """
         ...
+
+
+class Feature(str, enum.Enum):
+    """What a `StepRequest` may ask of a generator beyond writing one greedy step."""
+
+    SAMPLING = "sampling"  # temperature > 0 (with top_p and the seed)
+    PROPOSAL = "proposal"  # `StepRequest.proposal`: checked greedily, the part it would write itself kept
+
+
+PLAIN: frozenset[Feature] = frozenset({Feature.SAMPLING})
+"""What a generator that declares nothing honours: greedy and sampled steps, no proposal."""
+
+
+@runtime_checkable
+class Declares(Protocol):
+    """A generator that says which request features it honours (any other is refused, not ignored)."""
+
+    @property
+    def features(self) -> frozenset[Feature]: ...
+
+
+def features(model: StepGenerator) -> frozenset[Feature]:
+    """The request features `model` honours: its declaration, else `PLAIN`."""
+    return model.features if isinstance(model, Declares) else PLAIN
 
 
 @dataclass
@@ -121,3 +148,17 @@ class RewardSource(Protocol):
     async def aclose(self) -> None:
         """Release connections (a no-op for sources computed in process)."""
         ...
+
+
+@runtime_checkable
+class Decides(Protocol):
+    """A reward source that makes its own keep-or-reject decision and gives rewards that say it.
+
+    Its rewards are meant for the binary ω alone, with δ in `decision_band` = (low, high] (a
+    band with low = high means δ = low): with any such δ, ω keeps exactly the steps it keeps.
+    Under another ω or δ its rewards would be read as something they are not (graded scores),
+    so `Engine.check` refuses them.
+    """
+
+    @property
+    def decision_band(self) -> tuple[float, float]: ...

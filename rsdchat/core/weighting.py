@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from rsdchat.errors import ConfigError
+from rsdchat.core.errors import ConfigError
 
 SYMBOLS: Mapping[str, str] = MappingProxyType({"delta": "δ", "alpha": "α", "p": "p", "beta": "β"})
 
