@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from rsdchat.core.errors import BackendError, ConfigError, RsdchatError, redact
+from rsdchat.core.errors import BackendError, ConfigError, ContextFull, RsdchatError, redact
 from rsdchat.core.protocols import (
     Backend,
     Feature,
@@ -74,6 +74,7 @@ __all__ = [
     "BackendPlugin",
     "ConfigError",
     "Context",
+    "ContextFull",
     "Feature",
     "FinishReason",
     "Generation",

@@ -30,7 +30,7 @@ if [ "${1:-}" = "--dev" ]; then
   "${pip[@]}" -e '.[dev]' -e 'backends/llamacpp[qwen]' "${extra[@]}"
   "${pip[@]}" --no-deps -r requirements/no-deps.txt
 else
-  "${pip[@]}" -e '.[eval]' -e 'backends/llamacpp[qwen]'
+  "${pip[@]}" -e '.[eval,serve]' -e 'backends/llamacpp[qwen]'
 fi
 # A wheel pip cached from a build with AMX would still crash: rebuild it (once) without.
 if .venv/bin/python -c "import llama_cpp, sys; sys.exit(b'AMX_INT8 = 1' not in llama_cpp.llama_print_system_info())"; then

@@ -150,7 +150,7 @@ class Engine:
             trace.finish_reason = "cancelled"
             raise
         except BackendError as exc:
-            trace.finish_reason, trace.error = "error", str(exc)
+            trace.finish_reason, trace.error, trace.failure = "error", str(exc), exc
         except BaseException as exc:
             trace.finish_reason, trace.error = "error", str(exc) or type(exc).__name__
             raise

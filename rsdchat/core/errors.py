@@ -23,6 +23,10 @@ class BackendError(RsdchatError):
     exit_code = 1
 
 
+class ContextFull(BackendError):
+    """The conversation leaves no room in a model's context (the user's to shorten, not a fault)."""
+
+
 _SECRET = re.compile(
     r"\b(?:sk|pk|rk|hf|ghp|gho|github_pat|xox[abpr])[-_][A-Za-z0-9_\-]{12,}"  # vendors' key formats
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*"  # an Authorization header's value

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from rsdchat.core.answers import last_boxed
 from rsdchat.core.decision import Decision
+from rsdchat.core.errors import BackendError
 from rsdchat.core.policy import Mode
 from rsdchat.core.types import FinishReason, Generation, Role, Usage
 
@@ -220,6 +221,7 @@ class Trace:
     steps: list[Step] = field(default_factory=list)
     finish_reason: str = "running"  # eos | answer | max_steps | max_tokens | cancelled | error
     error: str | None = None
+    failure: BackendError | None = field(default=None, repr=False, compare=False)  # what `error` says
     seconds: float = 0.0  # wall time of the whole request
     ledger: Ledger = field(default_factory=Ledger)
 

@@ -24,6 +24,7 @@ from rsdchat.plugin_api import (
     Assist,
     BackendError,
     Context,
+    ContextFull,
     Feature,
     FinishReason,
     Generation,
@@ -237,9 +238,9 @@ class LlamaModel:
         """Tokens of `context` as this model reads it (chat template included)."""
         return len(self.tokens(context))
 
-    def context_full(self, tokens: int) -> BackendError:
+    def context_full(self, tokens: int) -> ContextFull:
         """The conversation (`tokens` long) leaves no room in the context: one line saying what to do."""
-        return BackendError(
+        return ContextFull(
             f"the conversation ({tokens} tokens) fills the context of {self.info.name} ({self.n_ctx} tokens):"
             " start a new chat or raise n_ctx"
         )

@@ -31,6 +31,7 @@ from rsdchat.plugin_api import (
     Usage,
     step_end,
 )
+from rsdchat.plugin_api import ContextFull as ContextFullError
 from rsdchat_openai.http import Pool
 from rsdchat_openai.wire import Headers, ServerInfo, guess_params, token_ids
 
@@ -47,7 +48,7 @@ _CONTEXT_SIZE = re.compile(
 LONGER_CONTEXT = "serve the model with a longer context"
 
 
-class ContextFull(BackendError):
+class ContextFull(ContextFullError):
     """The conversation leaves no room in a model's context: one line saying what to do."""
 
     def __init__(self, role: str, size: int | None, hint: str = LONGER_CONTEXT) -> None:
