@@ -290,8 +290,45 @@ def key_differences(doc: Any, real: Any, path: str = "$") -> list[str]:
 def solve_json_examples(markdown: str) -> Iterator[tuple[int, str]]:
     """(line, text) of each fenced JSON example of `rsdchat solve --json` output."""
     for block in blocks(markdown):
-        if block.lang in ("json", "jsonl") and '"steps"' in block.text and '"finish_reason"' in block.text:
+        solve_like = '"steps"' in block.text and '"finish_reason"' in block.text
+        openai_shaped = '"chat.completion' in block.text or '"text_completion"' in block.text  # serve's
+        if block.lang in ("json", "jsonl") and solve_like and not openai_shaped:
             yield block.line, block.text
+
+
+def serve_json_problems(markdown: str, real: dict[str, Any]) -> list[str]:
+    """Each fenced JSON reply of `rsdchat serve` (a chat.completion) against the keys the server writes."""
+    problems = []
+    for block in blocks(markdown):
+        if block.lang != "json" or '"object": "chat.completion"' not in block.text:
+            continue
+        try:
+            doc = json.loads(block.text)
+        except json.JSONDecodeError as exc:
+            problems.append(f"line {block.line}: the serve reply example is not JSON: {exc}")
+            continue
+        problems.extend(f"line {block.line}: {diff}" for diff in key_differences(doc, real))
+    return problems
+
+
+@cache
+def real_serve_reply() -> dict[str, Any]:
+    """What `rsdchat serve` answers a non-streamed chat request, made by its own code on scripted models."""
+    import asyncio
+
+    from rsdchat.core.engine import Engine
+    from rsdchat.core.types import Message
+    from rsdchat.in_force import in_force
+    from rsdchat.serve.replies import Replies
+    from rsdchat.settings import Settings
+    from rsdchat.testing import ScriptedModel, ScriptedReward
+
+    engine = Engine(draft=ScriptedModel(DRAFT, name="tiny-draft"), target=ScriptedModel(TARGET))
+    reward = ScriptedReward(lambda context, step: 0.2 if "numbers" in step.text else 0.9)
+    policy = in_force(Settings(), reward).policy
+    trace = asyncio.run(engine.solve([Message("user", "What is 2+3?")], policy))
+    tokens = sum(step.tokens for step in trace.answer_steps)
+    return Replies("x", "rsd", chat=True).whole(trace.text, "stop", trace, policy, tokens)
 
 
 def json_problems(markdown: str, real: dict[str, Any], with_reference: dict[str, Any]) -> list[str]:
@@ -454,6 +491,17 @@ def test_the_solve_json_example_has_the_keys_the_code_writes() -> None:
     for doc, found in examples:
         if found:
             assert not json_problems(read(doc), real, with_reference), doc.name
+
+
+def test_the_serve_reply_example_has_the_keys_the_server_writes() -> None:
+    real = real_serve_reply()
+    assert real["rsd"]["steps"][0]["accepted"] is False  # a rejected draft, so every key shows
+    assert "omega" in real["rsd"]["steps"][0] and "roles" in real["usage"]["rsd"]
+    doc = read(ROOT / "docs" / "serve.md")
+    assert '"object": "chat.completion"' in doc
+    assert not serve_json_problems(doc, real)
+    broken = doc.replace('"omega": 0.0,', "", 1)
+    assert any("missing: ['omega']" in problem for problem in serve_json_problems(broken, real))
 
 
 def test_the_real_solve_json_is_what_the_examples_are_compared_with() -> None:

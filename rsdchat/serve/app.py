@@ -11,6 +11,7 @@ finish for a while, and the rest end with an error event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import time
@@ -19,12 +20,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sse_starlette.sse import EventSourceResponse
+from sse_starlette.sse import EventSourceResponse, SendTimeoutError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from rsdchat.core.errors import ConfigError, ContextFull
 from rsdchat.core.events import Event, Finished, StepDone
@@ -36,7 +38,7 @@ from rsdchat.in_force import in_force
 from rsdchat.runtime import Runtime
 from rsdchat.serve.metrics import Metrics
 from rsdchat.serve.replies import FINISH, Replies, error_event, provenance
-from rsdchat.serve.requests import MODELS, Ask, BadRequest, parse
+from rsdchat.serve.requests import MODELS, Ask, BadRequest, parse, refused_setting
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class Answer:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     trace: Trace | None = None
     finish: str | None = None  # "stop" | "length" (None: it failed or was cut off)
+    started: float = field(default_factory=time.perf_counter)
+    stepped: bool = False  # its first step is done
     sent: str = ""  # the answer's text so far
     tokens: int = 0  # the answer's tokens so far
 
@@ -86,15 +90,26 @@ class Answer:
 
 @dataclass
 class Slot:
-    """A running request's place; released once, by whichever of its ends comes first."""
+    """A request's place: waiting for one of the running slots, running, then released (once)."""
 
     server: Server
-    released: bool = False
+    state: str = "waiting"  # waiting | running | released
+
+    async def start(self) -> None:
+        """Wait for a running slot (cancelling the wait leaves the slot waiting, to be released)."""
+        await self.server._slots.acquire()
+        metrics = self.server.metrics
+        metrics.waiting, metrics.running = metrics.waiting - 1, metrics.running + 1
+        self.state = "running"
 
     def release(self) -> None:
-        if not self.released:
-            self.released = True
-            self.server.release()
+        metrics = self.server.metrics
+        if self.state == "waiting":
+            metrics.waiting -= 1
+        elif self.state == "running":
+            metrics.running -= 1
+            self.server._slots.release()
+        self.state = "released"
 
 
 class Server:
@@ -113,8 +128,12 @@ class Server:
 
     # -- admission ----------------------------------------------------------------------
 
-    async def admit(self) -> Slot:
-        """A place among the running requests; BadRequest 429 when the queue is full, 503 when draining."""
+    def reserve(self) -> Slot:
+        """A place in line; BadRequest 429 when the line is full, 503 while shutting down.
+
+        The request waits for a running slot with `Slot.start`: a streamed one after its response
+        has begun (so a waiting client hears from the server at once), others before answering.
+        """
         metrics, limits = self.metrics, self.limits
         if self.draining:
             raise BadRequest("the server is shutting down", status=503)
@@ -125,16 +144,7 @@ class Server:
                 code="rate_limit_exceeded",
             )
         metrics.waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            metrics.waiting -= 1
-        metrics.running += 1
         return Slot(self)
-
-    def release(self) -> None:
-        self.metrics.running -= 1
-        self._slots.release()
 
     async def reward(self, spec: str) -> RewardSource:
         """The reward source `spec` names, built once for the server (off the event loop)."""
@@ -143,7 +153,7 @@ class Server:
                 try:
                     self._rewards[spec] = await self.runtime.make_reward(spec)
                 except ConfigError as exc:
-                    raise BadRequest(f"rsd.reward: {exc}", param="rsd") from None
+                    raise BadRequest(f"rsd.reward: {exc}", param="rsd.reward") from None
             return self._rewards[spec]
 
     async def prepare(self, ask: Ask) -> Answer:
@@ -154,7 +164,7 @@ class Server:
             now = in_force(settings, reward)
             self.runtime.engine.check(now.policy)
         except ConfigError as exc:
-            raise BadRequest(str(exc).removeprefix("setting "), param="rsd") from None
+            raise refused_setting(exc) from None
         system = ask.system if ask.system is not None else now.system
         messages = ([Message("system", system)] if system.strip() else []) + ask.messages
         return Answer(ask, now.policy, messages)
@@ -185,6 +195,9 @@ class Server:
                     break
                 if not isinstance(event, StepDone) or answer.finish == "stop":
                     continue
+                if not answer.stepped:
+                    answer.stepped = True
+                    self.metrics.first_step.observe(time.perf_counter() - answer.started)
                 if not event.step.accepted:
                     yield event.step
                     continue
@@ -202,6 +215,11 @@ class Server:
             if not task.done():
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            while answer.trace is None and not events.empty():  # cut off: what it cost until then
+                event = events.get_nowait()
+                answer.trace = event.trace if isinstance(event, Finished) else None
+            if answer.trace is not None:
+                self.metrics.finished(answer.trace)  # every answer's steps and tokens, cut off or not
 
     async def drain(self, grace: float) -> None:
         """Refuse new requests; let running ones finish for `grace` seconds, then end them."""
@@ -223,6 +241,14 @@ def _failure(trace: Trace, draining: bool) -> tuple[str, str]:
     if isinstance(trace.failure, ContextFull):
         return str(trace.error), "context_length_exceeded"
     return trace.error or "the answer failed", "server_error"
+
+
+class EventStream(EventSourceResponse):
+    """Server-sent events; a client that stopped reading ends its stream without a traceback."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with contextlib.suppress(SendTimeoutError):
+            await super().__call__(scope, receive, send)
 
 
 def make_app(server: Server) -> Starlette:
@@ -264,7 +290,7 @@ def make_app(server: Server) -> Starlette:
                 authorised(request)
                 ask = parse(await body_of(request), server.settings, chat=chat)
                 model = ask.model
-                slot = await server.admit()
+                slot = server.reserve()
             except BadRequest as error:
                 return refused(error, model)
             try:
@@ -275,11 +301,11 @@ def make_app(server: Server) -> Starlette:
             replies = Replies(answer.request_id, model, chat=chat)
             if not ask.stream:
                 try:
-                    return await _whole(server, request, answer, replies, started)
+                    return await _whole(server, request, answer, replies, slot, started)
                 finally:
                     slot.release()
             events = _stream(server, answer, replies, slot, started)
-            return EventSourceResponse(
+            return EventStream(
                 events, send_timeout=limits.send_timeout, ping=15, background=BackgroundTask(slot.release)
             )
 
@@ -330,30 +356,27 @@ async def _stream(
     started: float,
 ) -> AsyncIterator[dict[str, str]]:
     """The SSE events of one streamed answer: chunks, the end (or an error event), `[DONE]`."""
-    metrics, status = server.metrics, 200
+    metrics, status = server.metrics, 499  # until its end is sent: a client that leaves, as in _whole
 
     def event(data: dict[str, Any]) -> dict[str, str]:
         return {"data": json.dumps(data, ensure_ascii=False)}
 
     try:
         yield event(replies.first())
-        first = True
+        await slot.start()  # waiting for a running slot, the client has its first chunk (and pings)
         async for piece in server.pieces(answer):
-            if first:
-                metrics.first_step.observe(time.perf_counter() - started)
-                first = False
             if isinstance(piece, Piece):
                 yield event(replies.chunk(piece.text, rsd=provenance(piece.step, answer.policy)))
             else:  # a rejected draft: provenance only
                 yield event(replies.chunk(None, rsd=provenance(piece, answer.policy) | {"text": piece.text}))
         trace = answer.trace
         assert trace is not None
-        metrics.finished(trace)
         if answer.finish is None:
             message, code = _failure(trace, server.draining)
             status = 500
             yield event(error_event(message, code))
         else:
+            status = 200
             yield event(replies.chunk(None, finish=answer.finish))
             if answer.ask.include_usage:
                 yield event(replies.usage_chunk(trace, answer.tokens))
@@ -365,12 +388,13 @@ async def _stream(
 
 
 async def _whole(
-    server: Server, request: Request, answer: Answer, replies: Replies, started: float
+    server: Server, request: Request, answer: Answer, replies: Replies, slot: Slot, started: float
 ) -> Response:
     """The answer in one response; a client that leaves meanwhile cancels it."""
     metrics = server.metrics
 
     async def collect() -> None:
+        await slot.start()
         async for _ in server.pieces(answer):
             pass
 
@@ -389,7 +413,6 @@ async def _whole(
     if trace is None or (not work.done() or work.cancelled()):  # the client left
         metrics.requests[(model, 499)] += 1
         return Response(status_code=499)
-    metrics.finished(trace)
     metrics.latency.observe(time.perf_counter() - started)
     if answer.finish is None:
         message, code = _failure(trace, server.draining)

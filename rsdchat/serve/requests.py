@@ -3,9 +3,10 @@
 Standard fields are honoured (`messages`/`prompt`, `max_tokens`, `temperature`, `top_p`,
 `seed`, `stop`, `stream`, `stream_options`) or, where they would change what is written and
 RSD cannot do them (`n > 1`, `tools`, `logprobs`, a JSON `response_format`), refused in one
-line; fields that change nothing here (`user`, `presence_penalty` 0, …) are accepted. RSD's
-own control is the extension object `rsd` (what the openai SDK sends as
-`extra_body={"rsd": {...}}`): an unknown key or a value out of range is a 400 naming it.
+line, as are penalties and `logit_bias` away from their defaults; fields that change nothing
+here (`user`, `metadata`, `store`, …) are accepted. RSD's own control is the extension object
+`rsd` (what the openai SDK sends as `extra_body={"rsd": {...}}`): an unknown key or a value out
+of range is a 400 naming it.
 A request's settings are the server's with the request's changes (`Settings.replace`), never
 past the operator's budgets.
 """
@@ -62,7 +63,7 @@ class BadRequest(Exception):
 
     def body(self) -> dict[str, Any]:
         kind = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
-        kind |= {413: "invalid_request_error", 503: "server_error"}
+        kind |= {413: "invalid_request_error", 500: "server_error", 503: "server_error"}
         return {
             "error": {
                 "message": self.message,
@@ -110,12 +111,10 @@ def parse(body: object, server: Settings, *, chat: bool) -> Ask:
     changes.setdefault("mode", MODELS[model])
     try:
         settings = server.replace(**changes)
-    except ConfigError as exc:  # "setting delta: …": the field, as the request names it
-        said = str(exc).removeprefix("setting ")
-        field = said.partition(":")[0]
-        name = f"rsd.{field}" if field in RSD_KEYS else field
-        raise BadRequest(f"rsd.{said}" if field in RSD_KEYS else said, param=name) from None
-    stream = body.get("stream", False)
+    except ConfigError as exc:
+        raise refused_setting(exc) from None
+    stream = body.get("stream")
+    stream = False if stream is None else stream  # null: the default, as OpenAI takes it
     if not isinstance(stream, bool):
         raise BadRequest("stream must be true or false", param="stream")
     options = body.get("stream_options") or {}
@@ -133,6 +132,15 @@ def parse(body: object, server: Settings, *, chat: bool) -> Ask:
     )
 
 
+def refused_setting(error: ConfigError) -> BadRequest:
+    """A setting's ConfigError ("setting delta: …") as a 400 naming the field as the request does."""
+    said = str(error).removeprefix("setting ")
+    field = said.partition(":")[0]
+    if field in RSD_KEYS:
+        return BadRequest(f"rsd.{said}", param=f"rsd.{field}")
+    return BadRequest(said, param=field if field in IGNORED or field.isidentifier() else None)
+
+
 def _text(body: Mapping[str, Any], key: str, *, required: bool = False) -> str:
     value = body.get(key)
     if value is None and not required:
@@ -144,8 +152,8 @@ def _text(body: Mapping[str, Any], key: str, *, required: bool = False) -> str:
 
 def _refused(body: Mapping[str, Any]) -> None:
     """Standard fields that would change the answer in ways RSD does not do: one line each."""
-    n = body.get("n", 1)
-    if n != 1:
+    n = body.get("n")
+    if n is not None and n != 1:  # null: the default, as OpenAI takes it
         raise BadRequest("n must be 1: rsdchat writes one answer per request", param="n")
     for key in ("tools", "functions"):
         if body.get(key):
@@ -154,6 +162,8 @@ def _refused(body: Mapping[str, Any]) -> None:
         value = body.get(key)
         if key in ("logprobs", "echo") and value:
             raise BadRequest(f"{key} is not supported by rsdchat", param=key)
+        if key in ("presence_penalty", "frequency_penalty", "logit_bias") and value:
+            raise BadRequest(f"{key} is not supported by rsdchat (leave it at its default)", param=key)
         if key == "best_of" and value not in (None, 1):
             raise BadRequest("best_of must be 1", param=key)
         if key == "response_format" and value not in (None, harmless):
