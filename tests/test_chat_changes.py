@@ -225,3 +225,25 @@ async def test_a_new_chat_keeps_the_settings() -> None:
     assert chat.session.acceptance.judged == 0 and chat.session.spent.flops == 0
     assert chat.session.policy is not None and chat.session.policy.weighting == BinaryStep(0.8)
     assert isinstance(chat.events[-1], StateChanged)
+
+
+async def test_reward_default_goes_back_to_the_configured_reward_and_says_when_delta_resets() -> None:
+    chat = await open_chat()  # configured: draft-confidence (a scripted source, default δ 0.7)
+    await chat.session.command("/delta 0.8")
+    await chat.session.command("/reward arithmetic")
+    assert chat.session.settings.reward == "arithmetic" and chat.session.settings.delta is None
+    said = [n for n in chat.notices() if n.startswith("reward changed:")]
+    assert said and "δ is back to arithmetic's default" in said[-1] and "(it was 0.8)" in said[-1]
+    await chat.session.command("/reward default")
+    assert chat.session.settings.reward == "draft-confidence" and chat.session.settings.delta is None
+    assert chat.session.reward is not None and chat.session.reward.name == "scripted"
+
+
+async def test_delta_keys_in_a_single_model_mode_say_that_delta_does_nothing() -> None:
+    chat = await open_chat()
+    await chat.session.command("/mode target-only")
+    with pytest.raises(ConfigError, match="δ does nothing in target-only mode: /mode rsd"):
+        await chat.session.nudge_delta(1)
+    await chat.session.command("/mode rsd")
+    await chat.session.nudge_delta(1)  # judged again: δ moves
+    assert chat.session.policy is not None and chat.session.policy.weighting == BinaryStep(0.75)

@@ -20,6 +20,7 @@ from rsdchat.core.policy import Mode
 from rsdchat.core.weighting import SYMBOLS, WEIGHTINGS
 from rsdchat.in_force import STEP_WORDS, STEPS, InForce, Style
 from rsdchat.plugins import REWARDS, backend_plugins, distribution, reward_plugins
+from rsdchat.settings import Settings
 
 Runner = Literal["setting", "session", "app"]
 
@@ -46,7 +47,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "weighting": CommandSpec("/weighting NAME [PARAMS]", _weighting_usage(), "setting"),
     "reward": CommandSpec(
         "/reward NAME [URL [MODEL]]",
-        "reward source ('*' multiplies); a served one: /reward orm URL",
+        "reward source ('*' multiplies); a served one: /reward orm URL; /reward default resets",
         "setting",
     ),
     "mode": CommandSpec(
@@ -94,8 +95,11 @@ def parse_number(text: str, what: str) -> float:
     return value
 
 
-def change(name: str, rest: str, choice: Choice) -> Choice:
-    """What the chat runs with after the settings command `/name rest`; ConfigError on a bad value."""
+def change(name: str, rest: str, choice: Choice, opened: Settings | None = None) -> Choice:
+    """What the chat runs with after the settings command `/name rest`; ConfigError on a bad value.
+
+    `opened`: the settings the chat was opened with, which `/reward default` goes back to.
+    """
     usage = COMMANDS[name].usage
     if name == "delta":
         if not rest:
@@ -104,6 +108,11 @@ def change(name: str, rest: str, choice: Choice) -> Choice:
     if name == "weighting":
         return _weighting(rest, choice, usage)
     if name == "reward":
+        if rest.lower() == "default":
+            configured = (opened or choice.settings).reward
+            return choice.with_extras(style=None, reward_url=None, reward_model=None).set(
+                reward=configured, delta=None
+            )
         return _reward(rest, choice, usage)
     if name == "steps":
         word = rest.lower()

@@ -57,6 +57,7 @@ class ChatSession:
 
     def __init__(self, settings: Settings, *, runtime: Runtime | None = None, listener: Listener = ignore):
         self.choice = Choice(settings)  # the settings, as changed by commands since, and the chat's extras
+        self._opened = settings  # what `/reward default` goes back to
         self.runtime = runtime
         self.listener = listener
         self.transcript = Transcript.start(self.choice, {})
@@ -215,12 +216,19 @@ class ChatSession:
         except ConfigError as exc:  # said in the chat's words: δ, not the setting's name
             raise ConfigError(str(exc).replace("setting delta: ", "δ ", 1)) from None
         before = self._in_force_or_none() if self.policy is not None or record else None
-        self.choice, self.policy_error = new, None
+        old, self.choice, self.policy_error = self.choice, new, None
         staged = self._changes.apply(
             self.transcript, new, before, after, answering=self.answering, record=record
         )
         if staged:
             self.notify(f"{staged} — from the next step", title="setting changed")
+        reset = old.settings.delta is not None and new.settings.delta is None
+        if record and reset and reward is not None and old.settings.reward != new.settings.reward:
+            self.notify(  # a new source has its own scale: the δ the user set does not carry over
+                f"δ is back to {reward.name}'s default, {reward.default_delta:g} (it was "
+                f"{old.settings.delta:g}); /delta sets it",
+                title="reward changed",
+            )
         self._emit(StateChanged())
 
     def _runtime(self) -> Runtime:
@@ -251,6 +259,10 @@ class ChatSession:
         """δ one step up (1) or down (-1); ConfigError when there is no δ to move."""
         self._runtime()
         settings = self.settings
+        if settings.mode is not Mode.RSD:  # no draft step is judged: δ would change nothing
+            raise ConfigError(
+                f"δ does nothing in {settings.mode.value} mode: /mode rsd to judge drafts again"
+            )
         if not uses_delta(settings):
             raise ConfigError(f"the {settings.weighting} weighting has no δ; try /weighting binary")
         await self.change(self.choice.set(delta=nudged_delta(settings, self.reward, direction)))
@@ -386,7 +398,7 @@ class ChatSession:
         """Run a slash command: a setting, or `command_<name>` (see COMMANDS); ConfigError if it fails."""
         name, rest = parse_command(line)
         if COMMANDS[name].runner == "setting":
-            await self.change(change(name, rest, self.choice))
+            await self.change(change(name, rest, self.choice, self._opened))
             return
         run = getattr(self, f"command_{name}", None)
         if run is None:
