@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
-import io
 import threading
 import time
 from pathlib import Path
@@ -37,6 +35,7 @@ from rsdchat.plugin_api import (
     step_end,
 )
 from rsdchat_llamacpp.embedded import ModelError
+from rsdchat_llamacpp.llamalog import LLAMA_LOG, errors_of_this_thread, hush
 from rsdchat_llamacpp.loading import extra_buffers, model_defaults
 
 if TYPE_CHECKING:
@@ -151,29 +150,29 @@ class LlamaModel:
     features = frozenset({Feature.SAMPLING, Feature.PROPOSAL})  # a proposal: checked in batches (_verify)
 
     def __init__(self, path: Path, *, name: str, n_ctx: int, threads: int, n_batch: int = 512) -> None:
+        hush()  # before llama.cpp says anything: its loader log is not shown, its errors are
         from llama_cpp import Llama
-        from llama_cpp._logger import set_verbose
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        # Llama(verbose=False) would point the whole process's stdout/stderr at /dev/null
-        # while loading, blanking a UI that is drawing meanwhile. Load verbosely instead and
-        # catch llama.cpp's log (which it prints through Python's sys.stderr) in a buffer.
-        log = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(log), model_defaults(use_extra_bufts=extra_buffers()):
-                self._llm: Llama = Llama(
-                    model_path=str(path),
-                    n_ctx=n_ctx,
-                    n_batch=n_batch,
-                    n_threads=threads,
-                    n_threads_batch=threads,
-                    logits_all=False,
-                    verbose=True,
-                )
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{path} is not a usable GGUF model (corrupt or truncated?): {exc}") from None
-        finally:
-            set_verbose(False)  # from now on llama.cpp logs errors only
+        with errors_of_this_thread() as errors:
+            try:
+                with model_defaults(use_extra_bufts=extra_buffers()):
+                    self._llm: Llama = Llama(
+                        model_path=str(path),
+                        n_ctx=n_ctx,
+                        n_batch=n_batch,
+                        n_threads=threads,
+                        n_threads_batch=threads,
+                        logits_all=False,
+                        verbose=False,  # no Python prints; llama.cpp's own log goes to `hush`'s callback
+                    )
+            except (ValueError, RuntimeError) as exc:
+                said = f" (llama.cpp: {'; '.join(errors[-3:])})" if errors else ""
+                raise ModelError(
+                    f"{path} is not a usable GGUF model (corrupt or truncated?): {exc}{said}"
+                ) from None
+        for line in errors:  # a load that worked despite them: still worth hearing
+            LLAMA_LOG.error("llama.cpp: %s", line)
         llm = self._llm
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rsdchat.plugin_api import PROGRESS
+from rsdchat_llamacpp.llamalog import hush
 
 _PATCH_LOCK = threading.Lock()  # the defaults are patched process-wide while one model loads
 
@@ -25,6 +26,7 @@ _PATCH_LOCK = threading.Lock()  # the defaults are patched process-wide while on
 @functools.cache
 def amx_build() -> bool:
     """Whether this llama.cpp build would put weights in AMX buffers on this CPU."""
+    hush()
     import llama_cpp
 
     return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
