@@ -67,14 +67,17 @@ def setting(
     panel: str,
     *,
     flag: str | None = None,
+    shown_default: str | None = None,
     runtime_only: bool = False,
     **checks: Any,
 ) -> Any:
     """A settings field: its default, its --help text, its --help panel, and pydantic checks.
 
+    `shown_default`: what `--help` shows as its default, where the value itself is too long.
     `runtime_only`: it changes how the models run, never what they write (see RUNTIME_ONLY).
     """
     extra: dict[str, Any] = {"panel": panel, **({"flag": flag} if flag else {})}
+    extra |= {"shown_default": shown_default} if shown_default else {}
     extra |= RUNTIME_ONLY if runtime_only else {}
     return Field(default, description=description, json_schema_extra=extra, **checks)
 
@@ -139,7 +142,13 @@ class Settings(BaseModel):
     seed: int = setting(0, "same seed, same transcript", BUDGETS)
     step_delimiter: str = setting("\n\n", "a step ends at this text (a blank line)", BUDGETS, min_length=1)
     stop_at_answer: bool = setting(True, "end the answer at the first complete \\boxed{}", BUDGETS)
-    system_prompt: str = setting(MATH_SYSTEM_PROMPT, "system prompt", BUDGETS, flag="system")
+    system_prompt: str = setting(
+        MATH_SYSTEM_PROMPT,
+        "system prompt",
+        BUDGETS,
+        flag="system",
+        shown_default="a math prompt; `rsdchat config` shows it",
+    )
     concurrency: int = setting(
         1, "questions (and a question's samples) in flight at once", BUDGETS, runtime_only=True, ge=1
     )

@@ -1,7 +1,7 @@
 """The `rsdchat` command line: the chat app by default, `solve` for one-shot answers.
 
 Every command that runs models takes every setting as an option (`rsdchat.cli.options`);
-options given before the subcommand apply to it too.
+options given before the subcommand apply to it too. `--help` is `rsdchat.cli.helptext`'s.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rsdchat.cli import calibrate, evaluate, running, serve
+from rsdchat.cli.helptext import HelpGroup, use_everywhere
 from rsdchat.cli.info import info_commands
 from rsdchat.cli.options import Given, with_settings
 from rsdchat.core.errors import ConfigError, RsdchatError, redact
@@ -27,9 +28,11 @@ app = typer.Typer(
     help=(
         "Reward-Guided Speculative Decoding in the terminal: a small draft model writes each "
         "reasoning step, a reward scores it, and the large target model rewrites the steps the "
-        "reward rejects.\n\nRun with no command to open the chat app. Every option is also "
-        "RSDCHAT_<NAME> in the environment and <name> in the config file (see `rsdchat config`)."
+        "reward rejects.\n\nRun with no command to open the chat app; `rsdchat COMMAND --help` "
+        "for a command. Every setting is also RSDCHAT_<NAME> in the environment and <name> in the "
+        "config file."
     ),
+    cls=HelpGroup,
     no_args_is_help=False,
     invoke_without_command=True,
     pretty_exceptions_enable=False,
@@ -142,7 +145,7 @@ def solve(
 
       echo "If 3 pens cost $4.50, what do 7 cost?" | rsdchat solve --json
 
-      rsdchat solve --file questions.jsonl --json --output answers.jsonl --concurrency 4
+      rsdchat solve -f questions.jsonl --json -o answers.jsonl --concurrency 4
     """
     from rsdchat.cli.solve import quiet_stdout, run_solve, write_failure
     from rsdchat.files import same_file
@@ -187,6 +190,9 @@ def _problems(question: str | None, file: Path | None) -> list[Problem]:
     if not question.strip():
         raise ConfigError("the question is empty")
     return [Problem(id="q1", question=question.strip(), reference="")]
+
+
+use_everywhere(app)  # after the last command: each one's --help is helptext's
 
 
 def main() -> None:

@@ -92,7 +92,9 @@ def calibrate_command(
     ] = "0.5:0.99:0.01",
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Results file (default rsdchat-calibrate-<dataset>.jsonl)."),
+        typer.Option(
+            "--output", "-o", help="Results file.", show_default="rsdchat-calibrate-<dataset>.jsonl"
+        ),
     ] = None,
     write: Annotated[bool, typer.Option("--write", help="Write the δ found to the config file.")] = False,
     *,

@@ -231,7 +231,8 @@ def eval_command(
         typer.Option(
             "--dataset",
             "-d",
-            help=f"A packaged benchmark: {', '.join(DATASETS)} (default {DEFAULT_DATASET}).",
+            help=f"A packaged benchmark: {', '.join(DATASETS)}.",
+            show_default=DEFAULT_DATASET,
         ),
     ] = None,
     file: Annotated[
@@ -243,7 +244,7 @@ def eval_command(
     offset: Annotated[int, typer.Option(help="First question (0-based).")] = 0,
     limit: Annotated[
         int | None,
-        typer.Option(help="How many questions (0: all to the end). Default: 20 (with --report: all)."),
+        typer.Option(help="How many questions (0: all to the end).", show_default="20; with --report, all"),
     ] = None,
     ids: Annotated[str | None, typer.Option(help="Only these question ids, comma-separated.")] = None,
     methods: Annotated[
@@ -253,9 +254,9 @@ def eval_command(
             "-m",
             help=(
                 "Comma-separated: target-only, draft-only, rsd, random, sd, maj, bon, pbon, beam; "
-                f"options after ':' (bon:n=4, rsd:delta=0.8). Default: {DEFAULT_METHODS} "
-                "(with --report: every method in the file)."
+                "options after ':' (bon:n=4, rsd:delta=0.8)."
             ),
+            show_default=f"{DEFAULT_METHODS}; with --report, every method in the file",
         ),
     ] = None,
     output: Annotated[
@@ -263,7 +264,8 @@ def eval_command(
         typer.Option(
             "--output",
             "-o",
-            help="The results file (JSONL; rerun to resume). Default: rsdchat-eval-<dataset>.jsonl",
+            help="The results file (JSONL; rerun to resume).",
+            show_default="rsdchat-eval-<dataset>.jsonl",
         ),
     ] = None,
     as_json: Annotated[
@@ -282,10 +284,11 @@ def eval_command(
         bool, typer.Option("--skip-bad", help="Skip malformed lines of --file instead of stopping.")
     ] = False,
     question_field: Annotated[
-        str | None, typer.Option(help="The question's field in --file (default question or problem).")
+        str | None,
+        typer.Option(help="The question's field in --file.", show_default="question or problem"),
     ] = None,
     answer_field: Annotated[
-        str | None, typer.Option(help="The answer's field in --file (default answer).")
+        str | None, typer.Option(help="The answer's field in --file.", show_default="answer")
     ] = None,
     *,
     _settings_given: Given,
@@ -294,13 +297,14 @@ def eval_command(
 
     Results are written as they finish; rerunning the same command resumes.
 
-    A setting given several values (--delta 0.5:0.95:0.05) runs once per value, sharing their steps.
+    A numeric setting takes several values (<float,…>: a list A,B,C or a range LOW:HIGH:STEP, as in
+    --delta 0.5:0.95:0.05): it runs once per value, sharing their steps.
 
     [dim]Examples:[/dim]
 
-      rsdchat eval -d gsm8k --limit 50 -m target-only,draft-only,rsd,random,bon:n=4 -o gsm8k.jsonl
+      rsdchat eval -d gsm8k --limit 50 -m target-only,rsd,bon:n=4 -o gsm8k.jsonl
 
-      rsdchat eval --limit 30 --methods target-only,rsd --delta 0.7:0.95:0.05 --plot plots/
+      rsdchat eval -m target-only,rsd --delta 0.7:0.95:0.05 --plot plots/
     """
     err = Console(stderr=True)
     given = _settings_given

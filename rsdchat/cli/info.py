@@ -61,6 +61,7 @@ def config(
 ) -> None:
     """Print the resolved settings (defaults < config file < RSDCHAT_* env < flags) as TOML.
 
+    Its first line, a TOML comment, names the config file it read (or where one would be read).
     `rsdchat config path` prints where the config file is read from (it may not exist yet).
     """
     if what is not None:
@@ -76,6 +77,8 @@ def config(
     if as_json:
         print(dumps({"settings": tables.pop(""), **tables}))
         return
+    path = (_settings_given.config or default_config_path()).expanduser()
+    print(f"# config file: {path}" if path.is_file() else f"# config file: none ({path} does not exist)")
     for table, values in tables.items():
         if table:
             print(f"\n[{table}]")

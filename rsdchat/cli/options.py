@@ -2,7 +2,8 @@
 
 `@with_settings` gives a Typer command one `--<field>` option per setting of the core
 `Settings` and of each installed backend plugin (help text, default and --help panel
-from the model), plus `--config`. The command receives them as one `Given`; options
+from the model), plus `--config` and `--help-all` (`--help` sums up the backends' settings:
+`rsdchat.cli.helptext`). The command receives them as one `Given`; options
 given to `rsdchat` itself, before the subcommand, count too (the subcommand's win).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import re
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,12 +24,14 @@ import typer
 from pydantic_core import PydanticUndefined
 from rich.markup import escape
 
+from rsdchat.cli.helptext import HELP_ALL, help_all
 from rsdchat.core.errors import ConfigError
-from rsdchat.plugins import backend_plugins
 from rsdchat.settings import SettingField, Settings, load_settings, setting_fields
 
 F = TypeVar("F", bound=Callable[..., Any])
-CONFIG_HELP = "TOML settings file (default: $RSDCHAT_CONFIG or ~/.config/rsdchat/config.toml)"
+CONFIG_HELP = "TOML settings file."
+CONFIG_DEFAULT = "$RSDCHAT_CONFIG, else ~/.config/rsdchat/config.toml"
+HELP_ALL_HELP = "Show every option, each backend's settings included, and exit."
 PARAM = "_settings_given"  # the parameter the wrapped command receives the options in
 CONTEXT = "_settings_ctx"
 
@@ -64,25 +68,43 @@ def _panel(setting: SettingField) -> str:
     extra = setting.info.json_schema_extra
     if isinstance(extra, dict) and extra.get("panel"):
         return str(extra["panel"])
-    owner = setting.owners[0]
-    plugin = backend_plugins().get(owner)
-    return f"Backend {owner}: {plugin.title}" if plugin is not None else f"Backend {owner}"
+    return f"Backend {setting.owners[0]}"  # its --help panel opens with the plugin's title
 
 
-def _help(setting: SettingField) -> str:
-    text = escape(setting.info.description or setting.name)
+DEFAULT_IN_HELP = re.compile(
+    r"\s*\((?:(?P<before>[^()]*?);\s*)?default(?P<scope> for [^:()]*)?:\s*(?P<value>[^()]*)\)\s*$"
+)
+
+
+def _help(setting: SettingField) -> tuple[str, str | None]:
+    """The option's help and its default as `[default: …]` shows it (None: nothing to show).
+
+    A description that ends with its own "(default: …)" (a setting unset by default: "all
+    cores") gives that as the default, so that every default is spelled the same way.
+    """
+    text = setting.info.description or setting.name
+    extra = setting.info.json_schema_extra
+    shown = extra.get("shown_default") if isinstance(extra, dict) else None
+    found = DEFAULT_IN_HELP.search(text)
+    if found is not None:
+        before = found.group("before")
+        text = text[: found.start()] + (f" ({before})" if before else "")
+        scope = found.group("scope")
+        shown = shown or found.group("value").strip() + (f" ({scope.strip()})" if scope else "")
     default = setting.info.default
-    if default is not None and default is not PydanticUndefined:
-        shown = default.value if isinstance(default, Enum) else default
-        text += f" [dim](default: {escape(repr(shown) if isinstance(shown, str) else str(shown))})[/dim]"
-    return text
+    if shown is None and default is not None and default is not PydanticUndefined:
+        value = default.value if isinstance(default, Enum) else default
+        if isinstance(value, bool):
+            shown = "on" if value else "off"
+        elif isinstance(value, str) and (not value or value != value.strip() or not value.isprintable()):
+            shown = repr(value)
+        else:
+            shown = str(value)
+    return escape(text), None if shown is None else str(shown)  # the default is shown as plain text
 
 
 def _sweepable(setting: SettingField) -> bool:
     return _inner(setting.info.annotation) in (int, float)
-
-
-SWEEP_HELP = " [dim]A range LOW:HIGH:STEP or a list A,B,C runs once per value.[/dim]"
 
 
 def parse_values(text: str, setting: str) -> list[float]:
@@ -105,10 +127,17 @@ def _option(setting: SettingField, sweeps: bool = False) -> inspect.Parameter:
     kind = _inner(setting.info.annotation)
     flag = setting.flag
     decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
-    help_text = _help(setting)
-    if sweeps and _sweepable(setting):
-        kind, help_text = str, help_text + SWEEP_HELP
-    option = typer.Option(*decls, help=help_text, rich_help_panel=_panel(setting), show_default=False)
+    help_text, default = _help(setting)
+    metavar = None
+    if sweeps and _sweepable(setting):  # several values: a list A,B,C or a range LOW:HIGH:STEP
+        metavar, kind = f"<{kind.__name__},…>", str
+    option = typer.Option(
+        *decls,
+        help=help_text,
+        rich_help_panel=_panel(setting),
+        show_default=default if default is not None else False,
+        metavar=metavar,
+    )
     annotation = Annotated[Optional[kind], option]  # type: ignore[valid-type]  # noqa: UP045
     return inspect.Parameter(
         setting.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
@@ -141,7 +170,19 @@ def with_settings(command: F | None = None, *, sweeps: bool = False) -> Any:
             "config",
             inspect.Parameter.KEYWORD_ONLY,
             default=None,
-            annotation=Annotated[Optional[Path], typer.Option("--config", help=CONFIG_HELP)],  # noqa: UP045
+            annotation=Annotated[
+                Optional[Path],  # noqa: UP045
+                typer.Option("--config", help=CONFIG_HELP, show_default=CONFIG_DEFAULT),
+            ],
+        ),
+        inspect.Parameter(
+            "help_all",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=Annotated[
+                bool,
+                typer.Option(HELP_ALL, help=HELP_ALL_HELP, is_eager=True, callback=help_all),
+            ],
         ),
         *(_option(setting, sweeps) for setting in settings),
     ]
@@ -160,6 +201,7 @@ def with_settings(command: F | None = None, *, sweeps: bool = False) -> Any:
                 flags[name] = values[0]
             else:
                 several[name] = values
+        kwargs.pop("help_all")  # its callback prints the help and exits
         given = Given(kwargs.pop("config"), flags, several)
         parent = ctx.parent.obj if ctx.parent is not None and isinstance(ctx.parent.obj, Given) else None
         given = given.over(parent)
