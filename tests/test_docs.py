@@ -663,3 +663,13 @@ def test_the_name_checker_flags_names_that_do_not_import() -> None:
     assert name_problems("`rsdchat.core.engine.Engine` and `rsdchat.progress.PROGRESS.info(line)`") == []
     problems = name_problems("`rsdchat.engine.Engine` and `rsdchat.core.engine.Motor`")
     assert len(problems) == 2, problems
+
+
+def test_the_chat_app_screens_in_tui_md_are_the_snapshots_the_tests_compare() -> None:
+    """docs/tui.md shows the app as it is: each screen it shows is a snapshot file, byte for byte."""
+    doc = read(ROOT / "docs" / "tui.md")
+    screens = [b.text for b in blocks(doc) if b.text.startswith(" ⭘")]
+    snapshots = [ROOT / "tests" / "snapshots" / f"tui_math_{size}.txt" for size in ("80x24", "160x48")]
+    assert len(screens) == len(snapshots)
+    for screen, snapshot in zip(screens, snapshots, strict=True):
+        assert screen.rstrip("\n") == snapshot.read_text(encoding="utf-8").rstrip("\n"), snapshot.name

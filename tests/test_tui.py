@@ -10,28 +10,34 @@ import asyncio
 import os
 import re
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chat_helpers import DRAFT, OrmServer, make_runtime, needs_openai, wait_until
+from textual import events
+from textual.color import Color
 from textual.pilot import Pilot
 from textual.strip import Strip
-from textual.widgets import Collapsible, Input
+from textual.widgets import Collapsible
 from textual.widgets.collapsible import CollapsibleTitle
 
 from rsdchat.chat.history import saved_chats
 from rsdchat.core.errors import BackendError, ConfigError
+from rsdchat.core.protocols import Score
 from rsdchat.core.types import Context, Generation, StepRequest, Usage
 from rsdchat.progress import PROGRESS
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
-from rsdchat.testing import ScriptedModel
+from rsdchat.testing import ScriptedModel, ScriptedReward
 from rsdchat.tui import RsdChatApp, run
+from rsdchat.tui.app import header_line
 from rsdchat.tui.screens.help import HelpScreen
 from rsdchat.tui.screens.history import HistoryScreen
 from rsdchat.tui.widgets.status import StatusPanel
-from rsdchat.tui.widgets.steps import NoteLine, RejectedDraft, StepView, TurnView
+from rsdchat.tui.widgets.steps import AnswerBox, NoteLine, RejectedDraft, StepView, TurnView
+from rsdchat.tui.widgets.welcome import Welcome
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
@@ -59,7 +65,7 @@ async def settle(pilot: Pilot[None], app: RsdChatApp) -> None:
 
 async def type_line(pilot: Pilot[None], app: RsdChatApp, line: str, *, wait: bool = True) -> None:
     """Type a line and press Enter; `wait` also waits until the app is idle (not mid-answer)."""
-    prompt = app.query_one(Input)
+    prompt = app.prompt
     prompt.value = line
     if wait:
         await pilot.press("enter")
@@ -87,15 +93,15 @@ async def test_the_screen_shows_author_reward_decision_and_the_rejected_draft() 
         assert "draft · step 1 · 3 tok · r 0.9 ░░░░░┃████░ ≥ δ 0.7 · ω 1 · ✓ accepted" in text
         assert "▶ ✗ rejected draft · step 2 · r 0.2 ░████┃░░░░░ < δ 0.7 · ω 0" in text
         assert "target · step 2 · 4 tok" in text and "Step two, done right." in text
-        assert "Answer: 4" in text and "✓ answer · 3 steps · drafts accepted 2/3" in text
+        assert "Answer: 4" in text and "■ answered · 3 steps · drafts accepted 2/3" in text
         assert "accepted   2/3 drafts (67%)" in text  # the side panel
-        assert "rsd · math · binary δ=0.7 · accepted 2/3" in text  # the header
+        assert "rsd · reward scripted · binary δ=0.7 · accepted 2/3 · math" in text  # the header
         (rejected,) = app.query(Collapsible)
         assert rejected.collapsed and "Step two is wrong." not in text
         rejected.collapsed = False
         await pilot.pause()
         assert "Step two is wrong." in screen_text(app)  # expandable, nothing lost
-        assert app.focused is app.query_one(Input)  # typing goes to the input again
+        assert app.focused is app.prompt  # typing goes to the input again
 
 
 async def test_tokens_stream_into_the_step_being_written() -> None:
@@ -120,7 +126,7 @@ async def test_a_change_mid_answer_is_drawn_between_the_steps() -> None:
         await type_line(pilot, app, "What is 2+2?", wait=False)
         await wait_until(lambda: current_step(app) is not None)
         await type_line(pilot, app, "/delta 0.95", wait=False)
-        assert app.query_one(Input).value == ""
+        assert app.prompt.value == ""
         await pilot.pause()
         assert "δ 0.7 → 0.95 — from the next step" in screen_text(app)  # the notification
         await settle(pilot, app)
@@ -199,7 +205,7 @@ async def test_f1_opens_the_help_screen_and_escape_closes_it() -> None:
         await pilot.pause()
         assert not isinstance(app.screen, HelpScreen) and app.is_running
         await type_line(pilot, app, "/help")
-        assert isinstance(app.screen, HelpScreen) and app.query_one(Input).value == ""
+        assert isinstance(app.screen, HelpScreen) and app.prompt.value == ""
         await pilot.press("q")
         await pilot.pause()
         assert not isinstance(app.screen, HelpScreen)
@@ -210,17 +216,17 @@ async def test_the_input_keeps_what_could_not_be_done() -> None:
     async with app.run_test(size=(120, 30), notifications=True) as pilot:
         for bad in ("/frobnicate [now]", "/weighting nope", "/delta high"):
             await type_line(pilot, app, bad)
-            assert app.query_one(Input).value == bad  # what was typed is kept, to be fixed
+            assert app.prompt.value == bad  # what was typed is kept, to be fixed
         text = screen_text(app)
         assert "unknown command /frobnicate; type /help for the list" in text
         assert "δ must be a number, got 'high'" in text
         await type_line(pilot, app, "/weighting clip")
-        assert app.query_one(Input).value == ""
+        assert app.prompt.value == ""
         await pilot.press("ctrl+up")
         await pilot.pause()
         assert "the clip weighting has no δ" in screen_text(app)
         await ask(pilot, app, "What is 2+2?")
-        assert app.query_one(Input).value == "" and "Answer: 4" in screen_text(app)
+        assert app.prompt.value == "" and "Answer: 4" in screen_text(app)
 
 
 async def test_a_question_sent_while_the_models_load_stays_in_the_input(
@@ -243,7 +249,7 @@ async def test_a_question_sent_while_the_models_load_stays_in_the_input(
         assert "loading models: draft tiny-draft, target tiny-target…" in text
         assert "tiny-draft (not" in text and "rsdchat — loading models…" in text
         await type_line(pilot, app, "What is 2+2?")
-        assert app.query_one(Input).value == "What is 2+2?"  # kept until the models are there
+        assert app.prompt.value == "What is 2+2?"  # kept until the models are there
         assert "still loading; your question is kept" in screen_text(app)
         ready.set()
         await wait_until(lambda: app.session.ready)
@@ -261,7 +267,7 @@ async def test_a_load_failure_is_shown_and_the_app_stays_open() -> None:
         text = screen_text(app)
         assert "could not load the models: unknown backend 'no-such-backend'" in text
         await type_line(pilot, app, "hello")
-        assert app.query_one(Input).value == "hello" and app.is_running
+        assert app.prompt.value == "hello" and app.is_running
 
 
 async def test_a_backend_error_is_shown_and_the_next_question_works() -> None:
@@ -354,7 +360,7 @@ async def test_command_palette_entries() -> None:
         entries = {title: action for title, _, action in app.palette_entries()}
         entries["Set δ…"]()
         await pilot.pause()
-        assert app.query_one(Input).value == "/delta "
+        assert app.prompt.value == "/delta "
         entries["Weighting: clip"]()
         await wait_until(lambda: app.session.settings.weighting == "clip")
 
@@ -535,7 +541,7 @@ async def test_an_orm_chat_reached_from_inside_the_app() -> None:
     assert "draft · step 1 · 6 tok · r 2.6 ░░░░░┃█████ ≥ δ 0 · ω 1 · ✓ accepted" in text
     assert "✗ rejected draft · step 2 · r -1.5 ░████┃░░░░░ < δ 0 · ω 0" in text
     assert "style      chat (auto)" in text and "server     http://127.0.0.1:" in text
-    assert "rsd · chat · binary δ=0" in text  # the header
+    assert "rsd · reward orm · binary δ=0" in text and "· chat" in text  # the header
     (user,) = [r for r in app.session.transcript.records if r["type"] == "user"]
     assert user["in_force"]["reward"] == "orm" and user["in_force"]["reward_url"] == server.url
 
@@ -725,3 +731,204 @@ def test_a_missing_snapshot_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(AssertionError, match="no snapshot"):
         check_snapshot("nothing", "text")
     assert not (tmp_path / "tui_nothing.txt").exists()
+
+
+# -- issue 22: what a newcomer trips over ------------------------------------------------------
+
+PASTED = "A shop sells pens at 3 for $2.\nHow much do 12 pens cost?"
+
+
+async def test_a_pasted_two_line_question_arrives_whole() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.prompt.post_message(events.Paste(PASTED))
+        await pilot.pause()
+        assert app.prompt.value == PASTED  # both lines, nothing sent yet
+        text = screen_text(app)
+        assert "A shop sells pens at 3 for $2." in text and "How much do 12 pens cost?" in text
+        check_snapshot("paste_80x24", text)
+        await pilot.press("enter")
+        await settle(pilot, app)
+        (user,) = [r for r in app.session.transcript.records if r["type"] == "user"]
+        assert user["content"] == PASTED  # the question the models got is whole
+        assert app.prompt.value == ""
+        text = screen_text(app)
+        assert "A shop sells pens at 3 for $2." in text and "How much do 12 pens cost?" in text
+        check_snapshot("paste_sent_80x24", text)
+
+
+async def test_shift_enter_or_ctrl_j_types_a_new_line_and_a_paste_elsewhere_goes_to_the_input() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("a", "shift+enter", "b", "ctrl+j", "c")
+        assert app.prompt.value == "a\nb\nc" and not app.session.transcript.turns
+        await pilot.press("enter")
+        await settle(pilot, app)
+        (user,) = [r for r in app.session.transcript.records if r["type"] == "user"]
+        assert user["content"] == "a\nb\nc"
+        await pilot.press("tab")
+        assert app.focused is app.view
+        app.post_message(events.Paste("one\r\ntwo\rthree"))  # as a terminal sends it, line ends of any style
+        await pilot.pause()
+        assert app.focused is app.prompt and app.prompt.value == "one\ntwo\nthree"
+
+
+async def test_up_and_down_recall_what_was_sent_like_a_shell() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ask(pilot, app, "One?")
+        await type_line(pilot, app, "/delta 0.8")
+        await ask(pilot, app, "Two\nlines?")
+        prompt = app.prompt
+        await pilot.press("d", "r", "a", "f", "t")
+        seen = []
+        for _ in range(5):  # a multi-line entry is gone through line by line; the oldest stays
+            await pilot.press("up")
+            seen.append(prompt.value)
+        assert seen == ["Two\nlines?", "Two\nlines?", "/delta 0.8", "One?", "One?"]
+        seen = []
+        for _ in range(4):
+            await pilot.press("down")
+            seen.append(prompt.value)
+        assert seen == ["/delta 0.8", "Two\nlines?", "Two\nlines?", "draft"]  # back to what was typed
+        await pilot.press("up", "enter")
+        await settle(pilot, app)
+        questions = [r["content"] for r in app.session.transcript.records if r["type"] == "user"]
+        assert questions == ["One?", "Two\nlines?", "Two\nlines?"]
+    reopened = RsdChatApp(make_runtime(), resume=app.session.autosave.path)
+    async with reopened.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("up")
+        assert reopened.prompt.value == "Two\nlines?"  # a chat reopened: its questions come back too
+
+
+async def test_the_first_start_teaches_and_the_guidance_goes_with_the_first_question() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+        for line in (
+            "rsdchat · Reward-Guided Speculative Decoding, step by step",
+            "A small draft model writes each step and a reward r scores it",
+            "rewritten by the larger target",
+            "against δ (≥ keeps, < rejects), the weight ω (1 keeps, 0 rejects)",
+            "math   A shirt costs $45 after a 25% discount. What was its price?",
+            "prose  Explain what a hash table is in three sentences.",
+            "Enter send · Shift+Enter/Ctrl+J new line · ↑ earlier questions",
+            "Esc stop · Ctrl+↑/↓ (F8/F7) δ up/down · F1 or /help: everything",
+        ):
+            assert line in text, line
+        check_snapshot("welcome_80x24", text)
+        await ask(pilot, app, "What is 2+2?")
+        assert not app.query(Welcome) and "Speculative Decoding" not in screen_text(app)
+    wide = make_app()
+    async with wide.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        check_snapshot("welcome_160x48", screen_text(wide))
+    resumed = RsdChatApp(make_runtime(), resume=app.session.autosave.path)
+    async with resumed.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert not resumed.query(Welcome)  # a chat reopened is shown as it was
+
+
+async def test_help_explains_the_words_of_a_step_line_at_80_columns() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await type_line(pilot, app, "/help")
+        text = screen_text(app)
+        for line in (
+            "rsd  the draft writes each step; below δ, the target rewrites it",
+            "r    a step's reward, from the /reward source (its bar: r against δ)",
+            "δ    threshold: a draft step with r ≥ δ is kept (ctrl+↑/↓, /delta)",
+            "ω    the /weighting of r: ω 1 keeps the draft step, ω 0 rejects it",
+            "eos  the model ended its reply itself, with no boxed final answer",
+        ):
+            assert line in text, line  # one line each
+        check_snapshot("help_80x24", text)
+
+
+async def test_a_final_answer_is_not_called_right() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ask(pilot, app, "What is 2+2?")
+        text = screen_text(app)
+        assert "■ answered · 3 steps" in text and "✓ answer" not in text
+        segments = [seg for strip in strips(app) for seg in strip]
+
+        def colour(word: str) -> object:
+            (found,) = {seg.style.color for seg in segments if word in seg.text and seg.style is not None}
+            return found
+
+        green = colour("✓ accepted")  # a decision: said in green
+        assert colour("■ answered") != green and colour("Answer: 4") != green
+        success = Color.parse(app.theme_variables["success"])
+        assert app.query_one(AnswerBox).styles.border_top[1] != success  # the box is not green either
+
+
+async def test_the_header_names_the_reward_at_80_columns() -> None:
+    runtime = make_runtime(delay=0.05)
+    assert isinstance(runtime.reward, ScriptedReward)
+    runtime.reward.name = "arithmetic*draft-confidence"  # the default's name, the longest usual one
+    app = RsdChatApp(runtime)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        header = screen_text(app).splitlines()[0]
+        assert "rsd · reward arithmetic×draft-confidence · binary δ=0.7" in header
+        await type_line(pilot, app, "What is 2+2?", wait=False)
+        await wait_until(lambda: current_step(app) is not None)
+        await pilot.pause()
+        header = screen_text(app).splitlines()[0]
+        assert "answering #1… · rsd · reward arithmetic×draft-confidence" in header
+        await settle(pilot, app)
+        header = screen_text(app).splitlines()[0]
+        assert "reward arithmetic×draft-confidence · binary δ=0.7 · accepted 2/3" in header
+        await pilot.resize_terminal(160, 24)
+        await pilot.pause()
+        header = screen_text(app).splitlines()[0]
+        assert (
+            "rsdchat — rsd · reward arithmetic×draft-confidence · binary δ=0.7 · accepted 2/3 · math"
+            in header
+        )
+
+
+def test_the_header_drops_the_title_then_the_least_essential_parts() -> None:
+    sub = "rsd · reward arithmetic×draft-confidence · binary δ=0.88 · accepted 3/4 · math"
+    assert header_line("rsdchat", sub, 200) == ("rsdchat", sub)
+    assert header_line("rsdchat", sub, 80) == ("", sub)
+    assert header_line("rsdchat", sub, 75) == ("", sub.removesuffix(" · math"))
+    assert header_line("rsdchat", sub, 10) == ("", "rsd")
+    assert header_line("rsdchat", "loading models…", 10) == ("", "loading models…")
+
+
+def by_text_reward(context: Context, step: Generation) -> float:
+    return 0.2 if "wrong" in step.text else 0.9
+
+
+@dataclass
+class Explaining(ScriptedReward):
+    """A reward that says why, as the arithmetic check does."""
+
+    async def score(self, context: Context, step: Generation) -> Score:
+        score = await super().score(context, step)
+        return replace(
+            score, detail="1 of 2 equations wrong" if score.reward < 0.5 else "2 equations check out"
+        )
+
+
+async def test_a_rejected_step_says_why(tmp_path: Path) -> None:
+    runtime = make_runtime()
+    runtime.reward = Explaining(by_text_reward)
+    app = RsdChatApp(runtime)
+    path = tmp_path / "chat.jsonl"
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ask(pilot, app, "What is 2+2?")
+        text = screen_text(app)
+        assert "✗ rejected draft · step 2 · r 0.2 ░████┃░░░░░ < δ 0.7 · ω 0 · 1 of 2" in text
+        assert "equations wrong" in text
+        assert "check out" not in text  # a kept step's line stays short
+        check_snapshot("rejected_why_80x24", text)
+        await type_line(pilot, app, f"/save {path}")
+    resumed = RsdChatApp(make_runtime(), resume=path)
+    async with resumed.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        assert "< δ 0.7 · ω 0 · 1 of 2 equations wrong" in screen_text(resumed)  # and after reloading

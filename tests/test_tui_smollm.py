@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input
 
 from rsdchat.chat.events import ChatEvent, Notice
 from rsdchat.core.weighting import BinaryStep
@@ -47,7 +46,7 @@ async def test_chat_with_smollm2(tmp_path: Path, data_dir: Path) -> None:
             assert session.load_error is None, session.load_error
             assert time.monotonic() < deadline, "the model did not load"
             await pilot.pause(0.1)
-        app.query_one(Input).value = "What is 12 times 7?"
+        app.prompt.value = "What is 12 times 7?"
         await pilot.press("enter")
         await pilot.pause()
         while session.answering or not any(r["type"] == "answer" for r in session.transcript.records):

@@ -20,8 +20,10 @@ from rsdchat.prompts import Turn, build_messages
 from rsdchat.readable import ANSWER_STYLE, latex_to_text, readable, readable_text, segments
 from rsdchat.settings import Settings
 from rsdchat.testing import ScriptedReward
-from rsdchat.tui.screens.help import KEYS, help_table
-from rsdchat.tui.widgets.steps import reward_bar, score_text
+from rsdchat.tui.screens.help import GLOSSARY, KEYS, help_table
+from rsdchat.tui.widgets.prompt import one_style
+from rsdchat.tui.widgets.steps import finish_line, rejected_view, reward_bar, score_text
+from rsdchat.tui.widgets.welcome import welcome_text
 
 PROCESS = ScriptedReward(lambda c, s: 0.0, kind="process", default_delta=0.7)
 OUTCOME = ScriptedReward(lambda c, s: 0.0, kind="outcome", default_delta=0.0, bounds=None)
@@ -189,6 +191,40 @@ def test_the_help_lists_every_command_and_key() -> None:
     for key, what in KEYS:
         assert key in text and what in text
     assert "binary [δ] · constant [p] · clip · sigmoidal · logistic [α δ]" in text  # not markup
+    for word, meaning in GLOSSARY:
+        assert f"{word:<3}  {meaning}" in text
+
+
+def test_the_help_explains_each_word_in_one_line_at_80_columns() -> None:
+    assert [word for word, _ in GLOSSARY] == ["rsd", "r", "δ", "ω", "eos"]
+    assert all(len(meaning) <= 66 for _, meaning in GLOSSARY)  # the help box at 80 columns: 71 inside
+
+
+def test_the_welcome_fits_80x24() -> None:
+    lines = welcome_text().plain.split("\n")
+    assert len(lines) <= 15 and max(len(line) for line in lines) <= 72
+
+
+def test_the_finish_line_says_how_the_answer_ended_not_whether_it_is_right() -> None:
+    answered = finish_line("answer", None, 3, 3, 2, 1.25)
+    assert answered.plain == "■ answered · 3 steps · drafts accepted 2/3 · 1.2 s"
+    assert "✓" not in answered.plain and "green" not in str(answered.spans)
+    assert finish_line("eos", None, 1, 0, 0, 0.5).plain.startswith(
+        "■ finished (eos: the model ended its reply)"
+    )
+    assert finish_line("error", "out of memory", 1, 0, 0, 0.5).plain.startswith("✗ error: out of memory")
+    assert finish_line("max_steps", None, 9, 0, 0, 0.5).plain.startswith("• max_steps")
+
+
+def test_a_rejected_draft_says_why() -> None:
+    rejected = Decision(0.2, 0.0, accepted=False, weighting=BinaryStep(0.7))
+    view = rejected_view(1, "2+2=5", rejected, (0.0, 1.0), "1 of 2 equations wrong")
+    assert str(view.title).endswith("< δ 0.7 · ω 0 · 1 of 2 equations wrong")
+    assert str(rejected_view(1, "x", None, None).title) == "✗ rejected draft · step 2"
+
+
+def test_a_paste_keeps_its_line_breaks_in_one_style() -> None:
+    assert one_style("a\r\nb\rc\nd") == "a\nb\nc\nd"
 
 
 # -- readable replies (rsdchat.readable): math as Unicode, Markdown, the boxed answer ------------

@@ -85,9 +85,13 @@ class Status:
             state = f"answering #{chat.turn}… (Esc stops)"
         else:
             state = "ready"
-        subtitle = state if not chat.ready else f"{settings.mode.value} · {style.value} · {weighting}"
+        named = (reward.name if reward is not None else settings.reward).replace("*", "×")
+        # the least essential last (a narrow header drops from the end): the reward shows at 80 columns
+        subtitle = state if not chat.ready else f"{settings.mode.value} · reward {named} · {weighting}"
         if acceptance.judged:
             subtitle += f" · {acceptance.describe('header')}"
+        if chat.ready:
+            subtitle += f" · {style.value}"
         if chat.answering:  # said first, so a narrow header still shows it
             subtitle = f"answering #{chat.turn}… · {subtitle}"
         cost = Ledger()

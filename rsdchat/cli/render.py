@@ -94,7 +94,7 @@ def print_summary(console: Console, trace: Trace, described: dict[str, str]) -> 
     console.print(
         Text.assemble(
             ("answer: ", "bold"),
-            (answer or "(no final answer)", "bold green" if answer else "yellow"),
+            (answer or "(no final answer)", "bold" if answer else "yellow"),  # not green: it is not checked
             (f"   finished: {trace.finish_reason}", "dim"),
         )
     )

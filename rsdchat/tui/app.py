@@ -17,12 +17,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rich.cells import cell_len
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.content import Content
 from textual.message import Message
-from textual.widgets import Collapsible, Footer, Header, Input
+from textual.widgets import Collapsible, Footer, Header, Static
 
 from rsdchat.chat.commands import parse_command, server_rewards
 from rsdchat.chat.events import (
@@ -56,11 +58,25 @@ from rsdchat.tui.palette import ChatCommands, PaletteEntry
 from rsdchat.tui.screens.help import HelpScreen
 from rsdchat.tui.screens.history import HistoryScreen
 from rsdchat.tui.styles import CSS
+from rsdchat.tui.widgets.prompt import Prompt
 from rsdchat.tui.widgets.status import StatusPanel
 from rsdchat.tui.widgets.transcript import KEPT, TranscriptView
 
 NARROW = 100  # columns below which the side panel starts hidden
+HEADER_SIDES = 5  # the header's columns besides its title: the icon (4) and the clock's space (1)
+PLACEHOLDER = "Ask a question · Enter sends · Shift+Enter or Ctrl+J: new line · /help"
 ENDING = (signal.SIGTERM, signal.SIGHUP)  # a kill, the terminal closed: the app ends as if quit
+
+
+def header_line(title: str, subtitle: str, width: int) -> tuple[str, str]:
+    """The header's title and subtitle cut to `width` columns: the title goes first, then the
+    subtitle's last ' · ' parts (the least essential: the chat style, then the acceptance)."""
+    if not subtitle or cell_len(f"{title} — {subtitle}") <= width:
+        return title, subtitle
+    parts = subtitle.split(" · ")
+    while len(parts) > 1 and cell_len(" · ".join(parts)) > width:
+        parts.pop()
+    return "", " · ".join(parts)
 
 
 class SessionEvent(Message):
@@ -105,8 +121,8 @@ class RsdChatApp(App[None]):
         self._ending = False  # a signal came: what the session says now is not drawn any more
 
     @property
-    def prompt(self) -> Input:
-        return self.query_one("#prompt", Input)
+    def prompt(self) -> Prompt:
+        return self.query_one("#prompt", Prompt)
 
     def _deliver(self, event: ChatEvent) -> None:
         self.post_message(SessionEvent(event))
@@ -120,8 +136,7 @@ class RsdChatApp(App[None]):
         with Horizontal(id="main"):
             yield TranscriptView()
             yield StatusPanel(id="status")
-        # select_on_focus off: a key typed elsewhere and sent here must not be selected and then overwritten
-        yield Input(placeholder="Ask a question, or type /help", id="prompt", select_on_focus=False)
+        yield Prompt(PLACEHOLDER, id="prompt")
         yield Footer()
 
     async def on_mount(self) -> None:
@@ -140,6 +155,8 @@ class RsdChatApp(App[None]):
                 resume = None
         if resume is not None:
             await self.session.show(resume)
+        else:
+            await self.view.welcome()
         self.run_worker(self.session.open(), group="load", exit_on_error=False)
 
     async def on_unmount(self) -> None:
@@ -221,6 +238,7 @@ class RsdChatApp(App[None]):
             await view.show_message("new chat")
         elif isinstance(event, Replayed):
             await view.replay(event.records)
+            self.prompt.remember(str(r["content"]) for r in event.records if r["type"] == "user")
         elif isinstance(event, StateChanged):
             self.refresh_status()
 
@@ -234,7 +252,7 @@ class RsdChatApp(App[None]):
             view.add_text(event.index, event.author.value, event.text)
         elif isinstance(event, StepScored):
             reward = update.policy.reward
-            view.show_decision(event.decision, reward.bounds if reward is not None else None)
+            view.show_decision(event.decision, reward.bounds if reward is not None else None, event.detail)
         elif isinstance(event, StepDone):
             step = event.step
             score = step.score if step.decision is None else None
@@ -246,24 +264,26 @@ class RsdChatApp(App[None]):
         status = self.session.status()
         self.query_one(StatusPanel).show(status)
         self.sub_title = status.subtitle
+        self._fit_header()
         # on the input's edge, so it shows when the side panel is hidden and the header is cut short
         self.prompt.border_title = "" if status.state == "ready" else status.state
 
     # -- input ------------------------------------------------------------------------
 
-    async def on_input_submitted(self, event: Input.Submitted) -> None:
+    async def on_prompt_submitted(self, event: Prompt.Submitted) -> None:
+        """Enter: the whole text (every line of it) is asked, or run as a /command."""
         text = event.value.strip()
         if not text:
             return
         if text.startswith("/"):
             if await self._command(text):
-                event.input.value = ""
+                event.prompt.sent()
             return
         why_not = self.session.why_not_ask()
         if why_not:  # the question stays in the input
             self.notify(why_not, severity="warning", markup=False)
             return
-        event.input.value = ""
+        event.prompt.sent()
         self._run(self.session.ask(text))
 
     def _run(self, work: Coroutine[Any, Any, object]) -> None:
@@ -302,7 +322,18 @@ class RsdChatApp(App[None]):
         event.stop()
         event.prevent_default()
         prompt.focus()
-        prompt.insert_text_at_cursor(event.character)
+        prompt.insert(event.character)
+
+    async def on_event(self, event: events.Event) -> None:
+        """A paste while the focus is elsewhere (the transcript) goes into the input too, whole
+        (Textual hands a paste to the focused widget only)."""
+        if isinstance(event, events.Paste) and not event.is_forwarded and len(self.screen_stack) == 1:
+            for prompt in self.query("#prompt").results(Prompt):
+                if self.focused is not prompt:
+                    prompt.focus()
+                    prompt.post_message(events.Paste(event.text))
+                    return
+        await super().on_event(event)
 
     async def command_help(self, rest: str) -> None:
         await self.action_help()
@@ -382,6 +413,21 @@ class RsdChatApp(App[None]):
     def on_resize(self, event: events.Resize) -> None:
         """Below 100 columns the side panel hides (F4 shows it); the header keeps the essentials."""
         self.query_one("#main").set_class(event.size.width < NARROW, "-narrow")
+        self.call_after_refresh(self._fit_header)
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        """The header: 'rsdchat — mode · reward · weighting δ · acceptance · style', cut to fit the
+        width from the end (at 80 columns the title goes, the reward stays)."""
+        title, sub_title = header_line(title, sub_title, self.size.width - HEADER_SIDES)
+        if not title:
+            return Content(sub_title)
+        return super().format_title(title, sub_title)
+
+    def _fit_header(self) -> None:
+        """Draw the header again for the width now (Textual does so only when the text changes)."""
+        for header in self.query(Header).results():
+            for title in header.query("HeaderTitle").results(Static):
+                title.update(header.format_title())
 
     def action_toggle_panel(self) -> None:
         narrow = self.query_one("#main").has_class("-narrow")
@@ -395,7 +441,6 @@ class RsdChatApp(App[None]):
     def _prefill(self, text: str) -> None:
         prompt = self.prompt
         prompt.value = text
-        prompt.cursor_position = len(text)
         prompt.focus()
 
     def palette_entries(self) -> Iterable[PaletteEntry]:

@@ -14,7 +14,16 @@ CSS = """
 #status.-hidden { display: none; }
 #main.-narrow #status { display: none; }
 #main.-narrow #status.-shown { display: block; }
-#prompt { margin: 0 1; border-title-color: $warning; border-title-style: bold; }
+#prompt {
+    height: auto;
+    max-height: 10;
+    margin: 0 1;
+    border-title-color: $warning;
+    border-title-style: bold;
+}
+HeaderIcon { width: 4; }
+HeaderClockSpace { width: 1; padding: 0; }
+#welcome { padding: 1 1 0 1; }
 
 UserView {
     margin: 1 0 0 0;
@@ -37,12 +46,12 @@ Collapsible.rejected {
     background: $surface;
     color: $text-muted;
 }
+Collapsible.rejected CollapsibleTitle { width: 1fr; }  /* wraps: why it was rejected stays readable */
 AnswerBox {
     width: auto;
     margin: 0 0 0 1;
     padding: 0 1;
-    border: round $success;
-    color: $success;
+    border: round $primary;
     text-style: bold;
 }
 .finish { padding: 0 1; }

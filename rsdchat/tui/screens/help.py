@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -14,8 +15,18 @@ from textual.widgets import Static
 
 from rsdchat.chat.commands import COMMANDS
 
+GLOSSARY: tuple[tuple[str, str], ...] = (  # one line each at 80 columns
+    ("rsd", "the draft writes each step; below δ, the target rewrites it"),
+    ("r", "a step's reward, from the /reward source (its bar: r against δ)"),
+    ("δ", "threshold: a draft step with r ≥ δ is kept (ctrl+↑/↓, /delta)"),
+    ("ω", "the /weighting of r: ω 1 keeps the draft step, ω 0 rejects it"),
+    ("eos", "the model ended its reply itself, with no boxed final answer"),
+)
+
 KEYS: tuple[tuple[str, str], ...] = (
     ("enter", "send the question (or run the /command)"),
+    ("shift+enter / ctrl+j", "a new line in the question (a pasted text arrives whole)"),
+    ("↑ / ↓", "the questions sent before (on the input's first or last line)"),
     ("esc", "stop the answer (left out of the context unless /keep)"),
     ("ctrl+↑ / f8", "raise δ"),
     ("ctrl+↓ / f7", "lower δ"),
@@ -28,10 +39,25 @@ KEYS: tuple[tuple[str, str], ...] = (
 )
 
 
-def help_table() -> Table:
+def glossary() -> Table:
+    """The words of a step's line, one line each (above the reference, with its own narrow column)."""
     table = Table(
         box=None, padding=(0, 2, 0, 0), show_header=False, title="rsdchat help", title_justify="left"
     )
+    table.add_column(style="bold", no_wrap=True, width=3)
+    table.add_column()
+    for word, meaning in GLOSSARY:
+        table.add_row(Text(word), Text(meaning))
+    return table
+
+
+def help_table() -> Group:
+    """What the words mean, then every slash command and key."""
+    return Group(glossary(), Text(""), reference())
+
+
+def reference() -> Table:
+    table = Table(box=None, padding=(0, 2, 0, 0), show_header=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     for spec in COMMANDS.values():

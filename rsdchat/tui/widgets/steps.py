@@ -105,6 +105,7 @@ class StepView(Vertical):
         self.decision: Decision | None = None
         self.score: float | None = None  # a reward shown but not decided on (a target step)
         self.bounds: Bounds = (0.0, 1.0)  # the range of the reward that judged it
+        self.detail = ""  # the reward source's explanation, e.g. "1 of 2 equations wrong"
         self.status = "writing…"
         self._header = Static(self._header_text(), classes="step-header")
         self._body = Static("", classes="step-body", markup=False)
@@ -122,6 +123,8 @@ class StepView(Vertical):
         if self.decision is not None:
             text.append(" · ")
             text.append_text(score_text(self.decision, self.bounds))
+            if self.detail and not self.decision.accepted:  # why it was rejected (the title says it later)
+                text.append(f" · {self.detail}")
         elif self.score is not None:
             text.append(f" · r {self.score:.3g} (not judged)", "dim")
         return text
@@ -131,8 +134,8 @@ class StepView(Vertical):
         self.text += piece
         self._body.update(readable(self.text.strip("\n")) if self.text.strip() else "…")
 
-    def show_decision(self, decision: Decision, bounds: Bounds) -> None:
-        self.decision, self.bounds = decision, bounds
+    def show_decision(self, decision: Decision, bounds: Bounds, detail: str = "") -> None:
+        self.decision, self.bounds, self.detail = decision, bounds, detail
         self.status = "" if decision.accepted else "rewritten by the target ↓"
         self._header.update(self._header_text())
 
@@ -163,12 +166,17 @@ class RejectedDraft(Collapsible):
         self.query_one(CollapsibleTitle).can_focus = False
 
 
-def rejected_view(index: int, text: str, decision: Decision | None, bounds: Bounds) -> RejectedDraft:
-    """A rejected draft, collapsed (expandable) above the target's replacement."""
+def rejected_view(
+    index: int, text: str, decision: Decision | None, bounds: Bounds, detail: str = ""
+) -> RejectedDraft:
+    """A rejected draft, collapsed (expandable) above the target's replacement; its title says why
+    (the reward against δ, and the reward source's finding: "1 of 2 equations wrong")."""
     title = Text(f"{verdict_word(False)} draft · step {index + 1}")
     if decision is not None:
         title.append(" · ")
         title.append_text(score_text(decision, bounds, verdict=False))
+    if detail:
+        title.append(f" · {detail}")
     body = Static(readable(text.strip("\n")) if text.strip() else "(empty step)", classes="step-body")
     return RejectedDraft(body, title=escape(title.plain), collapsed=True, classes="rejected")
 
@@ -184,7 +192,8 @@ class TurnView(Vertical):
 
 
 class AnswerBox(Static):
-    """The final answer, highlighted (its math as Unicode: \\frac{3}{4} shows as 3/4)."""
+    """The final answer, framed (its math as Unicode: \\frac{3}{4} shows as 3/4); in no colour
+    that says "right": rsdchat does not know whether it is."""
 
     def __init__(self, answer: str) -> None:
         super().__init__(Text(f"Answer: {latex_to_text(answer, math=True)}"))
@@ -199,13 +208,15 @@ def finish_line(
     seconds: float,
     context: str = "",
 ) -> Text:
-    icon, style = {
-        "answer": ("✓", "green"),
-        "eos": ("✓", "green"),
-        "cancelled": ("■", "yellow"),
-        "error": ("✗", "bold red"),
-    }.get(reason, ("•", "yellow"))
-    text = Text.assemble((f"{icon} {reason}", style))
+    """'■ answered · 3 steps · drafts accepted 2/3 · 1.2 s': how the answer ended, never whether it is
+    right (no ✓, no green: a final answer is not a checked one)."""
+    said, style = {
+        "answer": ("■ answered", "bold"),
+        "eos": ("■ finished (eos: the model ended its reply)", "bold"),
+        "cancelled": ("■ cancelled", "yellow"),
+        "error": ("✗ error", "bold red"),
+    }.get(reason, (f"• {reason}", "yellow"))
+    text = Text(said, style)
     if error:
         text.append(f": {error}", style)
     text.append(f" · {steps} step{'s' * (steps != 1)}", "dim")

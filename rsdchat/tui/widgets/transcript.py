@@ -25,6 +25,7 @@ from rsdchat.tui.widgets.steps import (
     finish_line,
     rejected_view,
 )
+from rsdchat.tui.widgets.welcome import Welcome
 
 ASKED_AGAIN, KEPT = "asked again: out of the context", "kept in the context"
 
@@ -67,12 +68,21 @@ class TranscriptView(VerticalScroll):
         if not self.is_anchored and self.virtual_size.height > self.scrollable_content_region.height:
             self.anchor()
 
+    async def welcome(self) -> None:
+        """The guidance an empty chat starts with (gone once a question is asked)."""
+        await self.mount(Welcome())
+
+    async def _unwelcome(self) -> None:
+        for welcome in self.query(Welcome).results():
+            await welcome.remove()
+
     async def clear(self) -> None:
         self.turn_view = None
         self.anchor(False)
         await self.remove_children()
 
     async def add_question(self, question: str, turn: int, retry_of: int | None = None) -> None:
+        await self._unwelcome()
         self.turn_view = TurnView(turn)
         await self.mount_all([UserView(question, turn, retry_of), self.turn_view])
         if retry_of is not None:
@@ -108,9 +118,9 @@ class TranscriptView(VerticalScroll):
             view.append(text)
             self.follow()
 
-    def show_decision(self, decision: Decision, bounds: Bounds) -> None:
+    def show_decision(self, decision: Decision, bounds: Bounds, detail: str = "") -> None:
         if self.current is not None:
-            self.current.show_decision(decision, bounds)
+            self.current.show_decision(decision, bounds, detail)
 
     async def step_done(
         self, index: int, author: str, text: str, tokens: int, accepted: bool, score: float | None = None
@@ -122,7 +132,9 @@ class TranscriptView(VerticalScroll):
         if accepted:
             view.finish(text, tokens, accepted=True, score=score)
         else:
-            await self.turn_view.mount(rejected_view(index, text, view.decision, view.bounds), before=view)
+            await self.turn_view.mount(
+                rejected_view(index, text, view.decision, view.bounds, view.detail), before=view
+            )
             await view.remove()
 
     async def show_note(self, note: int, text: str, in_turn: bool) -> None:
@@ -230,11 +242,13 @@ class TranscriptView(VerticalScroll):
         decision = decision_of(record)
         bounds = bounds_of(record)
         index, author, text = int(record["index"]), str(record["author"]), str(record["text"])
+        saved = record.get("detail")
+        detail = saved if isinstance(saved, str) else ""  # why a draft was rejected
         if not record.get("accepted", True):
-            return rejected_view(index, text, decision, bounds)
+            return rejected_view(index, text, decision, bounds, detail)
         view = StepView(index, author)
         if decision is not None:
-            view.show_decision(decision, bounds)
+            view.show_decision(decision, bounds, detail)
         score = record.get("score")
         view.finish(text, int(record.get("tokens") or 0), True, float(score) if score is not None else None)
         return view
