@@ -198,7 +198,10 @@ async def test_the_status_says_what_is_in_force_and_what_it_cost() -> None:
     assert written >= 3 and status.cost.cost(Role.DRAFT).generated_tokens == written
     await answering
     status = chat.session.status()
-    assert status.state == "ready" and status.subtitle == "rsd · reward scripted · binary δ=0.7 · accepted 2/3 · math"
+    assert (
+        status.state == "ready"
+        and status.subtitle == "rsd · reward scripted · binary δ=0.7 · accepted 2/3 · math"
+    )
     assert dict(status.rows)["accepted"] == "2/3 drafts (67%)"
     cost = status.cost
     assert (cost.cost(Role.DRAFT).generated_tokens, cost.cost(Role.TARGET).generated_tokens) == (12, 4)
