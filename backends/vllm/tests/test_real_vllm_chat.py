@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from real_vllm import Server
-from textual.widgets import Input
 
 from rsdchat.settings import load_settings
 from rsdchat.tui import RsdChatApp
@@ -39,7 +38,7 @@ async def test_the_chat_app_answers_through_vllm(
             assert session.load_error is None, session.load_error
             assert time.monotonic() < deadline, "the servers were not reached"
             await pilot.pause(0.1)
-        app.query_one(Input).value = "What is 12 times 7?"
+        app.prompt.value = "What is 12 times 7?"
         await pilot.press("enter")
         await pilot.pause()
         while session.answering or not any(r["type"] == "answer" for r in session.transcript.records):
