@@ -27,7 +27,8 @@ import uvicorn
 from chat_helpers import wait_until
 
 from rsdchat.runtime import Runtime
-from rsdchat.serve.app import Limits, Server, make_app
+from rsdchat.serve.answering import Limits, Server
+from rsdchat.serve.app import make_app
 
 USER = [{"role": "user", "content": "What is 12 times 7?"}]
 CHAT = "/v1/chat/completions"

@@ -18,7 +18,7 @@ from serve_helpers import CHAT, USER, Live, assert_error, events, metric, parse_
 
 from rsdchat.core.errors import BackendError, ContextFull
 from rsdchat.core.types import Context, Generation, StepRequest
-from rsdchat.serve.app import Limits
+from rsdchat.serve.answering import Limits
 from rsdchat.testing import ScriptedModel, steps_so_far
 
 ANSWER = "Step one: 2+2=4.\n\nStep two, done right.\n\nSo the answer is \\boxed{4}.\n\n"

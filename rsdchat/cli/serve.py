@@ -72,7 +72,7 @@ def serve_command(
             highlight=False,
         )
     try:
-        from rsdchat.serve.app import Limits
+        from rsdchat.serve.answering import Limits
         from rsdchat.serve.web import serve
     except ImportError as exc:  # the ASGI stack is an extra
         raise ConfigError(f"rsdchat serve needs {exc.name}: pip install 'rsdchat[serve]'") from None

@@ -14,7 +14,8 @@ from rich.console import Console
 from rsdchat.core.errors import ConfigError
 from rsdchat.core.policy import Mode
 from rsdchat.runtime import open_runtime
-from rsdchat.serve.app import Limits, Server, make_app
+from rsdchat.serve.answering import Limits, Server
+from rsdchat.serve.app import make_app
 from rsdchat.settings import Settings
 
 
