@@ -31,7 +31,6 @@ import math
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from rsdchat.evaluation.data import load_problems
 from rsdchat.in_force import in_force
 from rsdchat.runtime import Runtime, open_runtime
 from rsdchat.settings import Settings, load_settings
+from rsdchat.testing import free_port
 
 StepKey = tuple[int, str, bool, str]  # index, author, accepted, text
 
@@ -210,13 +210,6 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     other = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
     return time.process_time() + other
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

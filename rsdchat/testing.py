@@ -7,6 +7,7 @@ real run; they are for logic, not for claiming a backend works.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -26,6 +27,13 @@ def installed(*distributions: str) -> bool:
     except metadata.PackageNotFoundError:
         return False
     return True
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (bound to port 0, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def steps_so_far(context: Context, delimiter: str = "\n\n") -> int:

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,17 +28,10 @@ from chat_helpers import wait_until
 from rsdchat.runtime import Runtime
 from rsdchat.serve.answering import Limits, Server
 from rsdchat.serve.app import make_app
+from rsdchat.testing import free_port
 
 USER = [{"role": "user", "content": "What is 12 times 7?"}]
 CHAT = "/v1/chat/completions"
-
-
-def free_port() -> int:
-    """A port nothing listens on now (bound to port 0, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "the condition") -> None:

@@ -67,14 +67,13 @@ class Answer:
     def cut(self, step: Step) -> Piece | None:
         """`step` as the client gets it; the answer stops at the first stop string (finish: stop)."""
         whole = self.sent + step.text
-        ends = [i for i in (whole.find(stop) for stop in self.ask.stop) if i >= 0]
-        text = whole[len(self.sent) : min(ends)] if ends and min(ends) >= len(self.sent) else step.text
-        if ends:
+        end = min((i for i in (whole.find(stop) for stop in self.ask.stop) if i >= 0), default=None)
+        text = whole[len(self.sent) :] if end is None else whole[len(self.sent) : max(end, len(self.sent))]
+        if end is not None:
             self.finish = "stop"
-            text = "" if min(ends) < len(self.sent) else text
         self.sent += text
         self.tokens += step.tokens
-        return Piece(text, step) if text or not ends else None
+        return Piece(text, step) if text or end is None else None
 
 
 @dataclass
