@@ -22,6 +22,7 @@ from rsdchat.core.protocols import (
     Backend,
     Feature,
     Logprobs,
+    ReadsStates,
     RewardSource,
     Score,
     StepGenerator,
@@ -51,22 +52,31 @@ from rsdchat.units import si
 if TYPE_CHECKING:
     from rsdchat.cli.options import Given, with_settings
     from rsdchat.cli.running import run
+    from rsdchat.prm.head import STEP_TAG_ID, PrmHead
 
 # What a plugin's own command needs, imported when first asked for: rsdchat.cli makes its
 # commands from the plugins' settings as it is imported, so importing it here (while a plugin
 # imports this module) would find every plugin half-imported and leave them all out.
-_CLI = {"Given": "rsdchat.cli.options", "with_settings": "rsdchat.cli.options", "run": "rsdchat.cli.running"}
+# The process reward head needs numpy, which a plugin without it never asks for.
+_LAZY = {
+    "Given": "rsdchat.cli.options",
+    "with_settings": "rsdchat.cli.options",
+    "run": "rsdchat.cli.running",
+    "PrmHead": "rsdchat.prm.head",
+    "STEP_TAG_ID": "rsdchat.prm.head",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _CLI:
+    if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_CLI[name]), name)
+    return getattr(importlib.import_module(_LAZY[name]), name)
 
 
 __all__ = [
     "PROGRESS",
     "RUNTIME_ONLY",
+    "STEP_TAG_ID",
     "TEMP_SUFFIX",
     "Assist",
     "Backend",
@@ -83,6 +93,8 @@ __all__ = [
     "Message",
     "ModelInfo",
     "PluginConfig",
+    "PrmHead",
+    "ReadsStates",
     "RewardContext",
     "RewardPlugin",
     "RewardSource",

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from rsdchat.cli import calibrate, evaluate, running, serve
+from rsdchat.cli import calibrate, evaluate, running, serve, train_prm
 from rsdchat.cli.helptext import HelpGroup, use_everywhere
 from rsdchat.cli.info import info_commands
 from rsdchat.cli.options import Given, with_settings
@@ -43,6 +43,7 @@ info_commands(app)
 evaluate.register(app)
 calibrate.register(app)
 serve.register(app)
+train_prm.register(app)
 for _plugin in backend_plugins().values():  # a backend may bring commands (rsdchat-vllm: serve-models)
     if _plugin.commands is not None:
         _plugin.commands(app)

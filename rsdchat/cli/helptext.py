@@ -168,11 +168,17 @@ def _description(help_text: str) -> Iterable[Text]:
     text = inspect.cleandoc(help_text).partition("\f")[0].strip()
     if not text:
         return []
-    first, *rest = text.split("\n\n")
-    blocks = [_markup(first.replace("\n", " "))]
+    first, *rest = (_reflow(paragraph) for paragraph in text.split("\n\n"))
+    blocks = [_markup(first)]
     if rest:
         blocks.append(_markup("\n\n".join(rest), style="dim"))
     return blocks
+
+
+def _reflow(paragraph: str) -> str:
+    """A paragraph wrapped in the source as one line (the terminal wraps it); indented lines as they are."""
+    lines = paragraph.split("\n")
+    return paragraph if any(line.startswith(" ") for line in lines) else " ".join(lines)
 
 
 def _option_row(param: Any, ctx: typer.Context) -> tuple[Text, Text]:

@@ -11,7 +11,7 @@ endpoints need not offer it. What a step request may ask beyond a greedy step
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -83,6 +83,18 @@ class LogprobModel(Protocol):
     async def logprobs(self, context: Context, continuation: str) -> Logprobs:
         """log P(token) for each token of `continuation` after `context`."""
         ...
+
+
+@runtime_checkable
+class ReadsStates(Protocol):
+    """A model that gives its last hidden state at a step tag read after a context.
+
+    `tag_state(context, tag)`: the model reads `context` (its cache reused) and then the
+    token `tag`, and returns the final-norm hidden state there (a process reward head's
+    input) with what reading cost; the tag does not stay in its cache.
+    """
+
+    async def tag_state(self, context: Context, tag: int) -> tuple[Sequence[float], Usage]: ...
 
 
 @runtime_checkable

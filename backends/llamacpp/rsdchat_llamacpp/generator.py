@@ -12,6 +12,7 @@ import asyncio
 import codecs
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -212,6 +213,17 @@ class LlamaModel:
         except asyncio.CancelledError:
             cancel.set()
             raise
+
+    async def tag_state(self, context: Context, tag: int) -> tuple[Sequence[float], Usage]:
+        """The last hidden state at `tag` read after `context` (`rsdchat_llamacpp.hidden`)."""
+        from rsdchat_llamacpp.hidden import read_states
+
+        if not 0 <= tag < self._vocab:
+            raise BackendError(f"{self.info.name} has no token {tag} (its vocabulary has {self._vocab})")
+        started = time.perf_counter()
+        tokens = [*self.tokens(context), tag]
+        (state,), read = await asyncio.to_thread(self._locked, read_states, self, tokens, tag, True)
+        return state, Usage(read, 0, time.perf_counter() - started)
 
     def speculative(self, draft: StepGenerator, lookahead: int) -> StepGenerator:
         """This model's greedy steps written faster with `draft`'s proposals (token-level SD)."""

@@ -19,6 +19,10 @@ class LlamaCppConfig(PluginConfig):
     threads: int | None = Field(
         None, ge=1, description="CPU threads per model (default: all cores)", json_schema_extra=RUNTIME_ONLY
     )
+    prm_head: Path | None = Field(
+        None,
+        description="reward head file for draft-prm (default: the one shipped for the embedded draft)",
+    )
     cache_dir: Path | None = Field(
         None,
         description="where embedded models are assembled (default: ~/.cache/rsdchat)",

