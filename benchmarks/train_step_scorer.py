@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from rsdchat.core.types import Context, Generation, Message
 from rsdchat.plugins import RewardContext
+from rsdchat.prm.train import auc, fit_logistic
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.rewards import make_reward
 from rsdchat.rewards.features import FEATURES, step_features
@@ -58,39 +59,11 @@ def labelled_steps(path: Path) -> list[tuple[str, Context, Generation, int]]:
     return steps
 
 
-def auc(scores: list[float], bad: list[int]) -> float:
-    """P(a good step scores higher than a bad one), ties half."""
-    good_scores = [s for s, b in zip(scores, bad, strict=True) if not b]
-    bad_scores = [s for s, b in zip(scores, bad, strict=True) if b]
-    if not good_scores or not bad_scores:
-        return float("nan")
-    wins = sum((g > b) + 0.5 * (g == b) for g in good_scores for b in bad_scores)
-    return wins / (len(good_scores) * len(bad_scores))
-
-
-def fit(x: Array, y: Array, l2: float) -> tuple[Array, float]:
-    """Weighted logistic regression by Newton's method; returns (weights, bias) for P(y = 1)."""
-    n, d = x.shape
-    weight = np.where(y == 1, n / (2 * max(1, y.sum())), n / (2 * max(1, n - y.sum())))
-    design = np.hstack([x, np.ones((n, 1))])
-    theta = np.zeros(d + 1)
-    penalty = np.diag([l2] * d + [0.0])
-    for _ in range(50):
-        p = 1 / (1 + np.exp(-design @ theta))
-        gradient = design.T @ (weight * (p - y)) + penalty @ theta
-        hessian = design.T @ (design * (weight * p * (1 - p))[:, None]) + penalty
-        step = np.linalg.solve(hessian, gradient)
-        theta -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return theta[:d], float(theta[d])
-
-
 def train(rows: list[dict[str, float]], y: list[int], names: list[str], l2: float) -> ScorerModel:
     x = np.array([[row[n] for n in names] for row in rows], dtype=float)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
-    weights, bias = fit((x - mean) / scale, np.array(y, dtype=float), l2)
+    weights, bias = fit_logistic((x - mean) / scale, np.array(y, dtype=float), l2)
     return ScorerModel(tuple(names), tuple(mean), tuple(scale), tuple(weights), bias)
 
 

@@ -243,6 +243,10 @@ def train_prm_command(
       rsdchat train-prm -f questions.jsonl -o my-prm --backbone ~/models/my-draft
     """
     err = Console(stderr=True)
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        raise ConfigError("train-prm needs numpy: pip install 'rsdchat[train]'") from None
     settings = _settings_given.settings()
     name = dataset or f"{DEFAULT_DATASET}-train"
     source, problems = _problems(name, file, offset, limit, None, False, (None, None), err)

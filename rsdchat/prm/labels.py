@@ -28,7 +28,7 @@ from typing import Any
 from rsdchat.core.engine import Engine
 from rsdchat.core.policy import Policy
 from rsdchat.core.trace import Trace
-from rsdchat.core.types import Message
+from rsdchat.core.types import Message, Role
 from rsdchat.evaluation.data import Problem
 from rsdchat.evaluation.grading import extract_answer, is_correct
 
@@ -84,6 +84,7 @@ async def label(
                 "correct": ok,
                 "answer": extract_answer(prefix + trace.text),
                 "text": trace.text,
+                "tokens": trace.ledger.cost(Role.TARGET).generated_tokens,
             }
             return ok
 
