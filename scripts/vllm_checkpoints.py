@@ -101,24 +101,11 @@ def _prm(gguf: Path, out: Path) -> None:
 
 
 def _name_step_tag(out: Path) -> None:
-    """Name token 151651 `<extra_0>` in the tokenizer, as Qwen2.5-Math-PRM's tokenizer does."""
-    path = out / "tokenizer.json"
-    data = json.loads(path.read_text(encoding="utf-8"))
-    vocab = data["model"]["vocab"]
-    old = next((token for token, index in vocab.items() if index == STEP_TAG_ID), None)
-    if old is not None:
-        del vocab[old]
-    vocab[STEP_TAG] = STEP_TAG_ID
-    for added in data.get("added_tokens", []):
-        if added["id"] == STEP_TAG_ID:
-            added["content"] = STEP_TAG
-    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    config_path = out / "tokenizer_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    for entry in config.get("added_tokens_decoder", {}).values():
-        if entry.get("content") == old:
-            entry["content"] = STEP_TAG
-    config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
+    """Name token 151651 `<extra_0>` in the tokenizer (rsdchat's own checkpoint writer does it), and check."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # rsdchat's source: this venv lacks it
+    from rsdchat.prm.checkpoint import name_step_tag
+
+    name_step_tag(out)
     from transformers import AutoTokenizer
 
     ids = AutoTokenizer.from_pretrained(out)("a<extra_0>b")["input_ids"]
