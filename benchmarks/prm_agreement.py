@@ -66,9 +66,11 @@ def steps_of(path: Path, limit: int) -> list[tuple[Context, str]]:
 def report(name: str, ours: list[float], theirs: list[float]) -> None:
     dp = np.abs(np.array(ours) - np.array(theirs))
     dz = np.abs(np.array([logit(p) for p in ours]) - np.array([logit(p) for p in theirs]))
+    spread = np.array([logit(p) for p in ours])
     print(
         f"{name:18s} {len(dp)} steps: |ΔP(good)| max {dp.max():.4f} mean {dp.mean():.4f} · "
-        f"|Δlogit| max {dz.max():.3f} mean {dz.mean():.3f}"
+        f"|Δlogit| max {dz.max():.3f} mean {dz.mean():.3f} (the logits' own spread: sd {spread.std():.3f}, "
+        f"P(good) {min(ours):.3f}–{max(ours):.3f})"
     )
 
 

@@ -142,6 +142,11 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> No
         await asyncio.sleep(0.005)
 
 
+def screen_text(app: Any) -> str:
+    """What a Textual app's screen shows, line by line (trailing blanks cut)."""
+    return "\n".join(strip.text.rstrip() for strip in app.screen._compositor.render_strips())
+
+
 def shape(steps: Sequence[Step]) -> list[tuple[int, str, float | None, bool]]:
     return [(s.index, s.author.value, s.reward, s.accepted) for s in steps]
 

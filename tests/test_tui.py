@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chat_helpers import DRAFT, OrmServer, make_runtime, needs_openai, wait_until
+from chat_helpers import DRAFT, OrmServer, make_runtime, needs_openai, screen_text, wait_until
 from textual import events
 from textual.color import Color
 from textual.pilot import Pilot
@@ -48,10 +48,6 @@ def make_app(*args: Any, **kwargs: Any) -> RsdChatApp:
 
 def strips(app: RsdChatApp) -> list[Strip]:
     return list(app.screen._compositor.render_strips())
-
-
-def screen_text(app: RsdChatApp) -> str:
-    return "\n".join(strip.text.rstrip() for strip in strips(app))
 
 
 async def settle(pilot: Pilot[None], app: RsdChatApp) -> None:

@@ -30,7 +30,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("esc", "stop the answer (left out of the context unless /keep)"),
     ("ctrl+↑ / f8", "raise δ"),
     ("ctrl+↓ / f7", "lower δ"),
-    ("tab", "input ↔ transcript (arrows scroll; typing goes to the input)"),
+    ("tab", "complete a /command; else input ↔ transcript (arrows scroll)"),
     ("f6", "open or close every rejected draft (or click one)"),
     ("f4", "show or hide the side panel"),
     ("ctrl+p", "command palette"),

@@ -1,5 +1,6 @@
 """The question box: Enter sends, Shift+Enter (or Ctrl+J) starts a new line, a paste arrives whole
-(line breaks included), and ↑ / ↓ recall what was sent before, as in a shell.
+(line breaks included), ↑ / ↓ recall what was sent before, and Tab completes a /command's name,
+as in a shell.
 
 A TextArea, as in elia and oterm's multi-line mode: Textual's Input keeps only a paste's first line.
 """
@@ -13,6 +14,8 @@ from textual import events
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import TextArea
+
+from rsdchat.chat.commands import COMMANDS
 
 # Ctrl+J for the terminals that send Shift+Enter as Enter (tmux, most without the kitty keyboard protocol)
 NEWLINE_KEYS = ("shift+enter", "ctrl+j", "newline")
@@ -41,6 +44,30 @@ def _text_area_bindings() -> list[BindingType]:
 def one_style(text: str) -> str:
     """Line breaks as '\\n' (a terminal may paste '\\r\\n' or a bare '\\r')."""
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def typing_command(text: str) -> bool:
+    """The text is a /command's name being typed: one line, a '/' first, no space yet."""
+    return text.startswith("/") and not any(c.isspace() for c in text)
+
+
+def complete(text: str, names: Iterable[str]) -> tuple[str, list[str]]:
+    """Tab on '/na': the text completed and the names that start with what was typed.
+
+    One name: '/name ' (the arguments come next); several: their longest common prefix;
+    none, or not a command's name being typed: the text as it is.
+    """
+    if not typing_command(text):
+        return text, []
+    typed = text[1:].lower()
+    found = [name for name in names if name.startswith(typed)]
+    if len(found) == 1:
+        return f"/{found[0]} ", found
+    if found:
+        first, last = min(found), max(found)  # in sorted order, the ends share what all share
+        shared = next((i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), len(first))
+        return "/" + first[:shared], found
+    return text, found
 
 
 class Prompt(TextArea, inherit_bindings=False):
@@ -96,6 +123,11 @@ class Prompt(TextArea, inherit_bindings=False):
             event.prevent_default()
             self.action_newline()
             return
+        if event.key == "tab" and typing_command(self.text) and not self.read_only:
+            event.stop()
+            event.prevent_default()
+            self.complete_command()
+            return
         await super()._on_key(event)
 
     async def action_submit(self) -> None:
@@ -104,6 +136,16 @@ class Prompt(TextArea, inherit_bindings=False):
     def action_newline(self) -> None:
         start, end = self.selection
         self.replace("\n", start, end, maintain_selection_offset=False)
+
+    def complete_command(self) -> None:
+        """Tab on a /command's name: complete it, or show the commands it could be."""
+        text, found = complete(self.text, COMMANDS)
+        if text != self.text:
+            self.value = text
+        elif found:
+            self.app.notify("  ".join(f"/{name}" for name in found), timeout=4, markup=False)
+        else:
+            self.app.notify(f"no command starts with {text}", severity="warning", timeout=4, markup=False)
 
     async def _on_paste(self, event: events.Paste) -> None:
         """A paste is inserted whole: every line of it, nothing sent until Enter."""
