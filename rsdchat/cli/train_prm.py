@@ -144,7 +144,10 @@ async def train_prm(
             "labels": labels.PROCEDURE,
             "command": " ".join(["rsdchat", "train-prm", *sys.argv[2:]]),
         }
-        trained = train_head(states, good, groups, about)
+        try:
+            trained = train_head(states, good, groups, about)
+        except ValueError as exc:  # one kind of label only: nothing to learn from
+            raise ConfigError(f"train-prm: {exc}") from None
         head_path = out / "head.safetensors"
         trained.head.save(head_path)
         report = {

@@ -114,3 +114,19 @@ def test_train_prm_from_labels_writes_a_head_the_reward_uses(tmp_path: Path) -> 
     steps = json.loads(solved.stdout)["steps"]
     assert steps and {s["reward_source"] for s in steps if s["decision"]} == {"draft-prm"}
     assert 0 <= steps[0]["decision"]["reward"] <= 1
+
+
+def test_train_prm_on_labels_of_one_kind_says_so_in_one_line(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.jsonl"
+    record = {"id": "gsm8k-train-0", "question": "What is 2 + 2?", "labels": ["good"],
+              "draft": {"steps": [{"text": "2 + 2 = 4, so \\boxed{4}."}]}}  # fmt: skip
+    labels.write_text(json.dumps(record) + "\n")
+    run = subprocess.run(
+        [*RSDCHAT, "train-prm", "--labels", str(labels), "--limit", "1", "-o", str(tmp_path / "p")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        "rsdchat: train-prm: the labelled steps are all of one kind: label more questions"
+    )
+    assert not (tmp_path / "p" / "head.safetensors").exists()
