@@ -41,8 +41,17 @@ def shipped_head() -> Path:
     return Path(str(resources.files("rsdchat_llamacpp") / "data" / HEAD_FILE))
 
 
-@cache
 def load_head(path: Path) -> PrmHead:
+    """The head file at `path`, read again when it changed (train-prm may rewrite it meanwhile)."""
+    try:
+        changed = path.stat().st_mtime_ns
+    except OSError:
+        changed = 0  # PrmHead.load says what is wrong, in one line
+    return _load_head(path, changed)
+
+
+@cache
+def _load_head(path: Path, changed: int) -> PrmHead:
     return PrmHead.load(path)
 
 
