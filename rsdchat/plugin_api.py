@@ -38,6 +38,7 @@ from rsdchat.core.types import (
     Role,
     StepRequest,
     Usage,
+    kept_of,
     step_end,
 )
 from rsdchat.doctor import RoleCheck, time_tiny_step
@@ -110,6 +111,7 @@ __all__ = [
     "WriteError",
     "clean_temps",
     "in_thread",
+    "kept_of",
     "redact",
     "replace_with_temp",
     "run",

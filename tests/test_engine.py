@@ -19,7 +19,7 @@ from rsdchat.core.events import Event, Finished, StepDone, StepScored, StepStart
 from rsdchat.core.policy import Mode, Policy
 from rsdchat.core.protocols import StepGenerator
 from rsdchat.core.trace import Trace
-from rsdchat.core.types import Context, Generation, Message, Role, StepRequest
+from rsdchat.core.types import Context, Generation, Message, Role, StepRequest, step_end
 from rsdchat.core.weighting import BinaryStep, Clip, LikelihoodRatio, Weighting
 from rsdchat.testing import ScriptedModel, ScriptedReward, steps_so_far
 
@@ -400,3 +400,24 @@ async def test_reward_swapped_mid_answer_scores_from_the_next_step_with_exact_fl
     assert second.calls == D[1:]
     # each score is one prefill token, charged with the parameters of the model that did it
     assert trace.ledger.cost(Role.REWARD).flops == 2 * (500 * 1 + 50_000 * 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "piece", "stops", "end"),
+    [
+        ("It stores values", ". It", (". ",), len("It stores values.")),  # the space goes to the next step
+        ("It stores values.", " It", (". ", "\n"), len("It stores values.")),
+        ("Step one.", "\n\nStep", ("\n\n",), len("Step one.\n\n")),  # a stop of line breaks is kept whole
+        ("a", "b", (". ",), None),
+        (
+            "x",
+            " ",
+            (" ",),
+            len("x "),
+        ),  # a stop of spaces alone stays whole (else the step would end before it)
+    ],
+)
+def test_a_step_ends_after_its_stop_less_the_stops_trailing_spaces(
+    text: str, piece: str, stops: tuple[str, ...], end: int | None
+) -> None:
+    assert step_end(text, piece, stops) == end

@@ -68,11 +68,21 @@ class StepRequest:
 
 def step_end(text: str, piece: str, stops: tuple[str, ...]) -> int | None:
     """For backends that stream: if `piece` completes a stop string after `text`, the index
-    in `text + piece` just after the first such stop (the step ends there), else None."""
+    in `text + piece` just after the first such stop (the step ends there), else None.
+
+    A stop's trailing spaces stay out of the step: they belong to the next word (". " ends a
+    sentence step at "." and the next step starts " It", as the model writes it; kept, the
+    space would be written twice).
+    """
     joined = text + piece
     horizon = max(0, len(text) - max(len(s) for s in stops) + 1)
-    ends = [i + len(s) for s in stops if (i := joined.find(s, horizon)) != -1]
-    return min(ends) if ends else None
+    ends = [i + len(kept_of(s)) for s in stops if (i := joined.find(s, horizon)) != -1]
+    return max(len(text), min(ends)) if ends else None
+
+
+def kept_of(stop: str) -> str:
+    """What of a stop string stays in the step it ends: all but its trailing spaces."""
+    return stop.rstrip(" \t") or stop
 
 
 @dataclass

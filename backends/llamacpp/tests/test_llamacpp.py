@@ -297,3 +297,20 @@ def test_a_prompt_that_exactly_fills_the_context_ends_the_run_with_a_clear_error
         assert step.usage.generated_tokens == 1 and step.finish_reason in ("length", "eos")
     finally:
         asyncio.run(backend.aclose())
+
+
+def test_sentence_steps_leave_no_double_space(model: LlamaModel) -> None:
+    """A sentence step ends at its ".", the next one starts with the model's own " It": joined, one space."""
+    context = Context((Message("user", "Explain what a hash table is in three sentences."),))
+    stops = (". ", "? ", "! ", "\n")
+    steps = []
+    for _ in range(3):
+        step = asyncio.run(model.generate(context, StepRequest(max_tokens=96, stop=stops)))
+        steps.append(step)
+        context = context.extend(step.text)
+        if step.finish_reason != "step":
+            break
+    ended = [s for s in steps if s.finish_reason == "step"]
+    assert ended, [s.text for s in steps]
+    assert not any(s.text.endswith(" ") for s in ended)
+    assert "  " not in context.response

@@ -29,6 +29,7 @@ from rsdchat.plugin_api import (
     StepRequest,
     TokenSink,
     Usage,
+    kept_of,
     step_end,
 )
 from rsdchat.plugin_api import ContextFull as ContextFullError
@@ -119,7 +120,7 @@ class _StepReader:
             return "length"
         if self.finish == "stop":
             if isinstance(self.stop_reason, str) and self.stop_reason in self.stops:
-                self._add(self.stop_reason)  # a server that matched the stop but left it out
+                self._add(kept_of(self.stop_reason))  # a server that matched the stop but left it out
                 return "step"
             return "eos"
         if self.finish is None:
