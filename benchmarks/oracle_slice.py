@@ -25,8 +25,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from oracle_bound import prompt_tokens  # the same prompt layout and tokenizer
+
 from rsdchat.evaluation.grading import is_correct
-from rsdchat.prompts import MATH_SYSTEM_PROMPT
 
 
 def params(records: list[dict[str, Any]], role: str) -> float:
@@ -40,7 +41,7 @@ def params(records: list[dict[str, Any]], role: str) -> float:
 
 @cache
 def vocabulary() -> Any:
-    """The draft's tokenizer (the target shares it)."""
+    """The draft's tokenizer (the target shares it), for continuations the labels file did not count."""
     from llama_cpp import Llama
 
     from rsdchat_llamacpp.embedded import resolve_model
@@ -48,11 +49,6 @@ def vocabulary() -> Any:
 
     hush()
     return Llama(model_path=str(resolve_model("qwen2.5-coder-0.5b", None)), vocab_only=True, verbose=False)
-
-
-def prompt_tokens(question: str) -> int:
-    text = f"<|im_start|>system\n{MATH_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
-    return len(vocabulary().tokenize((text + "<|im_start|>assistant\n").encode(), special=True))
 
 
 def continuation_tokens(continuation: dict[str, Any]) -> int:
@@ -76,6 +72,7 @@ def main() -> None:
     labelled = {r["id"]: r for r in map(json.loads, args.labels.read_text().splitlines())}
     measured = [r for r in results.values() if r["id"] in ids]
     draft_p, target_p = params(measured, "draft"), params(measured, "target")
+    prompts = dict(zip(labelled, prompt_tokens([r["question"] for r in labelled.values()]), strict=True))
     oracle_flops = target_flops = 0.0
     right = target_right = 0
     for pid in ids:
@@ -87,7 +84,7 @@ def main() -> None:
             oracle_flops += draft["cost"]["total_flops"]
             right += bool(draft["correct"])
             continue
-        prompt = prompt_tokens(record["question"])
+        prompt = prompts[pid]
         steps = [int(step["tokens"]) for step in record["draft"]["steps"]]
         if "bad" in record["labels"]:
             k = record["labels"].index("bad")

@@ -25,6 +25,7 @@ import json
 import math
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -36,13 +37,11 @@ from rsdchat.prm.head import STEP_TAG_ID
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.rewards import make_reward
 from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig
-from rsdchat_llamacpp.hidden import read_states
+from rsdchat_llamacpp.hidden import read_states, tag_tokens
 from rsdchat_llamacpp.prm import load_head, shipped_head
 from rsdchat_openai.config import OpenAIConfig
 from rsdchat_openai.rewards import positive_probability, qwen_prm_chat, split_steps
 from rsdchat_vllm.testing import VllmServer, built_checkpoint
-
-QUAD_END = "<|quad_end|>"  # token 151651's name in the GGUF's vocabulary (`<extra_0>` in the PRM's)
 
 
 def logit(p: float) -> float:
@@ -107,10 +106,8 @@ async def main() -> None:
                 score = await source.score(context, Generation(text, "step"))
                 qwen_vllm.append(score.reward)
                 chat = qwen_prm_chat(context, [*split_steps(context.response, "\n\n"), text.strip()])
-                prompt = draft._format(messages=chat[:-1]).prompt + chat[-1]["content"].replace(  # type: ignore[arg-type]
-                    "<extra_0>", QUAD_END
-                )
-                tokens = list(draft.llm.tokenize(prompt.encode(), add_bos=False, special=True))
+                turns = tuple(Message(cast(Any, t["role"]), t["content"]) for t in chat[:-1])
+                tokens = tag_tokens(draft, Context(turns, chat[-1]["content"]), "<extra_0>", STEP_TAG_ID)
                 states, _ = draft._locked(read_states, draft, tokens, STEP_TAG_ID, False)
                 qwen_ours.append(head.p_good(states[-1]))
             await source.aclose()

@@ -24,14 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from rsdchat.core.types import Context, Message, Role
-from rsdchat.prm.head import STEP_TAG_ID
+from rsdchat.prm.head import STEP_TAG, STEP_TAG_ID
 from rsdchat.prm.train import PENALTIES, auc, folds_of, out_of_fold
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
-from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig
-from rsdchat_llamacpp.hidden import read_states
+from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig, LlamaModel
+from rsdchat_llamacpp.hidden import decode_states, read_states, tag_tokens
 from rsdchat_openai.rewards import QWEN_SYSTEM
-
-QUAD_END = "<|quad_end|>"  # token 151651's name in the GGUF
 
 
 async def main() -> None:
@@ -59,14 +57,9 @@ async def main() -> None:
         # every token's state in one pass, marking where each step ends
         bounds = [len(draft.tokens(Context(messages, "".join(steps[:k])))) for k in range(len(steps) + 1)]
         states = draft._locked(_all_states, draft, draft.tokens(own))
-        chat = draft._format(
-            messages=[
-                {"role": "system", "content": QWEN_SYSTEM},
-                {"role": "user", "content": record["question"]},
-            ]
-        ).prompt
-        chat += "".join(s.strip() + QUAD_END for s in steps)
-        qwen_ids = list(draft.llm.tokenize(chat.encode(), add_bos=False, special=True))
+        card = (Message("system", QWEN_SYSTEM), Message("user", record["question"]))
+        reply = "".join(s.strip() + STEP_TAG for s in steps)
+        qwen_ids = tag_tokens(draft, Context(card, reply), STEP_TAG, STEP_TAG_ID)
         qwen, _ = draft._locked(read_states, draft, qwen_ids, STEP_TAG_ID, False)
         for k, verdict in enumerate(record["labels"]):
             if verdict is None:
@@ -88,27 +81,10 @@ async def main() -> None:
         print(f"  {name:20s} " + "  ".join(f"λ {l2:g}: {a:.3f}" for l2, a in scores.items()))
 
 
-def _all_states(model: object, tokens: list[int]) -> np.ndarray:
+def _all_states(model: LlamaModel, tokens: list[int]) -> np.ndarray:
     """Every token's last hidden state, read from an empty cache."""
-    import llama_cpp
-
-    llm = model.llm  # type: ignore[attr-defined]
-    model.truncate(0)  # type: ignore[attr-defined]
-    width, rows = llm.n_embd(), []
-    llama_cpp.llama_set_embeddings(llm._ctx.ctx, True)
-    try:
-        for start in range(0, len(tokens), llm.n_batch):
-            batch = tokens[start : start + llm.n_batch]
-            llm._batch.set_batch(batch=batch, n_past=llm.n_tokens, logits_all=True)
-            llm._ctx.decode(llm._batch)
-            llm.input_ids[llm.n_tokens : llm.n_tokens + len(batch)] = batch
-            llm.n_tokens += len(batch)
-            for i in range(len(batch)):
-                row = llama_cpp.llama_get_embeddings_ith(llm._ctx.ctx, i)
-                rows.append(np.ctypeslib.as_array(row, shape=(width,)).copy())
-    finally:
-        llama_cpp.llama_set_embeddings(llm._ctx.ctx, False)
-    return np.array(rows)
+    model.truncate(0)
+    return np.array(decode_states(model, tokens, lambda _: True))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,8 @@ async def read_all(
     """The draft's hidden state at each labelled step (good = 1), and the question of each."""
     import numpy as np
 
+    from rsdchat.prm.head import STEP_TAG_ID
+
     states, good, groups = [], [], []
     with _bar(err) as bar:
         task = bar.add_task("read", total=len(records), note="")
@@ -85,7 +87,7 @@ async def read_all(
             for step, verdict in zip(record["draft"]["steps"], record["labels"], strict=True):
                 response += step["text"]
                 if verdict is not None:
-                    state, _ = await model.tag_state(Context(messages, response), _tag())
+                    state, _ = await model.tag_state(Context(messages, response), STEP_TAG_ID)
                     states.append(np.asarray(state, dtype=np.float32))
                     good.append(1.0 if verdict == "good" else 0.0)
                     groups.append(record["id"])
@@ -93,12 +95,6 @@ async def read_all(
     if not states:
         raise ConfigError("no labelled steps: the draft and the target both failed every question")
     return np.vstack(states), np.array(good), groups
-
-
-def _tag() -> int:
-    from rsdchat.prm.head import STEP_TAG_ID
-
-    return STEP_TAG_ID
 
 
 async def train_prm(
@@ -111,7 +107,7 @@ async def train_prm(
     err: Console,
 ) -> dict[str, Any]:
     from rsdchat.prm import labels
-    from rsdchat.prm.head import STEP_TAG
+    from rsdchat.prm.head import STEP_TAG, STEP_TAG_ID
     from rsdchat.prm.train import train_head
 
     runtime = await open_runtime(settings, Mode.RSD, with_reward=False)
@@ -124,7 +120,7 @@ async def train_prm(
                 f"backend (this draft runs on {draft.info.backend})"
             )
         try:  # before hours of labelling: can this draft read the step tag at all?
-            await draft.tag_state(Context((Message("user", "1 + 1?"),)), _tag())
+            await draft.tag_state(Context((Message("user", "1 + 1?"),)), STEP_TAG_ID)
         except RsdchatError as exc:
             raise ConfigError(
                 f"train-prm: the draft {draft.info.name} cannot read the step tag: {exc}"
@@ -192,9 +188,10 @@ def check_out(out: Path, labels_path: Path) -> None:
         with labels_path.open(encoding="utf-8", errors="replace") as file:
             first = file.readline()
         try:
-            ours = isinstance(json.loads(first), dict) and "labels" in json.loads(first)
+            record = json.loads(first)
         except ValueError:
-            ours = False
+            record = None
+        ours = isinstance(record, dict) and "labels" in record
         if not ours:
             raise ConfigError(
                 f"--labels {labels_path} is not a labels file train-prm wrote; it was left as it is"

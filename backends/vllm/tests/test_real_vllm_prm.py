@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -22,7 +23,7 @@ from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.rewards import make_reward
 from rsdchat.testing import installed
 from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig
-from rsdchat_llamacpp.hidden import read_states
+from rsdchat_llamacpp.hidden import read_states, tag_tokens
 from rsdchat_openai.config import OpenAIConfig
 from rsdchat_openai.rewards import qwen_prm_chat
 
@@ -41,8 +42,8 @@ def test_the_served_checkpoint_and_the_in_process_head_agree(tmp_path: Path) -> 
     draft = LlamaCppBackend(LlamaCppConfig(n_ctx=2048, threads=2)).generator(Role.DRAFT, "qwen2.5-coder-0.5b")
     messages = (Message("system", MATH_SYSTEM_PROMPT), Message("user", QUESTION))
     chat = qwen_prm_chat(Context(messages), [s.strip() for s in STEPS])
-    text = draft._format(messages=chat[:-1]).prompt + chat[-1]["content"]  # type: ignore[arg-type]
-    tokens = list(draft.llm.tokenize(text.replace("<extra_0>", "<|quad_end|>").encode(), special=True))
+    turns = tuple(Message(cast(Any, t["role"]), t["content"]) for t in chat[:-1])
+    tokens = tag_tokens(draft, Context(turns, chat[-1]["content"]), "<extra_0>", STEP_TAG_ID)
     states = np.array(draft._locked(read_states, draft, tokens, STEP_TAG_ID, False)[0])
     # a seeded head whose rewards spread over (0, 1) on these steps, so that a difference would show
     rng = np.random.default_rng(0)
