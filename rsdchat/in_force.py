@@ -3,7 +3,7 @@
 `solve`, `eval`, the chat app and the server all call `in_force(settings, reward)`;
 a per-request or per-chat change is a `Settings.replace`. The chat adds its few own
 extras (`ChatExtras`: the style, its own system prompt, where a step ends, its reward
-server), which `in_force` reads too:
+server, the question being answered), which `in_force` reads too:
 
     settings ─┐
     reward   ─┼─ in_force() ─→ InForce(policy, style, system prompt, steps)
@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from rsdchat.chat.style import looks_like_math
 from rsdchat.core.policy import Mode, Policy
 from rsdchat.core.protocols import RewardSource
 from rsdchat.core.weighting import WEIGHTINGS, Weighting, make_weighting
@@ -48,6 +49,7 @@ class ChatExtras:
     steps: str | None = None  # a name in STEPS; None: the settings' step_delimiter
     reward_url: str | None = None  # the reward server of this chat; None: the configured one
     reward_model: str | None = None  # the model it serves; None: the configured one (or its only one)
+    question: str | None = None  # the question being answered (set when asked): with style None, it decides
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,36 @@ class InForce:
 
 NO_EXTRAS = ChatExtras()
 
+DEFAULT_REWARD: str = Settings.model_fields["reward"].default
+DEFAULT_DELIMITER: str = Settings.model_fields["step_delimiter"].default
+CHAT_REWARD, CHAT_DELTA, CHAT_STEPS = "draft-confidence", 0.5, "sentence"
+"""What judges open-ended chat (prose) when the reward is left at its default, and where its steps
+end (unless /steps or the step delimiter is set). The default and its δ were tuned on math steps:
+prose drafts score 0.3-0.7, and δ 0.88 kept 9 of 92 prose sentences (3% of the draft's tokens).
+With draft-confidence at δ 0.5 in sentences the draft kept 59% of the answer's tokens on the 16
+tune prompts of benchmarks/prose_prompts.jsonl, and the target judged the answers on a par with
+its own (mean preference 0.48; 12 of 16 wins or ties). In paragraphs (a prose reply often has no
+blank line: one all-or-nothing decision) it kept 69% but 5 of 16 answers were judged worse (0.44).
+On the 8 held-out prompts: 76% kept, mean preference 0.44 (4 of 8 judged worse). docs/rewards.md
+("Open-ended chat") has the table and the commands:
+
+    .venv/bin/python benchmarks/prose_defaults.py --split tune \\
+        --configs 'arithmetic*draft-confidence@0.88;draft-confidence@0,0.7,0.5;target-logprob@0.6,0.4'
+"""
+
+
+def reward_in_force(settings: Settings, extras: ChatExtras | None) -> tuple[str, float | None]:
+    """The reward source a chat's next answer is judged by, and the default δ it gets there.
+
+    The settings' reward with its own default δ (None), except in a chat whose style is chat (set,
+    or asked for by the question) with the reward left at its default: then `CHAT_REWARD`, whose
+    default δ is `CHAT_DELTA` (a δ the user set still wins), in steps of `CHAT_STEPS` (`stops`).
+    Without `extras` (solve, eval, the server): the settings' reward as it is.
+    """
+    if extras is None or settings.reward != DEFAULT_REWARD or _style_set_or_asked(extras) is not Style.CHAT:
+        return settings.reward, None
+    return CHAT_REWARD, CHAT_DELTA
+
 
 def delta_in_force(settings: Settings, reward: RewardSource | None) -> float:
     """δ: the setting, else the reward source's default."""
@@ -97,8 +129,10 @@ def in_force(settings: Settings, reward: RewardSource | None, extras: ChatExtras
     """What `settings` put in force, judged by `reward`; ConfigError if ω cannot be made (a bad δ, α, …).
 
     Without `extras` (solve, eval, the server) the settings are taken as they are. In a chat
-    the style follows the reward unless set: an outcome reward holds an open-ended chat, which
-    runs to its end (no stop at a \\boxed{} answer) and gets the chat prompt by default.
+    the style is as set, else an outcome reward's open-ended chat, else as the question looks
+    (`looks_like_math`): open-ended chat runs to its end (no stop at a \\boxed{} answer) and
+    gets the chat prompt by default. `reward` is the source `reward_in_force` names: in the chat
+    style that is the chat's default reward, whose default δ is its prose δ.
     """
     style = chat_style(reward, extras) if extras is not None else Style.MATH
     extras = extras or NO_EXTRAS
@@ -140,21 +174,44 @@ def in_force(settings: Settings, reward: RewardSource | None, extras: ChatExtras
 
 
 def chat_style(reward: RewardSource | None, extras: ChatExtras) -> Style:
-    """A chat's style: as set, else an outcome reward's open-ended chat, else math."""
+    """A chat's style: as set, else an outcome reward's open-ended chat, else as the question looks.
+
+    Before the first question (no `extras.question`) it is math, as it always was.
+    """
+    if extras.style is None and reward is not None and reward.kind == "outcome":
+        return Style.CHAT
+    return _style_set_or_asked(extras) or Style.MATH
+
+
+def _style_set_or_asked(extras: ChatExtras) -> Style | None:
+    """The style the user set, else the one the question asks for (None: no question yet)."""
     if extras.style is not None:
         return extras.style
-    return Style.CHAT if reward is not None and reward.kind == "outcome" else Style.MATH
+    if extras.question is None:
+        return None
+    return Style.MATH if looks_like_math(extras.question) else Style.CHAT
 
 
 def stops(settings: Settings, extras: ChatExtras = NO_EXTRAS) -> tuple[str, ...]:
     """The stop strings that end a step."""
-    return STEPS[extras.steps] if extras.steps is not None else (settings.step_delimiter,)
+    named = _named_steps(settings, extras)
+    return STEPS[named] if named is not None else (settings.step_delimiter,)
+
+
+def _named_steps(settings: Settings, extras: ChatExtras) -> str | None:
+    """The steps the chat set, else `CHAT_STEPS` where the chat's defaults judge prose and the
+    settings' delimiter is the default; None: the settings' delimiter."""
+    if extras.steps is not None:
+        return extras.steps
+    if settings.step_delimiter == DEFAULT_DELIMITER and reward_in_force(settings, extras)[1] is not None:
+        return CHAT_STEPS
+    return None
 
 
 def steps_name(settings: Settings, extras: ChatExtras = NO_EXTRAS) -> str:
     """'paragraph', 'line', 'sentence', or the configured delimiter as written ('\\n---\\n')."""
-    if extras.steps is not None:
-        return extras.steps
+    if (chosen := _named_steps(settings, extras)) is not None:
+        return chosen
     named = [name for name, found in STEPS.items() if found == (settings.step_delimiter,)]
     return named[0] if named else repr(settings.step_delimiter)
 

@@ -174,11 +174,12 @@ async def test_an_outcome_reward_makes_an_open_ended_chat() -> None:
     await chat.session.nudge_delta(-1)
     await chat.session.command("/mode math")
     assert chat.session.policy.stop_at_answer
-    await chat.session.command("/reward arithmetic")  # a process source: math, its own δ
+    await chat.session.command("/reward arithmetic")  # the style back on auto: the prose question's chat
     assert chat.session.policy.weighting == BinaryStep(1.0) and chat.session.policy.reward is not None
-    assert chat.session.policy.reward.name == "arithmetic"
+    assert chat.session.policy.reward.name == "arithmetic"  # a reward the user set keeps its own δ
+    assert not chat.session.policy.stop_at_answer
     (note,) = chat.records("change")[-1:]  # consecutive changes with nothing in between: one note
-    assert note["text"] == "style chat → math; reward scripted → arithmetic; δ 0 → 1"
+    assert note["text"] == "reward scripted → arithmetic; δ 0 → 1"
 
 
 async def test_the_mode_switches_who_writes() -> None:

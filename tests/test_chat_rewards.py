@@ -119,9 +119,9 @@ def test_the_reward_context_carries_the_chat_server() -> None:
     config = rewards.configs(choice)["openai"]
     assert (config.reward_url, config.reward_model) == ("http://127.0.0.1:1234", "rm")  # type: ignore[attr-defined]
     assert rewards.configs(orm) == dict(Settings().backends)
-    assert rewards.key(choice) == ("orm", "http://127.0.0.1:1234", "rm", "\n\n")
+    assert rewards.key(choice) == ("orm", None, "http://127.0.0.1:1234", "rm", "\n\n")
     judge = Choice(Settings(reward="judge"), ChatExtras(steps="line"))
-    assert rewards.key(judge) == ("judge", None, None, "")  # reads no delimiter
+    assert rewards.key(judge) == ("judge", None, None, None, "")  # reads no delimiter
     name, rest = parse_command("/reward qwen-prm http://gpu:8000")
     assert name == "reward" and rest == "qwen-prm http://gpu:8000"
 

@@ -39,9 +39,9 @@ class Choice:
         return in_force(self.settings, reward, self.extras)
 
     def to_dict(self) -> dict[str, Any]:
-        """As a transcript keeps it (`knobs` of a session or change record)."""
+        """As a transcript keeps it (`knobs` of a session or change record; the question is in its own)."""
         data: dict[str, Any] = self.settings.model_dump(mode="json", include=set(CHAT_SETTINGS))
-        extras = {f.name: getattr(self.extras, f.name) for f in fields(self.extras)}
+        extras = {f.name: getattr(self.extras, f.name) for f in fields(self.extras) if f.name != "question"}
         extras["style"] = self.extras.style.value if self.extras.style is not None else None
         return {name: data[name] for name in CHAT_SETTINGS} | extras
 
@@ -52,7 +52,7 @@ class Choice:
             if not isinstance(data.get("reward"), str):
                 raise ValueError("reward must be a name")
             chosen = settings.replace(**{k: data[k] for k in CHAT_SETTINGS if k in data})
-            given = {f.name: data.get(f.name) for f in fields(ChatExtras)}
+            given = {f.name: data.get(f.name) for f in fields(ChatExtras) if f.name != "question"}
             for name in ("reward_url", "reward_model", "system", "steps"):
                 if given[name] is not None and not isinstance(given[name], str):
                     raise ValueError(f"{name} must be text, got {given[name]!r}")

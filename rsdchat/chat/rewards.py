@@ -15,14 +15,16 @@ from dataclasses import replace
 from rsdchat.chat.choice import Choice
 from rsdchat.core.errors import ConfigError
 from rsdchat.core.protocols import RewardSource
-from rsdchat.in_force import stops
+from rsdchat.in_force import reward_in_force, stops
 from rsdchat.plugins import PluginConfig, backend_plugins, reward_plugins
 from rsdchat.rewards import make_reward
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
 from rsdchat.threads import in_thread
 
-RewardKey = tuple[str, str | None, str | None, str]  # spec, server URL, served model, step delimiter
+RewardKey = tuple[str, float | None, str | None, str | None, str]
+"""The spec, its default δ where the chat's style gives it one (None: its own), server URL, served
+model, step delimiter."""
 
 
 def in_chat(message: str, choice: Choice) -> str:
@@ -45,14 +47,17 @@ class Rewards:
         self._built: dict[RewardKey, RewardSource] = {}
 
     def key(self, choice: Choice) -> RewardKey:
-        """What tells reward sources apart: a served one also reads the step delimiter."""
+        """What tells reward sources apart: a served one also reads the step delimiter.
+
+        The spec is the one in force (`reward_in_force`: prose may be judged by the chat's default),
+        and a source built for prose may carry its prose δ as its default.
+        """
+        spec, delta = reward_in_force(choice.settings, choice.extras)
         plugins = reward_plugins()
-        served = any(
-            part.strip() in plugins and plugins[part.strip()].cost == "reward model"
-            for part in choice.settings.reward.split("*")
-        )
+        parts = [part.strip() for part in spec.split("*")]
+        served = any(part in plugins and plugins[part].cost == "reward model" for part in parts)
         delimiter = stops(choice.settings, choice.extras)[0] if served else ""
-        return (choice.settings.reward, choice.extras.reward_url, choice.extras.reward_model, delimiter)
+        return (spec, delta, choice.extras.reward_url, choice.extras.reward_model, delimiter)
 
     def get(self, choice: Choice) -> RewardSource | None:
         return self._built.get(self.key(choice))
@@ -79,16 +84,17 @@ class Rewards:
         key = self.key(choice)
         if key in self._built:
             return self._built[key]
+        spec, delta = key[0], key[1]
         delimiter = stops(choice.settings, choice.extras)[0]  # the reply's steps, for a reward that splits it
         context = replace(runtime.reward_context(), configs=self.configs(choice), step_delimiter=delimiter)
         try:
-            reward = await in_thread(make_reward, choice.settings.reward, context)
+            reward = await in_thread(make_reward, spec, context)
         except ConfigError as exc:
             raise ConfigError(in_chat(str(exc), choice)) from None
         except Exception as exc:  # e.g. a server that does not answer
-            raise ConfigError(
-                f"reward {choice.settings.reward}: {in_chat(str(exc), choice) or type(exc).__name__}"
-            ) from None
+            raise ConfigError(f"reward {spec}: {in_chat(str(exc), choice) or type(exc).__name__}") from None
+        if delta is not None:  # this source judges prose: its default δ is the one measured there
+            reward.default_delta = delta
         self._built[key] = reward
         return reward
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from functools import partial
 from pathlib import Path
 
@@ -43,13 +44,23 @@ from rsdchat.core.events import Event, StepDone, ignore
 from rsdchat.core.policy import Mode, Policy, PolicySource
 from rsdchat.core.protocols import RewardSource, StepGenerator
 from rsdchat.core.trace import Acceptance, Ledger, Trace
-from rsdchat.in_force import InForce, Style, chat_style, nudged_delta, stops, uses_delta
+from rsdchat.in_force import (
+    CHAT_REWARD,
+    InForce,
+    Style,
+    chat_style,
+    delta_step,
+    nudged_delta,
+    stops,
+    uses_delta,
+)
 from rsdchat.progress import progress_to
 from rsdchat.prompts import build_messages
 from rsdchat.runtime import Runtime, open_runtime
 from rsdchat.settings import Settings
 
 ONE_STEP_HINT = 300  # characters: a chat reply this long that was one step gets a word on /steps
+ALL_REJECTED_AFTER = 3  # judged drafts: an answer that rejected every one of at least this many gets a word
 
 
 class ChatSession:
@@ -76,6 +87,7 @@ class ChatSession:
         self._task: asyncio.Future[Trace] | None = None
         self._stopping = False
         self._hearing, self._heard = contextlib.ExitStack(), False
+        self._told_all_rejected: Transcript | None = None  # the chat told that RSD came down to target-only
 
     # -- state ------------------------------------------------------------------------
 
@@ -299,6 +311,9 @@ class ChatSession:
         why_not = self.why_not_ask()
         if why_not:
             raise ConfigError(why_not)
+        asked = self.choice.with_extras(question=question)
+        if asked != self.choice:  # the style follows the question (unless set), and with it reward and δ
+            await self.change(asked, record=False)
         runtime = self.runtime
         assert runtime is not None
         turn = self.turn = self.transcript.turns + 1
@@ -383,7 +398,38 @@ class ChatSession:
                 "/steps sentence (or line) judges it piece by piece",
                 title="one step",
             )
+        elif self._all_rejected(trace) and self._told_all_rejected is not self.transcript:
+            self._told_all_rejected = self.transcript  # once per chat
+            self.notify(self._all_rejected_advice(trace), "warning", "the target wrote it all")
         self._emit(StateChanged())
+
+    def _all_rejected(self, trace: Trace) -> bool:
+        """RSD that came down to target-only: every draft step judged (and at least a few) was rejected."""
+        acceptance = trace.acceptance
+        rsd = self.settings.mode is Mode.RSD
+        return rsd and acceptance.judged >= ALL_REJECTED_AFTER and acceptance.accepted == 0
+
+    def _all_rejected_advice(self, trace: Trace) -> str:
+        """What happened, and what to type: a δ that keeps the best draft, another reward, no draft."""
+        decisions = [s.decision for s in trace.steps if s.decision is not None]
+        rewards = [d.reward for d in decisions if not d.invalid]
+        said = f"all {len(decisions)} draft steps were rejected, so the target wrote the answer alone"
+        said += " and the draft's work was wasted"
+        advice = []
+        policy, reward = self.policy, self.reward
+        delta = policy.weighting.threshold if policy is not None else None
+        if rewards and delta is not None:
+            best = max(rewards)
+            step = delta_step(reward)
+            suggest = math.floor(best / step + 1e-9) * step
+            said += f" (the best scored r {best:.2g} against δ {delta:g})"
+            if suggest < delta:
+                advice.append(f"/delta {suggest:g} keeps drafts like the best of these")
+        name = reward.name if reward is not None else self.settings.reward
+        if name != CHAT_REWARD:
+            advice.append(f"/reward {CHAT_REWARD} judges them by the draft's confidence")
+        advice.append("/mode target-only skips the draft")
+        return f"{said}: " + "; ".join(advice)
 
     def _one_long_step(self, trace: Trace) -> bool:
         """A chat reply cut at blank lines that had none: RSD judged all of it at once."""
