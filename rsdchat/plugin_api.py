@@ -38,6 +38,7 @@ from rsdchat.core.types import (
     Role,
     StepRequest,
     Usage,
+    ends_a_step,
     kept_of,
     step_end,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "Usage",
     "WriteError",
     "clean_temps",
+    "ends_a_step",
     "in_thread",
     "kept_of",
     "redact",

@@ -421,3 +421,24 @@ def test_a_step_ends_after_its_stop_less_the_stops_trailing_spaces(
     text: str, piece: str, stops: tuple[str, ...], end: int | None
 ) -> None:
     assert step_end(text, piece, stops) == end
+
+
+SENTENCE = (". ", "? ", "! ", "\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "piece", "end"),
+    [
+        ("1", ". Learn", None),  # a list number alone: the step goes on
+        ("", "12. ", None),
+        ("b", ". ", None),
+        ("Use a tool, e.g", ". a", None),
+        ("He has 42", ". Then", len("He has 42.")),  # a sentence that ends in a number ends
+        ("1. Learn ten words a day", ". Then", len("1. Learn ten words a day.")),
+        ("1", "? ", len("1?")),  # only the "." of a sentence stop is passed over
+    ],
+)
+def test_a_sentence_step_does_not_end_at_a_list_number_or_an_abbreviation(
+    text: str, piece: str, end: int | None
+) -> None:
+    assert step_end(text, piece, SENTENCE) == end

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -72,12 +73,32 @@ def step_end(text: str, piece: str, stops: tuple[str, ...]) -> int | None:
 
     A stop's trailing spaces stay out of the step: they belong to the next word (". " ends a
     sentence step at "." and the next step starts " It", as the model writes it; kept, the
-    space would be written twice).
+    space would be written twice). A stop that `ends_a_step` says is no end is passed over.
     """
     joined = text + piece
     horizon = max(0, len(text) - max(len(s) for s in stops) + 1)
-    ends = [i + len(kept_of(s)) for s in stops if (i := joined.find(s, horizon)) != -1]
+    ends = []
+    for stop in stops:
+        at = joined.find(stop, horizon)
+        while at != -1 and not ends_a_step(joined[:at], stop):
+            at = joined.find(stop, at + 1)
+        if at != -1:
+            ends.append(at + len(kept_of(stop)))
     return max(len(text), min(ends)) if ends else None
+
+
+_NO_SENTENCE_END = re.compile(r"^\s*(?:\d{1,3}|[A-Za-z]|[ivxIVX]{1,4})$|\b(?:e\.g|i\.e|Mr|Mrs|Ms|Dr|vs)$")
+"""What a "." after it ends no sentence: a list number or letter alone ("1. ", "b. ", "iv. ") or
+an abbreviation ("e.g. ", "Dr. ")."""
+
+
+def ends_a_step(before: str, stop: str) -> bool:
+    """Whether `stop`, written right after `before` (the step so far), ends the step.
+
+    Every stop does, except a sentence stop (". ") after a list number or an abbreviation:
+    cut there, a numbered list became one step per number ("1." alone, judged and kept).
+    """
+    return not (stop.startswith(".") and _NO_SENTENCE_END.search(before))
 
 
 def kept_of(stop: str) -> str:

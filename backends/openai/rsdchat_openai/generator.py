@@ -15,6 +15,7 @@ import math
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from rsdchat.plugin_api import (
@@ -29,6 +30,7 @@ from rsdchat.plugin_api import (
     StepRequest,
     TokenSink,
     Usage,
+    ends_a_step,
     kept_of,
     step_end,
 )
@@ -79,7 +81,8 @@ class _StepReader:
         self.stopped = False  # a stop string was seen in the text
         self.finish: str | None = None
         self.stop_reason: object = None
-        self.usage: dict[str, Any] | None = None
+        self.usage: dict[str, Any] | None = None  # of the request being read
+        self.spent = Usage()  # by the requests before it (a step that went on past a stop)
         self.events = 0  # stream events seen
 
     def feed(self, event: dict[str, Any]) -> bool:
@@ -111,6 +114,23 @@ class _StepReader:
         self.text += piece
         if piece and self.on_token is not None:
             self.on_token(piece)
+
+    def goes_on(self) -> bool:
+        """Whether the step goes on in another request: the server stopped at a stop string that
+        `ends_a_step` passes over (vLLM stops at the ". " of "1. " itself). The stop's text is
+        then in the step (written back if the server left it out), and what the request spent
+        is kept in `spent`."""
+        stop = self.stop_reason
+        if self.stopped or self.finish != "stop" or not isinstance(stop, str) or stop not in self.stops:
+            return False
+        if ends_a_step(self.text.removesuffix(stop), stop):
+            return False
+        if not self.text.endswith(stop):
+            self._add(stop)
+        if self.usage is not None:
+            self.spent += Usage(prefill(self.usage), int(self.usage.get("completion_tokens") or 0))
+        self.finish = self.stop_reason = self.usage = None
+        return True
 
     def finish_reason(self, where: str, hint: str = "") -> FinishReason:
         """How the step ended (adding back a stop string the server matched but left out)."""
@@ -179,11 +199,15 @@ class HttpGenerator:
         prompt = await self.prompt(context)
         where = f"{self.pool.role} server ({self.model})"
         reader = _StepReader(request, on_token, f"{where}: malformed stream chunk")
-        events = self.pool.stream("/v1/completions", self._body(prompt, request))
-        async with contextlib.aclosing(events):
-            async for event in events:
-                if reader.feed(event) and not dialect.server_stop:
-                    break  # leaving the stream closes the connection: the server stops
+        while True:
+            left = replace(request, max_tokens=request.max_tokens - reader.chunks)
+            events = self.pool.stream("/v1/completions", self._body(prompt + reader.text, left))
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if reader.feed(event) and not dialect.server_stop:
+                        break  # leaving the stream closes the connection: the server stops
+            if reader.chunks >= request.max_tokens or not reader.goes_on():
+                break
         if reader.finish is None and not reader.stopped and not reader.events:
             await self._why_silent(prompt, request, where)  # a stream that closed without a word
         finish = reader.finish_reason(
@@ -191,6 +215,7 @@ class HttpGenerator:
         )
         if reader.usage is not None:
             usage = Usage(prefill(reader.usage), int(reader.usage.get("completion_tokens") or 0))
+            usage += reader.spent
         else:  # count what streamed; an end-of-sequence token was sampled but not sent
             prompt_tokens = await self._count_prompt(prompt) if dialect.count_path else None
             usage = Usage(prompt_tokens or 0, reader.chunks + (finish == "eos"))

@@ -22,6 +22,7 @@ from rsdchat_openai.http import Pool
 from rsdchat_openai.wire import (
     CHATML,
     LLAMA_CPP_PYTHON,
+    VLLM,
     Headers,
     ServerInfo,
     TemplateRenderer,
@@ -231,6 +232,34 @@ async def test_the_client_stops_at_the_delimiter(httpx_mock: HTTPXMock) -> None:
     sent = json.loads(httpx_mock.get_requests()[0].content)
     assert sent["prompt"] == "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\nStep 1.\n\n"
     assert "stop" not in sent and sent["repeat_penalty"] == 1.0 and sent["seed"] == 7
+
+
+@pytest.mark.parametrize("includes_stop", [True, False])
+async def test_a_step_goes_on_past_a_list_number_where_the_server_stopped(
+    httpx_mock: HTTPXMock, includes_stop: bool
+) -> None:
+    """vLLM stops at the ". " of "1. " itself (a sentence stop): that is no step end, so the step
+    goes on in a second request from "1. " (written back if the server left it out); usage adds up."""
+    usage = {"prompt_tokens": 20, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 0}}
+    first = sse(chunk("1" + ". " * includes_stop, "stop", stop_reason=". "), {"choices": [], "usage": usage})
+    later = usage | {"prompt_tokens": 22, "prompt_tokens_details": {"cached_tokens": 20}}  # prefix cached
+    second = sse(
+        chunk("Learn"), chunk(" words. ", "stop", stop_reason=". "),
+        {"choices": [], "usage": later},
+    )  # fmt: skip
+    httpx_mock.add_response(url=f"{A}/v1/completions", content=first)
+    httpx_mock.add_response(url=f"{A}/v1/completions", content=second)
+    pieces: list[str] = []
+    server = ServerInfo(VLLM, ("m",))
+    generator = HttpGenerator(pool(), server, "m", Headers(TemplateRenderer(CHATML)), logprobs=False)
+    stops = (". ", "? ", "! ", "\n")
+    step = await generator.generate(CONTEXT, StepRequest(max_tokens=32, stop=stops), pieces.append)
+    await generator.pool.aclose()
+    assert (step.text, step.finish_reason) == ("1. Learn words.", "step")
+    assert "".join(pieces) == step.text
+    assert (step.usage.prefill_tokens, step.usage.generated_tokens) == (20 + 2, 2 + 2)
+    sent = [json.loads(r.content) for r in httpx_mock.get_requests()]
+    assert sent[1]["prompt"] == sent[0]["prompt"] + "1. " and sent[1]["max_tokens"] < 32
 
 
 async def test_each_piece_is_handed_on_before_the_server_sends_the_next(httpx_mock: HTTPXMock) -> None:
