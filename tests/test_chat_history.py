@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chat_helpers import DRAFT, TARGET, Chat, make_runtime, open_chat, wait_until
 
 from rsdchat.chat.history import (
+    TRASH,
     Autosave,
+    SavedChat,
     chat_to_continue,
     chats_dir,
+    matches,
     newest_chat,
+    rename_chat,
     saved_chats,
+    scan_chats,
+    snippet,
+    trash_chat,
 )
 from rsdchat.chat.history import (
     data_dir as user_data_dir,
@@ -201,3 +211,119 @@ async def test_what_a_chat_did_after_its_last_turn_is_saved_before_another_is_sh
     await chat.session.command("/delta 0.8")  # a ⚙ line after the last turn
     await chat.session.command("/new")
     assert lines(path)[-1]["type"] == "change" and lines(path)[-1]["text"] == "δ 0.7 → 0.8"
+
+
+# -- search, rename, delete ----------------------------------------------------------------------
+
+
+async def closed_chat(question: str, answer: str = "So the answer is \\boxed{4}.") -> Path:
+    """A saved chat with one question and this answer, closed again (no lock held)."""
+    chat = await open_chat([answer + "\n\n"], [answer + "\n\n"])
+    await chat.ask(question)
+    path = chat.session.autosave.path
+    await chat.session.aclose()
+    assert path is not None
+    return path
+
+
+def a_chat(text: str, title: str = "") -> SavedChat:
+    return SavedChat(Path("x.jsonl"), datetime(2025, 6, 1), "q", 1, title, text)
+
+
+def test_a_search_needs_every_word_in_a_question_an_answer_or_the_title() -> None:
+    chat = a_chat("Tell me about zebras. Zebras have black and white STRIPES.", title="Safari notes")
+    assert matches(chat, "") == ""  # no words: every chat
+    assert matches(chat, "stripes zebra") == "Tell me about zebras. Zebras have black and white STRIPES."
+    assert matches(chat, "stripes lions") is None  # every word, not any
+    assert matches(chat, "SAFARI") == ""  # only in the title: listed, no snippet
+    assert matches(chat, "safari white") == "…Zebras have black and white STRIPES."  # around "white"
+    assert matches(chat, "a.out") is None  # a word is text, not a pattern
+
+
+def test_a_snippet_is_the_text_around_the_first_hit_cut_between_words() -> None:
+    text = " ".join(f"word{i}" for i in range(100))
+    found = matches(a_chat(text), "word50 word60")
+    assert found is not None and found.startswith("…word") and found.endswith("…")
+    assert "word50" in found and len(found) <= 92 and found.index("word50") < 40
+    assert found == snippet(text, text.index("word50"))
+    assert snippet("short text", 6) == "short text"
+
+
+async def test_the_list_reads_every_question_and_answer_and_the_title(data_dir: Path) -> None:
+    path = await closed_chat("Tell me about zebras", "Zebras have stripes.")
+    (chat,) = saved_chats()
+    assert "Tell me about zebras" in chat.text and "Zebras have stripes." in chat.text
+    assert (chat.title, chat.name) == ("", "Tell me about zebras")
+    assert matches(chat, "STRIPES") is not None and matches(chat, "lions") is None
+    modified = path.stat().st_mtime_ns
+    rename_chat(path, "  Zebra   facts ")
+    assert lines(path)[0]["title"] == "Zebra facts" and lines(path)[1:] == Transcript.load(path).records[1:]
+    assert path.stat().st_mtime_ns == modified  # renaming does not move it up the list
+    (chat,) = saved_chats()
+    assert (chat.title, chat.name, chat.question) == ("Zebra facts", "Zebra facts", "Tell me about zebras")
+    rename_chat(path, "")  # no title: its first question again
+    assert "title" not in lines(path)[0] and saved_chats()[0].name == "Tell me about zebras"
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, f".{path.name}.lock"])
+
+
+async def test_a_titled_chat_reloads_with_its_title_and_keeps_it(data_dir: Path) -> None:
+    path = await closed_chat("What is 2+2?")
+    rename_chat(path, "Sums")
+    assert Transcript.load(path).records[0]["title"] == "Sums"
+    chat = Chat(make_runtime())
+    await chat.session.open()
+    await chat.session.load(path)  # the header's title is not refused, and is written back
+    await chat.ask("And 3+3?")
+    assert lines(path)[0]["title"] == "Sums" and [r["type"] for r in lines(path)].count("user") == 2
+    await chat.session.aclose()
+
+
+async def test_a_deleted_chat_goes_to_the_trash_and_leaves_the_list(data_dir: Path) -> None:
+    first = await closed_chat("First question?")
+    before = first.read_bytes()
+    moved = trash_chat(first)
+    assert moved == data_dir / "chats" / TRASH / first.name and moved.read_bytes() == before
+    assert not first.exists() and saved_chats() == []  # the trash is not listed
+    first.write_bytes(before)  # a chat of the same name, deleted too, does not replace the first
+    again = trash_chat(first)
+    assert again.name == f"{first.stem}-2.jsonl" and moved.read_bytes() == before
+    os.rename(moved, first)  # moved back: listed again
+    assert [c.path for c in saved_chats()] == [first]
+
+
+async def test_a_chat_open_in_another_rsdchat_is_neither_renamed_nor_deleted(data_dir: Path) -> None:
+    path = await closed_chat("What is 2+2?")
+    other = Chat(make_runtime())
+    await other.session.open()
+    await other.session.load(path)  # holds the chat's lock
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match="open in another rsdchat"):
+        rename_chat(path, "Mine")
+    with pytest.raises(ConfigError, match="open in another rsdchat"):
+        trash_chat(path)
+    assert path.read_bytes() == before and not (path.parent / TRASH).exists()
+    await other.session.aclose()
+
+
+async def test_a_vanished_file_or_a_failed_write_changes_nothing(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = await closed_chat("What is 2+2?")
+    gone = path.with_name("gone.jsonl")
+    for act in (lambda: rename_chat(gone, "T"), lambda: trash_chat(gone)):
+        with pytest.raises(ConfigError, match=r"gone\.jsonl is gone"):
+            act()
+    assert not gone.exists() and not gone.with_name(".gone.jsonl.lock").exists()
+    before = path.read_bytes()
+
+    def full_disk(fd: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("rsdchat.files.os.write", full_disk)
+    with pytest.raises(ConfigError, match="No space left on device") as failed:
+        rename_chat(path, "T")
+    assert "\n" not in str(failed.value) and path.read_bytes() == before
+    (path.parent / TRASH).write_text("")  # a file where the trash folder would go
+    with pytest.raises(ConfigError, match=f"cannot move {path} to {path.parent / TRASH}"):
+        trash_chat(path)
+    assert path.read_bytes() == before and [c.path for c in scan_chats()[0]] == [path]

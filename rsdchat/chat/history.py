@@ -6,6 +6,10 @@ is set. `scan_chats()` lists them newest first for the chat list (/history), and
 `continue_chat()` is what `rsdchat --continue` reopens: the newest that can be read (a chat
 that cannot, a damaged or hand-edited file, is skipped and said, never a crash).
 
+The list searches every question and answer (`matches`), renames a chat (`rename_chat`: a
+`title` in its session line) and deletes one (`trash_chat`: moved to `chats/trash/`, never
+removed, so it can be moved back).
+
 A chat file is written by one chat at a time (`Autosave`: a lock beside it, and a check that
 the file is as this chat last wrote it); any other chat showing it goes on in a new file.
 """
@@ -15,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -25,9 +30,11 @@ import platformdirs
 
 from rsdchat.chat.transcript import Seen, Transcript, file_seen
 from rsdchat.core.errors import ConfigError
-from rsdchat.files import Lock, same_file
+from rsdchat.files import Lock, Record, same_file
 
 DATA_DIR_ENV = "RSDCHAT_DATA_DIR"
+TRASH = "trash"  # the folder, inside the chats' own, where a deleted chat goes
+SNIPPET = 90  # characters of a search snippet
 
 
 def data_dir() -> Path:
@@ -53,6 +60,13 @@ class SavedChat:
     modified: datetime  # last written: the end of its last turn
     question: str  # its first question
     questions: int
+    title: str = ""  # the name it was given (/history's rename), else ''
+    text: str = field(default="", repr=False)  # every question and answer, on one line: what search reads
+
+    @property
+    def name(self) -> str:
+        """What the list shows: its title, else its first question."""
+        return self.title or self.question
 
 
 def _starts_like_a_chat(path: Path) -> bool:
@@ -82,11 +96,24 @@ def _candidates(directory: Path) -> list[tuple[float, Path]]:
     return sorted(found, key=lambda chat: (chat[0], chat[1].name), reverse=True)
 
 
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def title_of(header: Record) -> str:
+    """The title a session line holds ('' for none, or one that is not text)."""
+    title = header.get("title")
+    return one_line(title) if isinstance(title, str) else ""
+
+
 def _summary(transcript: Transcript, modified: float) -> SavedChat:
     assert transcript.path is not None
-    questions = [str(r["content"]) for r in transcript.records if r["type"] == "user"]
-    first = " ".join(questions[0].split()) if questions else ""
-    return SavedChat(transcript.path, datetime.fromtimestamp(modified), first, len(questions))
+    records = transcript.records
+    questions = [str(r["content"]) for r in records if r["type"] == "user"]
+    said = one_line(" ".join(str(r["content"]) for r in records if r["type"] in ("user", "answer")))
+    first = one_line(questions[0]) if questions else ""
+    when = datetime.fromtimestamp(modified)
+    return SavedChat(transcript.path, when, first, len(questions), title_of(records[0]), said)
 
 
 def scan_chats(directory: Path | None = None) -> tuple[list[SavedChat], list[str]]:
@@ -146,6 +173,106 @@ def chat_to_continue(directory: Path | None = None) -> Path:
     path = continue_chat(directory)[0].path
     assert path is not None
     return path
+
+
+# -- search, rename, delete (the chat list's keys) ----------------------------------------
+
+
+def snippet(text: str, at: int, width: int = SNIPPET) -> str:
+    """About `width` characters of `text` around position `at`, cut between words ('…' where cut)."""
+    start = max(0, at - width // 3)
+    if start:
+        start = text.find(" ", start, at) + 1 or start
+    end = start + width
+    if end < len(text):
+        space = text.rfind(" ", at, end)
+        end = space if space > at else end
+    return ("…" if start else "") + text[start:end].strip() + ("…" if end < len(text) else "")
+
+
+def matches(chat: SavedChat, query: str) -> str | None:
+    """Whether every word of `query` is in the chat's questions, answers or title (in any case).
+
+    None: it is not. Else a snippet of the text around the first word found there ('' when
+    the words are only in the title, or there are none).
+    """
+    hits = []
+    for word in query.split():
+        pattern = re.compile(re.escape(word), re.IGNORECASE)
+        hit = pattern.search(chat.text)
+        if hit is None and pattern.search(chat.title) is None:
+            return None
+        if hit is not None:
+            hits.append(hit.start())
+    return snippet(chat.text, min(hits)) if hits else ""
+
+
+def set_title(header: Record, title: str) -> None:
+    """Name a chat in its session line; '' takes the name away (the list shows its first question)."""
+    title = one_line(title)
+    if title:
+        header["title"] = title
+    else:
+        header.pop("title", None)
+
+
+@contextlib.contextmanager
+def _held(path: Path) -> Iterator[None]:
+    """A saved chat's lock, held while it is renamed or moved (ConfigError if it is gone, or in use)."""
+    if not path.is_file():
+        raise ConfigError(f"{path} is gone (moved or deleted by another program)")
+    lock = Lock.take(path)
+    if lock is None:
+        raise ConfigError(f"{path.name} is open in another rsdchat: close it there first")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def rename_chat(path: Path, title: str) -> None:
+    """Give the saved chat at `path` a title ('' takes it away), written whole into its session line.
+
+    Its date stays (the list keeps its place). ConfigError (one line, nothing changed) when
+    it cannot be: the file is gone or in use, or its folder cannot be written.
+    """
+    with _held(path):
+        transcript = Transcript.load(path)
+        set_title(transcript.records[0], title)
+        transcript.write(
+            path,
+            replace=lambda there: file_seen(there) == transcript.seen,
+            what=", and was changed by another program",
+        )
+        if transcript.seen is not None:
+            with contextlib.suppress(OSError):
+                os.utime(path, ns=(transcript.seen[2], transcript.seen[2]))
+
+
+def _free_name(path: Path) -> Path:
+    """`path`, or NAME-2.jsonl, NAME-3.jsonl… if something is there already."""
+    number, free = 1, path
+    while os.path.lexists(free):
+        number += 1
+        free = path.with_name(f"{path.stem}-{number}{path.suffix}")
+    return free
+
+
+def trash_chat(path: Path) -> Path:
+    """Move the saved chat at `path` into the trash folder beside it (`TRASH`); where it went.
+
+    Nothing is removed: moving it back brings it back to the list. ConfigError (one line,
+    nothing changed) when it cannot be moved: it is gone or in use, or the folder is read-only.
+    """
+    trash = path.parent / TRASH
+    with _held(path):
+        try:
+            trash.mkdir(exist_ok=True)
+            moved = _free_name(trash / path.name)
+            os.rename(path, moved)
+        except OSError as exc:
+            raise ConfigError(f"cannot move {path} to {trash}: {exc.strerror or exc}") from None
+    return moved
 
 
 class Autosave:

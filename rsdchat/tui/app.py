@@ -42,7 +42,14 @@ from rsdchat.chat.events import (
     TurnKept,
     TurnStarted,
 )
-from rsdchat.chat.history import chats_dir, continue_chat, scan_chats, skipped_note
+from rsdchat.chat.history import (
+    chats_dir,
+    continue_chat,
+    rename_chat,
+    scan_chats,
+    set_title,
+    skipped_note,
+)
 from rsdchat.chat.session import ChatSession
 from rsdchat.chat.transcript import Transcript
 from rsdchat.core.errors import ConfigError
@@ -379,7 +386,19 @@ class RsdChatApp(App[None]):
             if path is not None and path != session.autosave.path:
                 self._run(session.load(path))
 
-        await self.push_screen(HistoryScreen(chats, session.autosave.path), reopen)
+        await self.push_screen(HistoryScreen(chats, session.autosave.path, self.name_chat), reopen)
+
+    def name_chat(self, path: Path, title: str) -> None:
+        """Give a saved chat a title; the chat open now gets it in its own transcript (the next
+        autosave writes that whole), and is written now."""
+        session = self.session
+        if path != session.autosave.path:
+            rename_chat(path, title)
+            return
+        set_title(session.transcript.records[0], title)
+        session.autosave.write(session.transcript)
+        if session.autosave.error:
+            raise ConfigError(f"{session.autosave.error} (the title is kept: it is saved with the next turn)")
 
     # -- actions ----------------------------------------------------------------------
 

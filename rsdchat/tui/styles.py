@@ -67,6 +67,7 @@ HelpScreen, HistoryScreen { align: center middle; }
     background: $surface;
 }
 #chats { height: auto; max-height: 30; border: none; }
+#history-note { color: $warning; }
 #help {
     width: 110;
     max-width: 95%;
