@@ -5,14 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rsdchat.core.engine import Engine
+from rsdchat.core.errors import ConfigError
 from rsdchat.core.policy import Mode, Policy
-from rsdchat.core.protocols import Backend, RewardSource, StepGenerator
+from rsdchat.core.protocols import Backend, Releases, RewardSource, StepGenerator
 from rsdchat.core.types import Role
 from rsdchat.in_force import in_force
 from rsdchat.plugins import RewardContext, load_backend
 from rsdchat.rewards import make_reward
 from rsdchat.settings import Settings
 from rsdchat.threads import in_thread
+
+
+@dataclass
+class Swap:
+    """A model `Runtime.swap` put in place of another, until the swap is kept (`keep`) or undone (`undo`)."""
+
+    role: Role
+    name: str  # as given: a name the backend knows, or a path
+    model: StepGenerator
+    old_name: str
+    old: StepGenerator | None  # None: the role had no model loaded yet
 
 
 @dataclass
@@ -45,11 +57,49 @@ class Runtime:
                 model = await in_thread(self._load, role)
                 setattr(self.engine, role.value, model)
 
-    def _load(self, role: Role) -> StepGenerator:
-        name = self.settings.backend_for(role)
-        if name not in self.backends:
-            self.backends[name] = load_backend(name, self.settings.backends)
-        return self.backends[name].generator(role, getattr(self.settings, role.value))
+    def _load(self, role: Role, name: str | None = None) -> StepGenerator:
+        """The `role` model: `name`, else the one the settings name (blocking: run it in a thread)."""
+        plugin = self.settings.backend_for(role)
+        if plugin not in self.backends:
+            self.backends[plugin] = load_backend(plugin, self.settings.backends)
+        return self.backends[plugin].generator(role, name or getattr(self.settings, role.value))
+
+    async def swap(self, role: Role, name: str) -> Swap:
+        """Load `name` for `role` (off the event loop) and put it in the engine and the settings.
+
+        ConfigError (one line; nothing changed) if it cannot be loaded. The old model stays
+        loaded until the swap is kept (`keep` lets it go) or undone (`undo` puts it back).
+        Reward sources built on the old model are the caller's to build again.
+        """
+        settings = self.settings.replace(**{role.value: name})
+        try:
+            model = await in_thread(self._load, role, name)
+        except ConfigError:
+            raise
+        except Exception as exc:  # llama.cpp's ValueError, a server that does not answer, …
+            said = str(exc) or type(exc).__name__
+            raise ConfigError(f"{role.value} {name} could not be loaded: {said}") from None
+        swap = Swap(role, name, model, getattr(self.settings, role.value), getattr(self.engine, role.value))
+        setattr(self.engine, role.value, model)
+        self.settings = settings
+        return swap
+
+    async def keep(self, swap: Swap) -> None:
+        """The swap holds: the old model is released, if its backend can and nothing else uses it."""
+        await self._release(swap.role, swap.old)
+
+    async def undo(self, swap: Swap) -> None:
+        """Put the old model back, and release the new one (if its backend can and nothing else uses it)."""
+        setattr(self.engine, swap.role.value, swap.old)
+        self.settings = self.settings.replace(**{swap.role.value: swap.old_name})
+        await self._release(swap.role, swap.model)
+
+    async def _release(self, role: Role, model: StepGenerator | None) -> None:
+        if model is None or model is self.engine.draft or model is self.engine.target:
+            return  # none, or still in use (draft and target may share one model)
+        backend = self.backends.get(self.settings.backend_for(role))
+        if isinstance(backend, Releases):  # else it stays loaded until `aclose`
+            await backend.release_model(model)
 
     async def aclose(self) -> None:
         if self.reward is not None:

@@ -197,4 +197,4 @@ def test_every_command_has_one_runner() -> None:
         else:
             assert on_app and not on_session, name
     app_only = [n for n in COMMANDS if hasattr(RsdChatApp, f"command_{n}") and COMMANDS[n].runner != "app"]
-    assert app_only == ["retry"]  # the app writes a retried answer in the background, as a typed question
+    assert app_only == ["model", "retry"]  # the app runs these in the background, as a typed question

@@ -85,6 +85,16 @@ class Changes:
         """Something else happened (a question, a new chat): the next change gets its own note."""
         self._open = None
 
+    def note_models(self, transcript: Transcript, text: str, fields: Record) -> None:
+        """Note another model put in a role (`/model`, while idle): a note of its own, never merged.
+
+        `fields`: what the record keeps besides where and when (`models`, `knobs`, `in_force`).
+        """
+        where = {"type": "change", "turn": transcript.turns, "from_step": None, "text": text}
+        transcript.add(where | fields | {"at": now()})
+        self._open = None
+        self._emit(NoteShown(next(self._ids), text, in_turn=False))
+
     def note(
         self,
         transcript: Transcript,

@@ -61,6 +61,10 @@ COMMANDS: dict[str, CommandSpec] = {
     "system": CommandSpec(
         "/system PROMPT", "system prompt from the next question; /system default resets", "setting"
     ),
+    "model": CommandSpec(
+        "/model [draft|target NAME]",
+        "the models loaded and the names known; /model draft NAME loads another (a name or a path)",
+    ),
     "retry": CommandSpec("/retry", "ask the last question again with the settings in force"),
     "keep": CommandSpec("/keep", "keep a stopped answer in the models' context"),
     "copy": CommandSpec("/copy", "copy the last answer to the clipboard", "app"),

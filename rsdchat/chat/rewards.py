@@ -5,18 +5,24 @@ the reward is built with the runtime's `RewardContext`, its backend configs carr
 (and `reward_model`), so the plugin that talks to the server reads it as if it had been
 configured. What a plugin tells the user to do with a flag (`--reward-url …`) is said
 here as the command that does it in the chat.
+
+Each source remembers which of the models its factory read (`draft-prm` the draft,
+`target-logprob` the target, `arithmetic` none): when `/model` puts another model in a
+role, `forget` takes out the sources built on the old one, to be built again.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import dataclass, field
+from typing import Any
 
 from rsdchat.chat.choice import Choice
 from rsdchat.core.errors import ConfigError
 from rsdchat.core.protocols import RewardSource
+from rsdchat.core.types import Role
 from rsdchat.in_force import reward_in_force, stops
-from rsdchat.plugins import PluginConfig, backend_plugins, reward_plugins
+from rsdchat.plugins import PluginConfig, RewardContext, backend_plugins, reward_plugins
 from rsdchat.rewards import make_reward
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
@@ -39,12 +45,35 @@ def in_chat(message: str, choice: Choice) -> str:
     return message
 
 
+MODELS = (Role.DRAFT.value, Role.TARGET.value)
+
+
+@dataclass(frozen=True)
+class _Watched(RewardContext):
+    """The context a reward source is built with, noting which models (`MODELS`) are read from it."""
+
+    read: set[str] = field(default_factory=set, compare=False, repr=False)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in MODELS:  # `need(role)` reads them too; so does `dataclasses.replace` (both, then)
+            object.__getattribute__(self, "read").add(name)
+        return object.__getattribute__(self, name)
+
+
+@dataclass
+class Built:
+    """A reward source, and the models it was built on ("draft", "target")."""
+
+    source: RewardSource
+    reads: set[str]  # as its factory read them from its context (still read later, if it keeps it)
+
+
 class Rewards:
     """The reward sources built so far (reward servers are asked once per source)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._built: dict[RewardKey, RewardSource] = {}
+        self._built: dict[RewardKey, Built] = {}
 
     def key(self, choice: Choice) -> RewardKey:
         """What tells reward sources apart: a served one also reads the step delimiter.
@@ -60,10 +89,23 @@ class Rewards:
         return (spec, delta, choice.extras.reward_url, choice.extras.reward_model, delimiter)
 
     def get(self, choice: Choice) -> RewardSource | None:
-        return self._built.get(self.key(choice))
+        built = self._built.get(self.key(choice))
+        return built.source if built is not None else None
 
     def add(self, choice: Choice, reward: RewardSource) -> None:
-        self._built.setdefault(self.key(choice), reward)
+        """A source built elsewhere (the runtime's): what it reads is not known, so both models."""
+        self._built.setdefault(self.key(choice), Built(reward, set(MODELS)))
+
+    def forget(self, role: Role) -> dict[RewardKey, Built]:
+        """Take out the sources built on the `role` model (they are built again when asked for)."""
+        taken = {key: built for key, built in self._built.items() if role.value in built.reads}
+        for key in taken:
+            del self._built[key]
+        return taken
+
+    def put_back(self, taken: dict[RewardKey, Built]) -> None:
+        """What `forget` took out is back (a model swap that was undone)."""
+        self._built.update(taken)
 
     def configs(self, choice: Choice) -> dict[str, PluginConfig]:
         """The backends' settings, with the chat's reward server in each config that has one."""
@@ -83,10 +125,11 @@ class Rewards:
         """The reward `choice` names, built once (off the event loop: it may ask a server)."""
         key = self.key(choice)
         if key in self._built:
-            return self._built[key]
+            return self._built[key].source
         spec, delta = key[0], key[1]
         delimiter = stops(choice.settings, choice.extras)[0]  # the reply's steps, for a reward that splits it
-        context = replace(runtime.reward_context(), configs=self.configs(choice), step_delimiter=delimiter)
+        models = runtime.reward_context()
+        context = _Watched(models.draft, models.target, self.configs(choice), delimiter, models.options)
         try:
             reward = await in_thread(make_reward, spec, context)
         except ConfigError as exc:
@@ -95,12 +138,17 @@ class Rewards:
             raise ConfigError(f"reward {spec}: {in_chat(str(exc), choice) or type(exc).__name__}") from None
         if delta is not None:  # this source judges prose: its default δ is the one measured there
             reward.default_delta = delta
-        self._built[key] = reward
+        self._built[key] = Built(reward, context.read)
         return reward
 
     async def aclose(self, keep: RewardSource | None = None) -> None:
         """Close every source built here (but `keep`, which its owner closes)."""
-        for reward in self._built.values():
-            if reward is not keep:
-                await reward.aclose()
+        await close(self._built, keep)
         self._built.clear()
+
+
+async def close(built: dict[RewardKey, Built], keep: RewardSource | None = None) -> None:
+    """Close the sources in `built` (but `keep`, which its owner closes)."""
+    for each in built.values():
+        if each.source is not keep:
+            await each.source.aclose()

@@ -35,6 +35,7 @@ from rsdchat.chat.events import (
 )
 from rsdchat.chat.history import Autosave
 from rsdchat.chat.live import Answer
+from rsdchat.chat.models import ModelSwitch, models_in_force, written_with
 from rsdchat.chat.rewards import Rewards
 from rsdchat.chat.saving import ChatFiles
 from rsdchat.chat.status import Status
@@ -83,6 +84,7 @@ class ChatSession:
         self._pending: Choice | None = None  # from a transcript loaded before the models were
         self._check_models_at_open = False  # ditto: compare its models once they are loaded
         self._changes = Changes(self._emit)  # the policy in force, and changes staged for the next step
+        self._models = ModelSwitch(self, self._rewards, self._changes)  # /model
         self._answer: Answer | None = None  # the answer being written
         self._task: asyncio.Future[Trace] | None = None
         self._stopping = False
@@ -297,6 +299,8 @@ class ChatSession:
             return f"the models could not be loaded: {self.load_error}"
         if self.policy_error and self.policy is None:
             return f"the settings cannot be used: {self.policy_error}; change them first"
+        if self._models.loading:
+            return f"{self._models.loading} is loading; your question is kept"
         if not self.ready:
             return "the models are still loading; your question is kept"
         if self.answering:
@@ -471,6 +475,9 @@ class ChatSession:
     async def command_export(self, rest: str) -> None:
         self.export(Path(split_path(rest)) if rest else None)
 
+    async def command_model(self, rest: str) -> None:
+        await self._models.command(rest, self._runtime())
+
     def _idle(self, what: str) -> None:
         if self.answering:
             raise ConfigError(f"stop the answer first (Esc), then {what}")
@@ -515,7 +522,7 @@ class ChatSession:
 
     def new(self) -> None:
         self._idle("start a new chat")
-        models = self.transcript.records[0].get("models") or {}
+        models = models_in_force(self.transcript)  # as /model left them
         self._keep_in_history()
         self.transcript = Transcript.start(self.choice, models)
         self.autosave.reset(self.transcript)
@@ -578,6 +585,6 @@ class ChatSession:
         self._check_models_at_open = False
         draft, target = self.models()
         loaded = {role: model.info.name for role, model in (("draft", draft), ("target", target)) if model}
-        differ = self.transcript.other_models(loaded)
+        differ = written_with(self.transcript, loaded)
         if differ:
             self.notify("written with " + ", ".join(differ), "warning", "other models")

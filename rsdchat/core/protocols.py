@@ -134,6 +134,21 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class Releases(Protocol):
+    """A backend that can let one of its models go and keep the others (optional: the model
+    that the chat's `/model` replaced is released; else it stays loaded until `aclose`)."""
+
+    async def release_model(self, model: StepGenerator) -> None: ...
+
+
+@runtime_checkable
+class ListsModels(Protocol):
+    """A backend that can say which model names it knows, besides paths (optional: `/model` shows them)."""
+
+    def model_names(self) -> Sequence[str]: ...
+
+
 @dataclass
 class Score:
     """One reward for one step."""

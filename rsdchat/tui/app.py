@@ -50,6 +50,7 @@ from rsdchat.chat.history import (
     set_title,
     skipped_note,
 )
+from rsdchat.chat.models import parse_model
 from rsdchat.chat.session import ChatSession
 from rsdchat.chat.transcript import Transcript
 from rsdchat.core.errors import ConfigError
@@ -358,6 +359,14 @@ class RsdChatApp(App[None]):
         """An answer: written in the background, like a typed question (the session's would wait)."""
         question, turn = self.session.retry_turn()
         self._run(self.session.ask(question, retry_of=turn))
+
+    async def command_model(self, rest: str) -> None:
+        """Loading a model takes a while: it runs in the background, as an answer does, and its
+        loading line shows meanwhile (a bad command, or `/model` alone, is answered at once)."""
+        if parse_model(rest) is None:
+            await self.session.command_model(rest)
+        else:
+            self._run(self.session.command_model(rest))
 
     def copy_answer(self) -> None:
         """/copy: the last answer's text, to the system clipboard (through the terminal: OSC 52)."""

@@ -6,7 +6,7 @@ import os
 import threading
 from pathlib import Path
 
-from rsdchat.plugin_api import PROGRESS, Role
+from rsdchat.plugin_api import PROGRESS, Role, StepGenerator
 from rsdchat_llamacpp import embedded
 from rsdchat_llamacpp.embedded import ModelError, repair_model, resolve_model, verify_model
 from rsdchat_llamacpp.generator import LlamaModel
@@ -50,6 +50,17 @@ class LlamaCppBackend:
             if model not in self._verified:
                 self._verified[model] = verify_model(model, self.config.cache_dir)
             return self._verified[model]
+
+    def model_names(self) -> tuple[str, ...]:
+        """The embedded models, by name (any .gguf path loads too)."""
+        return tuple(embedded.EMBEDDED_MODELS)
+
+    async def release_model(self, model: StepGenerator) -> None:
+        """Close `model` (the chat's `/model` put another in its place); the others stay loaded."""
+        for path, loaded in list(self._models.items()):
+            if loaded is model:
+                del self._models[path]
+                loaded.close()
 
     async def aclose(self) -> None:
         for model in self._models.values():
