@@ -928,3 +928,57 @@ async def test_a_rejected_step_says_why(tmp_path: Path) -> None:
     async with resumed.run_test(size=(160, 48)) as pilot:
         await pilot.pause()
         assert "< δ 0.7 · ω 0 · 1 of 2 equations wrong" in screen_text(resumed)  # and after reloading
+
+
+HASH_TABLE = "Explain what a hash table is in three sentences."
+PROSE_DRAFT = [
+    "A hash table stores values under keys.",
+    " It turns each key into an index with a hash function, and looks there.",
+    " Lookups are fast, usually constant time.",
+]
+PROSE_TARGET = [
+    "A hash table maps keys to values.",
+    " A hash function turns each key into a slot of an array, so a lookup goes straight to it.",
+    " Finding, adding and removing a key take constant time on average.",
+]
+
+
+class ProseModel(ScriptedModel):
+    """Writes the sentence after as many as the reply holds; `unsure` of them with low confidence."""
+
+    def __init__(self, sentences: list[str], name: str, unsure: tuple[int, ...] = ()) -> None:
+        super().__init__(self._next, name=name)
+        self.sentences, self.unsure = sentences, unsure
+
+    def _next(self, context: Context, request: StepRequest) -> str:
+        done = context.response.count(".")
+        return self.sentences[done] if done < len(self.sentences) else ""
+
+    async def generate(self, context: Context, request: StepRequest, on_token: Any = None) -> Generation:
+        generation = await super().generate(context, request, on_token)
+        done = context.response.count(".")
+        finish = "step" if done < len(self.sentences) - 1 else "eos"  # a sentence step ends at its "."
+        logprob = -1.5 if done in self.unsure else -0.2  # draft-confidence 0.22 or 0.82 (the chat's δ 0.5)
+        logprobs = tuple(logprob for _ in generation.token_logprobs or ())
+        return replace(generation, finish_reason=finish, token_logprobs=logprobs)
+
+
+async def test_a_prose_answer_with_the_chat_defaults() -> None:
+    """A prose question in a chat left at its defaults: chat style, draft-confidence at δ 0.5 in
+    sentence steps; the draft keeps its sure sentences, the target writes the unsure one."""
+    runtime = make_runtime(
+        ProseModel(PROSE_DRAFT, "tiny-draft", unsure=(1,)), ProseModel(PROSE_TARGET, "tiny-target")
+    )
+    runtime.settings = runtime.settings.replace(reward=Settings().reward)  # the reward left at its default
+    for size, name in (((80, 24), "prose_80x24"), ((160, 48), "prose_160x48")):
+        app = RsdChatApp(runtime)
+        async with app.run_test(size=size) as pilot:
+            await ask(pilot, app, HASH_TABLE)
+            text = screen_text(app)
+            check_snapshot(name, text)
+        (asked,) = [r for r in app.session.transcript.records if r["type"] == "user"]
+        assert asked["in_force"]["style"] == "chat" and asked["in_force"]["reward"] == "draft-confidence"
+        steps = [r for r in app.session.transcript.records if r["type"] == "step"]
+        assert [s["decision"]["accepted"] for s in steps if s["decision"]] == [True, False, True]
+        (answer,) = [r for r in app.session.transcript.records if r["type"] == "answer"]
+        assert answer["content"] == PROSE_DRAFT[0] + PROSE_TARGET[1] + PROSE_DRAFT[2]
