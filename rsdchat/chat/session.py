@@ -11,57 +11,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from functools import partial
 from pathlib import Path
 
+from rsdchat.chat.answered import Answered
 from rsdchat.chat.changes import Changes
 from rsdchat.chat.choice import Choice
 from rsdchat.chat.commands import COMMANDS, change, parse_command, split_path
 from rsdchat.chat.events import (
     BackendSaid,
     ChatEvent,
-    Cleared,
     EngineUpdate,
     Listener,
     Loading,
     Notice,
-    Replayed,
     Severity,
     StateChanged,
-    TurnFinished,
-    TurnKept,
     TurnStarted,
 )
 from rsdchat.chat.history import Autosave
 from rsdchat.chat.live import Answer
-from rsdchat.chat.models import ModelSwitch, models_in_force, written_with
+from rsdchat.chat.models import ModelSwitch
 from rsdchat.chat.rewards import Rewards
 from rsdchat.chat.saving import ChatFiles
 from rsdchat.chat.status import Status
 from rsdchat.chat.transcript import Transcript, user_record
+from rsdchat.chat.transcript_ops import TranscriptOps
 from rsdchat.core.errors import ConfigError
 from rsdchat.core.events import Event, StepDone, ignore
 from rsdchat.core.policy import Mode, Policy, PolicySource
 from rsdchat.core.protocols import RewardSource, StepGenerator
 from rsdchat.core.trace import Acceptance, Ledger, Trace
-from rsdchat.in_force import (
-    CHAT_REWARD,
-    InForce,
-    Style,
-    chat_style,
-    delta_step,
-    nudged_delta,
-    stops,
-    uses_delta,
-)
+from rsdchat.in_force import InForce, nudged_delta, uses_delta
 from rsdchat.progress import progress_to
 from rsdchat.prompts import build_messages
 from rsdchat.runtime import Runtime, open_runtime
 from rsdchat.settings import Settings
-
-ONE_STEP_HINT = 300  # characters: a chat reply this long that was one step gets a word on /steps
-ALL_REJECTED_AFTER = 3  # judged drafts: an answer that rejected every one of at least this many gets a word
 
 
 class ChatSession:
@@ -81,15 +66,14 @@ class ChatSession:
         self._owns_runtime = runtime is None
         self._rewards = Rewards(settings)  # reward sources built so far
         self.files = ChatFiles(self._forked)  # where this chat is kept in the history, saved, exported
-        self._pending: Choice | None = None  # from a transcript loaded before the models were
-        self._check_models_at_open = False  # ditto: compare its models once they are loaded
         self._changes = Changes(self._emit)  # the policy in force, and changes staged for the next step
         self._models = ModelSwitch(self, self._rewards, self._changes)  # /model
+        self._ops = TranscriptOps(self, self._changes)  # /new, /load, /save, /export, /keep, /retry
+        self._answered = Answered(self, self._changes)  # the end of each answer
         self._answer: Answer | None = None  # the answer being written
         self._task: asyncio.Future[Trace] | None = None
         self._stopping = False
         self._hearing, self._heard = contextlib.ExitStack(), False
-        self._told_all_rejected: Transcript | None = None  # the chat told that RSD came down to target-only
 
     # -- state ------------------------------------------------------------------------
 
@@ -175,36 +159,15 @@ class ChatSession:
         runtime = self.runtime
         if runtime.reward is not None:
             self._rewards.add(Choice(runtime.settings), runtime.reward)
-        header = self.transcript.records[0]
-        if self._check_models_at_open:
-            self._check_models()
-        if not header.get("models"):
-            described = runtime.describe()
-            header["models"] = {k: v for k, v in described.items() if k in ("backend", "draft", "target")}
-        pending, self._pending = self._pending, None
-        await self._start(pending)
+        await self._ops.opened(runtime)  # its models checked; its settings, else the chat's, in force
         self._emit(Loading(f"models ready: draft {settings.draft}, target {settings.target}", "ready"))
         self._emit(StateChanged())
-
-    async def _start(self, pending: Choice | None) -> None:
-        """Put the loaded transcript's choice in force, else the settings'; say why if neither can be."""
-        if pending is not None:
-            try:
-                await self.change(pending, record=False)
-                return
-            except ConfigError as exc:
-                self.notify(f"its settings were not restored: {exc}", "warning", "transcript loaded")
-        try:
-            await self.change(self.choice, record=False)
-        except ConfigError as exc:
-            self.policy_error = str(exc)
-            self.notify(f"{exc}; change it to ask (see /help)", "error", "the settings cannot be used")
 
     async def aclose(self) -> None:
         """Stop the answer in progress and release what the session opened."""
         await self.stop_and_wait()
         self._hearing.close()
-        self._keep_in_history()
+        self._ops.keep_in_history()
         self.autosave.close()
         await self._rewards.aclose(keep=self.runtime.reward if self.runtime is not None else None)
         if self._owns_runtime and self.runtime is not None:
@@ -377,70 +340,8 @@ class ChatSession:
             self._emit(StateChanged())
 
     def _finish(self, answer: Answer, trace: Trace) -> None:
-        turn, record = answer.turn, answer.record(trace)
-        self.transcript.add(record)
-        self.spent.merge(trace.ledger)
-        self._answer = None
-        self._emit(TurnFinished(turn, record, trace))
-        last = self.transcript.records[-2]
-        if trace.finish_reason in ("max_steps", "max_tokens") and last["type"] == "change":
-            last["from_step"] = None  # installed for a step the budget then did not allow
-        self._changes.install(self.transcript, turn, None)
-        failed = self.autosave.write(self.transcript)
-        if failed:
-            self.notify(f"{failed}; /save PATH saves it elsewhere", "error", "the chat is not in the history")
-        if trace.finish_reason == "error":
-            self.notify(trace.error or "the backend failed", "error", "answer failed")
-        elif trace.finish_reason == "cancelled":
-            said = "stopped; what was written is kept"
-            if trace.text.strip():
-                said += ", but left out of the next question's context: /keep keeps it there"
-            self.notify(said, title="answer stopped")
-        elif self._one_long_step(trace):
-            self.notify(
-                "the reply had no blank line, so it was one step and got one decision; "
-                "/steps sentence (or line) judges it piece by piece",
-                title="one step",
-            )
-        elif self._all_rejected(trace) and self._told_all_rejected is not self.transcript:
-            self._told_all_rejected = self.transcript  # once per chat
-            self.notify(self._all_rejected_advice(trace), "warning", "the target wrote it all")
-        self._emit(StateChanged())
-
-    def _all_rejected(self, trace: Trace) -> bool:
-        """RSD that came down to target-only: every draft step judged (and at least a few) was rejected."""
-        acceptance = trace.acceptance
-        rsd = self.settings.mode is Mode.RSD
-        return rsd and acceptance.judged >= ALL_REJECTED_AFTER and acceptance.accepted == 0
-
-    def _all_rejected_advice(self, trace: Trace) -> str:
-        """What happened, and what to type: a δ that keeps the best draft, another reward, no draft."""
-        decisions = [s.decision for s in trace.steps if s.decision is not None]
-        rewards = [d.reward for d in decisions if not d.invalid]
-        said = f"all {len(decisions)} draft steps were rejected, so the target wrote the answer alone"
-        said += " and the draft's work was wasted"
-        advice = []
-        policy, reward = self.policy, self.reward
-        delta = policy.weighting.threshold if policy is not None else None
-        if rewards and delta is not None:
-            best = max(rewards)
-            step = delta_step(reward)
-            suggest = math.floor(best / step + 1e-9) * step
-            said += f" (the best scored r {best:.2g} against δ {delta:g})"
-            if suggest < delta:
-                advice.append(f"/delta {suggest:g} keeps drafts like the best of these")
-        name = reward.name if reward is not None else self.settings.reward
-        if name != CHAT_REWARD:
-            advice.append(f"/reward {CHAT_REWARD} judges them by the draft's confidence")
-        advice.append("/mode target-only skips the draft")
-        return f"{said}: " + "; ".join(advice)
-
-    def _one_long_step(self, trace: Trace) -> bool:
-        """A chat reply cut at blank lines that had none: RSD judged all of it at once."""
-        steps = trace.answer_steps
-        chat = chat_style(self.reward, self.choice.extras) is Style.CHAT and self.settings.mode is Mode.RSD
-        paragraphs = stops(self.settings, self.choice.extras) == ("\n\n",)
-        return chat and paragraphs and len(steps) == 1 and len(steps[0].text) >= ONE_STEP_HINT
+        self._answer = None  # `live` is nothing from here on
+        self._answered.finish(answer, trace)  # its record, its cost, the autosave, and a word
 
     # -- commands ---------------------------------------------------------------------
 
@@ -478,20 +379,11 @@ class ChatSession:
     async def command_model(self, rest: str) -> None:
         await self._models.command(rest, self._runtime())
 
-    def _idle(self, what: str) -> None:
-        if self.answering:
-            raise ConfigError(f"stop the answer first (Esc), then {what}")
+    # -- the transcript (rsdchat.chat.transcript_ops) -----------------------------------
 
     def retry_turn(self) -> tuple[str, int]:
         """The question /retry asks again and its turn; ConfigError if there is none or it cannot be asked."""
-        self._idle("retry")
-        last = self.transcript.last("user")
-        if last is None:
-            raise ConfigError("no question to ask again yet")
-        why_not = self.why_not_ask()
-        if why_not:
-            raise ConfigError(why_not)
-        return str(last["content"]), int(last["turn"])
+        return self._ops.retry_turn()
 
     async def retry(self) -> Trace:
         """Ask the last question again with the settings now in force; its old turn leaves the context."""
@@ -500,91 +392,26 @@ class ChatSession:
 
     def keep(self) -> int:
         """Keep the last (stopped) answer in the models' context; the turn it was."""
-        self._idle("keep what it wrote")
-        turn = self.transcript.keep_last()
-        self.autosave.write(self.transcript)
-        self._emit(TurnKept(turn))
-        self.notify(f"turn #{turn} is kept: the next question sees what it wrote", title="kept")
-        return turn
+        return self._ops.keep()
 
     def last_answer(self) -> str | None:
         """The text of the last answer that has any (for /copy)."""
         return self.transcript.last_answer()
 
-    def _keep_in_history(self) -> None:
-        """Before another chat is shown: what this one did since its last turn (a ⚙ line) is saved too."""
-        self.files.keep_in_history(self.transcript)
-
-    def _reset(self) -> None:
-        self.turn = 0
-        self.spent, self.acceptance = Ledger(), Acceptance()
-        self._changes.close()
-
     def new(self) -> None:
-        self._idle("start a new chat")
-        models = models_in_force(self.transcript)  # as /model left them
-        self._keep_in_history()
-        self.transcript = Transcript.start(self.choice, models)
-        self.autosave.reset(self.transcript)
-        self._reset()
-        self._emit(Cleared())
-        self.notify("new chat")
-        self._emit(StateChanged())
+        self._ops.new()
 
     def save(self, path: Path | None = None) -> Path:
         """/save [PATH]: write the transcript; a file already there only if it is this chat's own."""
-        path = self.files.save(self.transcript, path)
-        self.notify(f"saved {len(self.transcript.records)} records to {path}", title="transcript saved")
-        return path
+        return self._ops.save(path)
 
     def export(self, path: Path | None = None) -> Path:
         """/export [PATH.md]: the transcript as Markdown; over a file only if this session exported it."""
-        path = self.files.export(self.transcript, path)
-        self.notify(f"exported to {path}", title="Markdown export")
-        return path
+        return self._ops.export(path)
 
     async def load(self, path: Path) -> None:
-        self._idle("load a transcript")
-        await self.show(Transcript.load(path))
+        await self._ops.load(path)
 
     async def show(self, transcript: Transcript) -> None:
         """Continue a loaded transcript: draw it, count its costs, put its settings back in force."""
-        self._keep_in_history()
-        self.transcript = transcript
-        self.autosave.reset(transcript)
-        self._reset()
-        self.turn = transcript.turns
-        self.spent, self.acceptance = transcript.totals()
-        self._emit(Replayed(list(transcript.records)))
-        if self.runtime is not None:
-            self._check_models()
-        self._check_models_at_open = self.runtime is None
-        saved = transcript.chosen()
-        if saved is not None:
-            try:
-                chosen = Choice.from_dict(saved, self.settings)
-                if self.runtime is None:
-                    self._pending = chosen
-                else:
-                    await self.change(chosen, record=False)
-            except ConfigError as exc:
-                self.notify(f"its settings were not restored: {exc}", "warning", "transcript loaded")
-        self.notify(
-            f"{transcript.path or 'transcript'}: {transcript.turns} question(s)", title="transcript loaded"
-        )
-        if transcript.cut is not None:
-            self.notify(
-                f"{transcript.path}:{transcript.cut}: the last line was cut short (a crash?) and is left out",
-                "warning",
-                "transcript loaded",
-            )
-        self._emit(StateChanged())
-
-    def _check_models(self) -> None:
-        """Warn when the transcript was written with other models than the ones loaded."""
-        self._check_models_at_open = False
-        draft, target = self.models()
-        loaded = {role: model.info.name for role, model in (("draft", draft), ("target", target)) if model}
-        differ = written_with(self.transcript, loaded)
-        if differ:
-            self.notify("written with " + ", ".join(differ), "warning", "other models")
+        await self._ops.show(transcript)

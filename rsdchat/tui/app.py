@@ -7,13 +7,7 @@ back as one Textual message each, drawn by the widgets.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import signal
-import time
 from collections.abc import Coroutine, Iterable
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,22 +20,8 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import Collapsible, Footer, Header, Static
 
-from rsdchat.chat.commands import parse_command, server_rewards
-from rsdchat.chat.events import (
-    BackendSaid,
-    ChatEvent,
-    Cleared,
-    EngineUpdate,
-    Loading,
-    NoteRemoved,
-    NoteShown,
-    Notice,
-    Replayed,
-    StateChanged,
-    TurnFinished,
-    TurnKept,
-    TurnStarted,
-)
+from rsdchat.chat.commands import parse_command
+from rsdchat.chat.events import ChatEvent, Notice, Replayed, StateChanged
 from rsdchat.chat.history import (
     chats_dir,
     continue_chat,
@@ -54,26 +34,22 @@ from rsdchat.chat.models import parse_model
 from rsdchat.chat.session import ChatSession
 from rsdchat.chat.transcript import Transcript
 from rsdchat.core.errors import ConfigError
-from rsdchat.core.events import StepDone, StepScored, StepStarted, TokenText
-from rsdchat.core.policy import Mode
-from rsdchat.core.weighting import WEIGHTINGS
 from rsdchat.files import clean_temps
-from rsdchat.in_force import STEPS, Style
-from rsdchat.plugins import reward_plugins
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
-from rsdchat.tui.palette import ChatCommands, PaletteEntry
+from rsdchat.tui.drawing import draw
+from rsdchat.tui.palette import ChatCommands, PaletteEntry, palette_entries
 from rsdchat.tui.screens.help import HelpScreen
 from rsdchat.tui.screens.history import HistoryScreen
+from rsdchat.tui.signals import SignalEnd
 from rsdchat.tui.styles import CSS
 from rsdchat.tui.widgets.prompt import Prompt
 from rsdchat.tui.widgets.status import StatusPanel
-from rsdchat.tui.widgets.transcript import KEPT, TranscriptView
+from rsdchat.tui.widgets.transcript import TranscriptView
 
 NARROW = 100  # columns below which the side panel starts hidden
 HEADER_SIDES = 5  # the header's columns besides its title: the icon (4) and the clock's space (1)
 PLACEHOLDER = "Ask a question · Enter sends · Shift+Enter or Ctrl+J: new line · /help"
-ENDING = (signal.SIGTERM, signal.SIGHUP)  # a kill, the terminal closed: the app ends as if quit
 
 
 def header_line(title: str, subtitle: str, width: int) -> tuple[str, str]:
@@ -125,8 +101,7 @@ class RsdChatApp(App[None]):
         self._resume = resume
         self._notes = list(notes)
         self._quit_asked = False
-        self._signals: list[signal.Signals] = []  # handled while the app runs
-        self._ending = False  # a signal came: what the session says now is not drawn any more
+        self._signals = SignalEnd(self, self.session)  # SIGTERM and SIGHUP end it as quitting does
 
     @property
     def prompt(self) -> Prompt:
@@ -148,7 +123,7 @@ class RsdChatApp(App[None]):
         yield Footer()
 
     async def on_mount(self) -> None:
-        self._catch_signals()
+        self._signals.catch()
         self.prompt.focus()
         self.query_one("#main").set_class(self.size.width < NARROW, "-narrow")
         self.refresh_status()
@@ -168,103 +143,24 @@ class RsdChatApp(App[None]):
         self.run_worker(self.session.open(), group="load", exit_on_error=False)
 
     async def on_unmount(self) -> None:
-        self._release_signals()
+        self._signals.release()
         await self.session.aclose()
-
-    # -- signals ----------------------------------------------------------------------
-
-    def _catch_signals(self) -> None:
-        """SIGTERM and SIGHUP end the app the way quitting does: the answer being written is stopped
-        and saved (as Esc does), the chat is kept in the history, the terminal is given back."""
-        loop = asyncio.get_running_loop()
-        for number in ENDING:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
-                loop.add_signal_handler(number, self.end_on_signal, number)
-                self._signals.append(number)
-
-    def _release_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        for number in self._signals:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(number)
-        self._signals = []
-
-    def end_on_signal(self, number: int) -> None:
-        """A signal came: stop and save the answer, then exit with status 128 + its number.
-
-        A second signal of the kind ends the process at once (the handlers are gone).
-        """
-        self._release_signals()
-        self.run_worker(self._end(number), group="signal", exit_on_error=False)
-
-    async def _end(self, number: int) -> None:
-        session = self.session
-        await session.stop_and_wait()
-        deadline = time.monotonic() + 5
-        while session.answering and time.monotonic() < deadline:  # the stopped turn being saved
-            await asyncio.sleep(0.01)
-        self._ending = True
-        if number == signal.SIGHUP:
-            # The terminal is gone: there is nothing to give back, and Textual, which restarts its
-            # output on the SIGCONT that comes with the hangup, would wait on it forever.
-            try:
-                await session.aclose()  # the chat saved, the models and servers closed
-            finally:
-                os._exit(128 + number)
-        self.exit(return_code=128 + number)
 
     # -- drawing the session's events -------------------------------------------------
 
     async def on_session_event(self, message: SessionEvent) -> None:
-        if self._ending:
+        if self._signals.ending:
             return
         event, view = message.event, self.view
-        if isinstance(event, EngineUpdate):
-            await self._engine_update(event)
-        elif isinstance(event, TurnStarted):
-            await view.add_question(event.question, event.turn, event.retry_of)
-        elif isinstance(event, TurnKept):
-            view.mark(event.turn, KEPT)
-        elif isinstance(event, TurnFinished):
-            await view.finish_turn(event.record)
-        elif isinstance(event, NoteShown):
-            await view.show_note(event.note, event.text, event.in_turn)
-        elif isinstance(event, NoteRemoved):
-            await view.remove_note(event.note)
-        elif isinstance(event, Notice):
+        if isinstance(event, Notice):
             timeout = 15 if event.severity in ("error", "warning") else None
             self.notify(event.text, title=event.title, severity=event.severity, timeout=timeout, markup=False)
-        elif isinstance(event, Loading):
-            if event.state == "loading":
-                await view.show_message(event.text, "info loading")
-            else:
-                view.loaded(event.text, failed=event.state == "failed")
-        elif isinstance(event, BackendSaid):
-            await view.show_message(event.text)
-        elif isinstance(event, Cleared):
-            await view.clear()
-            await view.show_message("new chat")
-        elif isinstance(event, Replayed):
-            await view.replay(event.records)
-            self.prompt.remember(str(r["content"]) for r in event.records if r["type"] == "user")
         elif isinstance(event, StateChanged):
             self.refresh_status()
-
-    async def _engine_update(self, update: EngineUpdate) -> None:
-        event, view = update.event, self.view
-        if update.turn != self.session.turn:
-            return
-        if isinstance(event, StepStarted):
-            await view.start_step(event.index, event.author.value)
-        elif isinstance(event, TokenText):
-            view.add_text(event.index, event.author.value, event.text)
-        elif isinstance(event, StepScored):
-            reward = update.policy.reward
-            view.show_decision(event.decision, reward.bounds if reward is not None else None, event.detail)
-        elif isinstance(event, StepDone):
-            step = event.step
-            score = step.score if step.decision is None else None
-            await view.step_done(step.index, step.author.value, step.text, step.tokens, step.accepted, score)
+        else:
+            await draw(view, event, self.session.turn)  # in the transcript (rsdchat.tui.drawing)
+            if isinstance(event, Replayed):
+                self.prompt.remember(str(r["content"]) for r in event.records if r["type"] == "user")
 
     def refresh_status(self) -> None:
         if not self.query(StatusPanel):
@@ -466,57 +362,18 @@ class RsdChatApp(App[None]):
 
     # -- the command palette ----------------------------------------------------------
 
-    def _prefill(self, text: str) -> None:
+    def prefill(self, text: str) -> None:
+        """Put `text` in the input, for the user to finish."""
         prompt = self.prompt
         prompt.value = text
         prompt.focus()
 
-    def palette_entries(self) -> Iterable[PaletteEntry]:
-        def command(line: str) -> None:
-            self.run_worker(self._command(line), group="palette")
+    def palette_command(self, line: str) -> None:
+        """Run a /command chosen in the palette, in the background."""
+        self.run_worker(self._command(line), group="palette")
 
-        yield ("Raise δ", "raise the threshold δ one step", partial(self.run_action, "delta(1)"))
-        yield ("Lower δ", "lower the threshold δ one step", partial(self.run_action, "delta(-1)"))
-        yield ("Set δ…", "type a value for δ", partial(self._prefill, "/delta "))
-        yield ("Stop the answer", "cancel the generation in progress (Esc)", self.action_stop)
-        for name, cls in WEIGHTINGS.items():
-            shown = " ".join(cls.params()) or "no parameters"
-            yield (f"Weighting: {name}", f"ω = {name} ({shown})", partial(command, f"/weighting {name}"))
-        for name, plugin in reward_plugins().items():
-            yield (f"Reward: {name}", plugin.description, partial(command, f"/reward {name}"))
-        for mode in Mode:
-            yield (f"Mode: {mode.value}", "who writes the steps", partial(command, f"/mode {mode.value}"))
-        for style in Style:
-            yield (f"Style: {style.value}", "conversation style", partial(command, f"/mode {style.value}"))
-        yield (
-            "Style: follow the reward source",
-            "math for process rewards, chat for outcome",
-            partial(command, "/mode auto"),
-        )
-        for name in server_rewards():
-            yield (
-                f"Reward server: {name}…",
-                f"type the URL of the server that serves {name}",
-                partial(self._prefill, f"/reward {name} http://"),
-            )
-        for steps in STEPS:
-            yield (f"Steps: {steps}", "where a step ends", partial(command, f"/steps {steps}"))
-        yield (
-            "Retry",
-            "ask the last question again with the settings now in force",
-            partial(command, "/retry"),
-        )
-        yield ("Keep the stopped answer", "keep it in the models' context", partial(command, "/keep"))
-        yield ("Copy the answer", "copy the last answer to the clipboard", partial(command, "/copy"))
-        yield ("History", "the saved chats: reopen one", partial(command, "/history"))
-        yield ("Rejected drafts", "open or close every rejected draft (F6)", self.action_toggle_rejected)
-        yield ("System prompt…", "type a new system prompt", partial(self._prefill, "/system "))
-        yield ("New chat", "start over (the settings stay)", partial(command, "/new"))
-        yield ("Save transcript", "save as JSONL", partial(command, "/save"))
-        yield ("Load transcript…", "type the path of a saved transcript", partial(self._prefill, "/load "))
-        yield ("Export Markdown", "write the transcript as Markdown", partial(command, "/export"))
-        yield ("Side panel", "show or hide the status panel (F4)", self.action_toggle_panel)
-        yield ("Help", "slash commands and keys", self.action_help)
+    def palette_entries(self) -> Iterable[PaletteEntry]:
+        return palette_entries(self)  # rsdchat.tui.palette_entries
 
 
 def run_chat(settings: Settings, resume: Path | None = None, *, continue_: bool = False) -> int:
