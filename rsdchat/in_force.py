@@ -92,16 +92,14 @@ DEFAULT_DELIMITER: str = Settings.model_fields["step_delimiter"].default
 CHAT_REWARD, CHAT_DELTA, CHAT_STEPS = "draft-confidence", 0.5, "sentence"
 """What judges open-ended chat (prose) when the reward is left at its default, and where its steps
 end (unless /steps or the step delimiter is set). The default and its δ were tuned on math steps:
-prose drafts score 0.3-0.7, and δ 0.88 kept 9 of 92 prose sentences (3% of the draft's tokens).
-With draft-confidence at δ 0.5 in sentences the draft kept 59% of the answer's tokens on the 16
-tune prompts of benchmarks/prose_prompts.jsonl, and the target judged the answers on a par with
-its own (mean preference 0.48; 12 of 16 wins or ties). In paragraphs (a prose reply often has no
-blank line: one all-or-nothing decision) it kept 69% but 5 of 16 answers were judged worse (0.44).
-On the 8 held-out prompts: 76% kept, mean preference 0.44 (4 of 8 judged worse). docs/rewards.md
-("Open-ended chat") has the table and the commands:
+prose drafts score 0.3-0.7, and δ 0.88 kept 3 of 76 prose sentences (2% of the draft's tokens).
+With draft-confidence at δ 0.5 in sentences the draft kept 51% of the answer's tokens on the 16
+tune prompts of benchmarks/prose_prompts.jsonl (mean preference of the target for RSD's answer
+over its own 0.47), and 69% on the 8 held-out prompts with none judged worse (0.51).
+docs/rewards.md ("Open-ended chat") has the table and the commands:
 
     .venv/bin/python benchmarks/prose_defaults.py --split tune \\
-        --configs 'arithmetic*draft-confidence@0.88;draft-confidence@0,0.7,0.5;target-logprob@0.6,0.4'
+        --configs 'arithmetic*draft-confidence@0.88;draft-confidence@0.7,0.6,0.5'
 """
 
 
