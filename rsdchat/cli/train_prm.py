@@ -5,7 +5,9 @@ Three stages, each resumable, all in one output folder:
 1. label: the draft answers each question; its steps are labelled by what the target can
    still do after them (`rsdchat.prm.labels`), one JSON line per question in labels.jsonl;
 2. read: the draft reads each labelled step followed by the step tag; its hidden state there
-   is the head's input (exactly what the `draft-prm` reward reads while RSD runs);
+   is the head's input (exactly what the `draft-prm` reward reads while RSD runs), in process
+   (llama.cpp) or, for a draft on a server, where its backend reads states (`ServesStates`:
+   the openai backend's `draft_states_url`, vLLM serving the draft as an embedding model);
 3. train: the head is fitted (`rsdchat.prm.train`) and written as head.safetensors, with
    report.json; with `--backbone`, also a Qwen2ForProcessRewardModel checkpoint that vLLM
    serves for the `qwen-prm` reward (`rsdchat.prm.checkpoint`).
@@ -28,14 +30,15 @@ from rsdchat.cli.evaluate import DEFAULT_DATASET, _problems
 from rsdchat.cli.options import Given, with_settings
 from rsdchat.core.errors import ConfigError, RsdchatError
 from rsdchat.core.policy import Mode
-from rsdchat.core.protocols import ReadsStates
-from rsdchat.core.types import Context, Message
+from rsdchat.core.protocols import ReadsStates, ServesStates, StepGenerator
+from rsdchat.core.types import Context, Message, Role
 from rsdchat.evaluation.data import Problem
 from rsdchat.files import write_atomic
 from rsdchat.in_force import in_force
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.runtime import Runtime, open_runtime
 from rsdchat.settings import Settings
+from rsdchat.threads import in_thread
 
 
 def _bar(console: Console) -> Progress:
@@ -97,6 +100,21 @@ async def read_all(
     return np.vstack(states), np.array(good), groups
 
 
+async def states_reader(runtime: Runtime, draft: StepGenerator) -> ReadsStates:
+    """Where the draft's hidden states are read: the draft itself (in process), else the server
+    its backend reads them on (the openai backend's `draft_states_url`); ConfigError if neither."""
+    if isinstance(draft, ReadsStates):
+        return draft
+    backend = runtime.backends.get(runtime.settings.backend_for(Role.DRAFT))
+    if not isinstance(backend, ServesStates):
+        raise ConfigError(
+            "train-prm reads the draft's hidden states: run the draft on the llamacpp backend, or serve "
+            "it with vLLM as an embedding model and give --draft-states-url (the openai backend; "
+            f"this draft runs on {draft.info.backend})"
+        )
+    return await in_thread(backend.states, runtime.settings.draft)
+
+
 async def train_prm(
     settings: Settings,
     problems: list[Problem],
@@ -114,13 +132,9 @@ async def train_prm(
     try:
         draft = runtime.engine.draft
         assert draft is not None
-        if not isinstance(draft, ReadsStates):
-            raise ConfigError(
-                "train-prm reads the draft's hidden states in process: run the draft on the llamacpp "
-                f"backend (this draft runs on {draft.info.backend})"
-            )
+        reader = await states_reader(runtime, draft)
         try:  # before hours of labelling: can this draft read the step tag at all?
-            await draft.tag_state(Context((Message("user", "1 + 1?"),)), STEP_TAG_ID)
+            await reader.tag_state(Context((Message("user", "1 + 1?"),)), STEP_TAG_ID)
         except RsdchatError as exc:
             raise ConfigError(
                 f"train-prm: the draft {draft.info.name} cannot read the step tag: {exc}"
@@ -129,7 +143,7 @@ async def train_prm(
         await label_all(runtime, problems, labels_path, err)
         wanted = {p.id for p in problems}
         records = [r for r in labels.read_labels(labels_path) if r["id"] in wanted]
-        states, good, groups = await read_all(draft, records, err)
+        states, good, groups = await read_all(reader, records, err)
         about = {
             "model": draft.info.name,
             "n_params": draft.info.n_params,
@@ -241,6 +255,9 @@ def train_prm_command(
       rsdchat train-prm -d gsm8k-train --limit 200 -o my-prm
 
       rsdchat train-prm -f questions.jsonl -o my-prm --backbone ~/models/my-draft
+
+    A draft on a vLLM server: serve it a second time as an embedding model (vllm serve DRAFT
+    --runner pooling --convert embed) and give that server's --draft-states-url.
     """
     err = Console(stderr=True)
     try:

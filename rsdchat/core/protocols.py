@@ -149,6 +149,19 @@ class ListsModels(Protocol):
     def model_names(self) -> Sequence[str]: ...
 
 
+@runtime_checkable
+class ServesStates(Protocol):
+    """A backend whose draft's hidden states are read on a server of their own (optional:
+    `rsdchat train-prm` uses it where the draft itself cannot give them)."""
+
+    def states(self, model: str) -> ReadsStates:
+        """A reader of `model`'s hidden states, or a ConfigError naming the setting that is missing.
+
+        May block (asking a server): callers run it off the event loop.
+        """
+        ...
+
+
 @dataclass
 class Score:
     """One reward for one step."""

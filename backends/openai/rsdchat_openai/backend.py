@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from rsdchat.plugin_api import Role, RoleCheck, RsdchatError, time_tiny_step
+from rsdchat.plugin_api import ConfigError, Role, RoleCheck, RsdchatError, time_tiny_step
 from rsdchat_openai.config import BackendConfig, OpenAIConfig
 from rsdchat_openai.generator import HttpGenerator, HttpLogprobGenerator
 from rsdchat_openai.http import Pool
+from rsdchat_openai.states import HOW, PooledStates
 from rsdchat_openai.wire import Headers, ServerInfo, choose_model, make_renderer, parse_models, probe
 
 
@@ -19,6 +20,7 @@ class OpenAIBackend:
         self._config = BackendConfig.of(config)
         self._params = {role: config.params(role) for role in Role}  # the <role>_params settings
         self._generators: dict[tuple[Role, str], HttpGenerator] = {}
+        self._states: PooledStates | None = None
 
     def generator(self, role: Role, model: str) -> HttpGenerator:
         """Blocking (asks the servers what they serve): call it off the event loop."""
@@ -39,10 +41,28 @@ class OpenAIBackend:
             generator.info = dataclasses.replace(generator.info, n_params=n_params)
         return generator
 
+    def states(self, model: str) -> PooledStates:
+        """The draft's hidden states, from its server as an embedding model (`draft_states_url`).
+
+        Blocking (asks the server what it serves): call it off the event loop.
+        """
+        endpoint = self._config.draft_states
+        if endpoint is None:
+            raise ConfigError(f"setting draft_states_url: where to read the draft's hidden states ({HOW})")
+        if self._states is None:
+            pool = Pool(endpoint)
+            server, served = probe(pool, model)
+            headers = Headers(make_renderer(server, pool, served, self._config.chat_template))
+            self._states = PooledStates(pool, served, headers)
+        return self._states
+
     async def aclose(self) -> None:
         for generator in self._generators.values():
             await generator.pool.aclose()
         self._generators.clear()
+        if self._states is not None:
+            await self._states.aclose()
+            self._states = None
 
     async def diagnose(self, role: Role, model: str) -> RoleCheck:
         """Reachable? Model served? One streamed step: streaming, capabilities, latency."""

@@ -96,6 +96,13 @@ class OpenAIConfig(ClientConfig):
     reward_model: str | None = Field(
         None, description="served reward model (default: the only one the reward server serves)"
     )
+    draft_states_url: str | None = Field(
+        None,
+        description="a vLLM server of the draft as an embedding model "
+        "(`vllm serve DRAFT --runner pooling --convert embed`): `rsdchat train-prm` reads the draft's "
+        "hidden states there",
+        json_schema_extra=RUNTIME_ONLY,
+    )
     draft_api_key_env: str | None = Field(
         None,
         description="environment variable holding the draft server's API key",
@@ -128,7 +135,7 @@ class OpenAIConfig(ClientConfig):
         None, description="for servers that cannot render one: 'chatml', a Jinja file, or the template text"
     )
 
-    @field_validator("base_url", "draft_url", "target_url", "reward_url")
+    @field_validator("base_url", "draft_url", "target_url", "reward_url", "draft_states_url")
     @classmethod
     def _urls(cls, value: str | None) -> str | None:
         parse_urls(value)  # raises ValueError naming the bad URL
@@ -210,6 +217,7 @@ class BackendConfig(BaseModel):
     draft: RoleEndpoint | None = None
     target: RoleEndpoint | None = None
     reward: RoleEndpoint | None = None
+    draft_states: RoleEndpoint | None = None  # the draft as an embedding model (train-prm)
     reward_model: str | None = None
     chat_template: str | None = None
     draft_logprobs: bool = True
@@ -239,10 +247,22 @@ class BackendConfig(BaseModel):
                 )
             except (ValidationError, ValueError) as exc:
                 raise ConfigError(_describe(exc, role)) from None
+        states = None
+        if parse_urls(config.draft_states_url):
+            draft = roles["draft"]
+            states = RoleEndpoint(
+                role=Role.DRAFT,
+                urls=config.draft_states_url,
+                api_key_env=draft.api_key_env if draft is not None else config.api_key_env,
+                connect_timeout=config.http_connect_timeout,
+                read_timeout=config.http_read_timeout,
+                retries=config.http_retries,
+            )
         return cls(
             draft=roles["draft"],
             target=roles["target"],
             reward=roles["reward"],
+            draft_states=states,
             reward_model=config.reward_model or None,
             chat_template=config.chat_template or None,
             draft_logprobs=config.draft_logprobs,

@@ -31,7 +31,7 @@ def checkpoints_dir() -> Path:
 
 
 def built_checkpoint(name: str) -> Path | None:
-    """The checkpoint `name` (smollm2, qwen-prm, smollm2-orm) if it is built whole, else None."""
+    """The checkpoint `name` (smollm2, qwen, qwen-prm, smollm2-orm) if it is built whole, else None."""
     folder = checkpoints_dir() / name
     return folder if VLLM.is_file() and (folder / STAMP).is_file() else None
 
