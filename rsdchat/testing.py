@@ -7,10 +7,12 @@ real run; they are for logic, not for claiming a backend works.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Literal
 
 from rsdchat.core.protocols import Feature, Logprobs, Score, TokenSink
@@ -34,6 +36,23 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def handmade_labels(path: Path, questions: int) -> None:
+    """A `train-prm` labels file without a labelling run: GSM8K-train ids, two steps each, the
+    second one wrong (labelled bad) in every other question."""
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(questions):
+            a, b = i + 2, i + 5
+            answer = a + b + (i % 2) * 7
+            steps = [f"First, {a} + {b} = {a + b}.\n\n", f"So the answer is \\boxed{{{answer}}}."]
+            record = {
+                "id": f"gsm8k-train-{i}",
+                "question": f"What is {a} + {b}?",
+                "labels": ["good", "good" if i % 2 == 0 else "bad"],
+                "draft": {"steps": [{"text": s} for s in steps]},
+            }
+            out.write(json.dumps(record) + "\n")
 
 
 def steps_so_far(context: Context, delimiter: str = "\n\n") -> int:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -132,6 +133,16 @@ async def open_chat(*args: Any, **kwargs: Any) -> Chat:
     chat = Chat(make_runtime(*args, **kwargs))
     await chat.session.open()
     return chat
+
+
+async def closed_chat(question: str, answer: str = "So the answer is \\boxed{4}.") -> Path:
+    """A saved chat with one question and this answer, closed again (no lock held)."""
+    chat = await open_chat([answer + "\n\n"], [answer + "\n\n"])
+    await chat.ask(question)
+    path = chat.session.autosave.path
+    await chat.session.aclose()
+    assert path is not None
+    return path
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:

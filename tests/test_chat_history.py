@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chat_helpers import DRAFT, TARGET, Chat, make_runtime, open_chat, wait_until
+from chat_helpers import DRAFT, TARGET, Chat, closed_chat, make_runtime, open_chat, wait_until
 
 from rsdchat.chat.history import (
     TRASH,
@@ -214,16 +214,6 @@ async def test_what_a_chat_did_after_its_last_turn_is_saved_before_another_is_sh
 
 
 # -- search, rename, delete ----------------------------------------------------------------------
-
-
-async def closed_chat(question: str, answer: str = "So the answer is \\boxed{4}.") -> Path:
-    """A saved chat with one question and this answer, closed again (no lock held)."""
-    chat = await open_chat([answer + "\n\n"], [answer + "\n\n"])
-    await chat.ask(question)
-    path = chat.session.autosave.path
-    await chat.session.aclose()
-    assert path is not None
-    return path
 
 
 def a_chat(text: str, title: str = "") -> SavedChat:

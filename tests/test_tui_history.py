@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from chat_helpers import make_runtime, open_chat, screen_text, wait_until
+from chat_helpers import closed_chat, make_runtime, screen_text, wait_until
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -23,16 +23,6 @@ from rsdchat.tui.screens.history import ChatList, HistoryScreen
 def header(path: Path) -> dict[str, Any]:
     first: dict[str, Any] = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
     return first
-
-
-async def closed_chat(question: str, answer: str) -> Path:
-    """A saved chat with one question and this answer, closed again (no lock held)."""
-    chat = await open_chat([answer + "\n\n"], [answer + "\n\n"])
-    await chat.ask(question)
-    path = chat.session.autosave.path
-    await chat.session.aclose()
-    assert path is not None
-    return path
 
 
 async def open_history(pilot: Pilot[None], app: RsdChatApp) -> HistoryScreen:

@@ -17,7 +17,7 @@ from rsdchat.plugins import RewardContext
 from rsdchat.prm.head import STEP_TAG_ID, PrmHead
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.rewards import make_reward
-from rsdchat.testing import installed
+from rsdchat.testing import handmade_labels, installed
 from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig, LlamaModel
 from rsdchat_llamacpp.prm import load_head, shipped_head
 
@@ -85,17 +85,7 @@ def test_train_prm_from_labels_writes_a_head_the_reward_uses(tmp_path: Path) -> 
     """Handmade labels (no labelling run): the draft reads each step, a head is fitted and written,
     and `solve --reward draft-prm --prm-head` uses it."""
     labels = tmp_path / "labels.jsonl"
-    with labels.open("w") as out:
-        for i in range(6):
-            a, b = i + 2, i + 5
-            steps = [
-                f"First, {a} + {b} = {a + b}.\n\n",
-                f"So the answer is \\boxed{{{a + b + (i % 2) * 7}}}.",
-            ]
-            verdicts = ["good", "good" if i % 2 == 0 else "bad"]
-            record = {"id": f"gsm8k-train-{i}", "question": f"What is {a} + {b}?", "labels": verdicts,
-                      "draft": {"steps": [{"text": s} for s in steps]}}  # fmt: skip
-            out.write(json.dumps(record) + "\n")
+    handmade_labels(labels, 6)
     run = subprocess.run(
         [*RSDCHAT, "train-prm", "--labels", str(labels), "--limit", "6", "-o", str(tmp_path / "p"), "--json"],
         capture_output=True, text=True, timeout=600,

