@@ -141,7 +141,7 @@ async def test_a_new_target_is_loaded_scores_and_writes_and_the_old_one_is_let_g
     assert models.backend.released == [models.target]
     assert states(chat) == ["ready", "loading", "ready"]
     assert chat.of(Loading)[-1].text == "target other-target ready (was tiny-target)"
-    assert chat.notices()[-1] == "models: reward target-logprob is built again for the new target"
+    assert not chat.notices()
     (note,) = chat.records("change")
     assert note["text"] == "target tiny-target → other-target" and chat.of(NoteShown)[-1].text == note["text"]
     assert note["models"] == {"backend": "llamacpp", "draft": "tiny-draft", "target": "other-target"}
@@ -153,12 +153,13 @@ async def test_a_new_target_is_loaded_scores_and_writes_and_the_old_one_is_let_g
     assert "Other target." in trace.text and models.other_target.calls and not models.target.calls
 
 
-async def test_a_new_draft_keeps_the_rewards_that_never_read_the_draft() -> None:
+async def test_a_new_draft_gets_its_reward_built_again() -> None:
     models = Models()
     chat = await open_models_chat(models)
     before = chat.session.reward
     await chat.session.command("/model draft other-draft")
-    assert chat.session.reward is before  # target-logprob reads the target only
+    after = chat.session.reward
+    assert after is not None and before is not None and after is not before and after.name == before.name
     assert models.backend.released == [models.draft]
     await chat.ask("What is 2+2?")
     assert models.other_draft.calls and not models.draft.calls
@@ -179,21 +180,20 @@ async def test_a_reward_the_runtime_brought_is_built_again_for_either_model() ->
     assert arithmetic is not None and arithmetic.name == "arithmetic"
     assert not given.closed  # the runtime closes its own
     await chat.session.command("/model target other-target")
-    assert chat.session.reward is arithmetic  # reads neither model
+    rebuilt = chat.session.reward
+    assert rebuilt is not None and rebuilt is not arithmetic and rebuilt.name == "arithmetic"
 
 
-async def test_rewards_remember_which_model_they_read() -> None:
+async def test_forget_takes_every_reward_out_and_put_back_returns_them() -> None:
     models = Models()
     runtime = Runtime(Settings(**SETTINGS), Engine(draft=models.draft, target=models.target))
     rewards = Rewards(runtime.settings)
     choice = Choice(runtime.settings)
     free = await rewards.build(choice.set(reward="arithmetic"), runtime)
     reads = await rewards.build(choice.set(reward="arithmetic*target-logprob"), runtime)
-    assert rewards.forget(Role.DRAFT) == {}
-    taken = rewards.forget(Role.TARGET)
-    assert [built.source for built in taken.values()] == [reads]
-    assert rewards.get(choice.set(reward="arithmetic")) is free
-    assert rewards.get(choice.set(reward="arithmetic*target-logprob")) is None  # built again when asked
+    taken = rewards.forget()
+    assert list(taken.values()) == [free, reads]
+    assert rewards.get(choice.set(reward="arithmetic")) is None  # built again when asked
     rewards.put_back(taken)
     assert rewards.get(choice.set(reward="arithmetic*target-logprob")) is reads
 

@@ -2,8 +2,8 @@
 
 `parse_model` reads the command (pure). `ModelSwitch` loads the model the user names off the
 event loop (a "loading" line while it does), and only once it is loaded puts it in place of
-the old one: the reward sources built on the old model are built again for the new one, the
-settings in force name it (`Choice.set(draft=…)`), the old model is released where its backend
+the old one: the reward sources are built again on the models now loaded, the settings in
+force name it (`Choice.set(draft=…)`), the old model is released where its backend
 can, and the transcript notes the change with a `change` record that carries the `models`
 from then on (the header keeps those the chat started with, as it keeps its first `knobs`).
 A load that fails, settings the new model cannot serve (a reward that cannot be built for it),
@@ -167,21 +167,17 @@ class ModelSwitch:
     async def _put_in_force(self, swap: Swap, runtime: Runtime) -> None:
         """The settings name the new model, its rewards are built for it; else the swap is undone."""
         chat, role = self.chat, swap.role
-        before = chat.reward
-        taken = self.rewards.forget(role)
+        taken = self.rewards.forget()
         try:
             await chat.change(chat.choice.set(**{role.value: swap.name}), record=False)
         except ConfigError as exc:
-            built = self.rewards.forget(role)  # for the new model, before the change was refused
+            built = self.rewards.forget()  # for the new model, before the change was refused
             await runtime.undo(swap)
             self.rewards.put_back(taken)
             await close(built)
             raise ConfigError(f"{role.value} {swap.name} cannot be used: {exc}") from None
         await close(taken, keep=runtime.reward)  # the runtime's own is closed with it
         await runtime.keep(swap)
-        after = chat.reward
-        if after is not None and after is not before:
-            chat.notify(f"reward {after.name} is built again for the new {role.value}", title="models")
 
     def _say(self, event: ChatEvent) -> None:
         self.chat.listener(event)

@@ -6,23 +6,20 @@ the reward is built with the runtime's `RewardContext`, its backend configs carr
 configured. What a plugin tells the user to do with a flag (`--reward-url …`) is said
 here as the command that does it in the chat.
 
-Each source remembers which of the models its factory read (`draft-prm` the draft,
-`target-logprob` the target, `arithmetic` none): when `/model` puts another model in a
-role, `forget` takes out the sources built on the old one, to be built again.
+When `/model` puts another model in a role, `forget` takes every source out, to be built
+again on the models then loaded (a source may hold either model; rebuilding is cheap).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import replace
 
 from rsdchat.chat.choice import Choice
 from rsdchat.core.errors import ConfigError
 from rsdchat.core.protocols import RewardSource
-from rsdchat.core.types import Role
 from rsdchat.in_force import reward_in_force, stops
-from rsdchat.plugins import PluginConfig, RewardContext, backend_plugins, reward_plugins
+from rsdchat.plugins import PluginConfig, backend_plugins, reward_plugins
 from rsdchat.rewards import make_reward
 from rsdchat.runtime import Runtime
 from rsdchat.settings import Settings
@@ -45,35 +42,12 @@ def in_chat(message: str, choice: Choice) -> str:
     return message
 
 
-MODELS = (Role.DRAFT.value, Role.TARGET.value)
-
-
-@dataclass(frozen=True)
-class _Watched(RewardContext):
-    """The context a reward source is built with, noting which models (`MODELS`) are read from it."""
-
-    read: set[str] = field(default_factory=set, compare=False, repr=False)
-
-    def __getattribute__(self, name: str) -> Any:
-        if name in MODELS:  # `need(role)` reads them too; so does `dataclasses.replace` (both, then)
-            object.__getattribute__(self, "read").add(name)
-        return object.__getattribute__(self, name)
-
-
-@dataclass
-class Built:
-    """A reward source, and the models it was built on ("draft", "target")."""
-
-    source: RewardSource
-    reads: set[str]  # as its factory read them from its context (still read later, if it keeps it)
-
-
 class Rewards:
     """The reward sources built so far (reward servers are asked once per source)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._built: dict[RewardKey, Built] = {}
+        self._built: dict[RewardKey, RewardSource] = {}
 
     def key(self, choice: Choice) -> RewardKey:
         """What tells reward sources apart: a served one also reads the step delimiter.
@@ -89,21 +63,17 @@ class Rewards:
         return (spec, delta, choice.extras.reward_url, choice.extras.reward_model, delimiter)
 
     def get(self, choice: Choice) -> RewardSource | None:
-        built = self._built.get(self.key(choice))
-        return built.source if built is not None else None
+        return self._built.get(self.key(choice))
 
     def add(self, choice: Choice, reward: RewardSource) -> None:
-        """A source built elsewhere (the runtime's): what it reads is not known, so both models."""
-        self._built.setdefault(self.key(choice), Built(reward, set(MODELS)))
+        self._built.setdefault(self.key(choice), reward)
 
-    def forget(self, role: Role) -> dict[RewardKey, Built]:
-        """Take out the sources built on the `role` model (they are built again when asked for)."""
-        taken = {key: built for key, built in self._built.items() if role.value in built.reads}
-        for key in taken:
-            del self._built[key]
+    def forget(self) -> dict[RewardKey, RewardSource]:
+        """Take every source out (another model is in a role): each is built again when asked for."""
+        taken, self._built = self._built, {}
         return taken
 
-    def put_back(self, taken: dict[RewardKey, Built]) -> None:
+    def put_back(self, taken: dict[RewardKey, RewardSource]) -> None:
         """What `forget` took out is back (a model swap that was undone)."""
         self._built.update(taken)
 
@@ -125,11 +95,10 @@ class Rewards:
         """The reward `choice` names, built once (off the event loop: it may ask a server)."""
         key = self.key(choice)
         if key in self._built:
-            return self._built[key].source
+            return self._built[key]
         spec, delta = key[0], key[1]
         delimiter = stops(choice.settings, choice.extras)[0]  # the reply's steps, for a reward that splits it
-        models = runtime.reward_context()
-        context = _Watched(models.draft, models.target, self.configs(choice), delimiter, models.options)
+        context = replace(runtime.reward_context(), configs=self.configs(choice), step_delimiter=delimiter)
         try:
             reward = await in_thread(make_reward, spec, context)
         except ConfigError as exc:
@@ -138,7 +107,7 @@ class Rewards:
             raise ConfigError(f"reward {spec}: {in_chat(str(exc), choice) or type(exc).__name__}") from None
         if delta is not None:  # this source judges prose: its default δ is the one measured there
             reward.default_delta = delta
-        self._built[key] = Built(reward, context.read)
+        self._built[key] = reward
         return reward
 
     async def aclose(self, keep: RewardSource | None = None) -> None:
@@ -147,8 +116,8 @@ class Rewards:
         self._built.clear()
 
 
-async def close(built: dict[RewardKey, Built], keep: RewardSource | None = None) -> None:
+async def close(built: dict[RewardKey, RewardSource], keep: RewardSource | None = None) -> None:
     """Close the sources in `built` (but `keep`, which its owner closes)."""
-    for each in built.values():
-        if each.source is not keep:
-            await each.source.aclose()
+    for source in built.values():
+        if source is not keep:
+            await source.aclose()
