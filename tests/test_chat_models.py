@@ -384,3 +384,40 @@ async def test_a_real_target_is_swapped_through_llama_cpp(tmp_path: Path) -> Non
         assert old not in backend._models.values()  # type: ignore[attr-defined]
     finally:
         await session.aclose()
+
+
+# -- in the app (Textual's pilot) --------------------------------------------------------------
+
+
+async def test_the_app_shows_a_model_loading_and_keeps_taking_commands() -> None:
+    """`/model target NAME` in the app: the input is cleared at once, the loading line shows while
+    the model loads (in the background), then the side panel names the new target."""
+    from chat_helpers import screen_text
+
+    from rsdchat.tui import RsdChatApp
+
+    models = Models()
+    chosen = Settings(**(SETTINGS | {"reward": "target-logprob"}))
+    runtime = Runtime(
+        chosen, Engine(draft=models.draft, target=models.target), {chosen.backend: models.backend}
+    )
+    app = RsdChatApp(runtime)
+    block = threading.Event()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(lambda: app.session.ready)
+        models.backend.block = block
+        app.prompt.value = "/model target other-target"
+        await pilot.press("enter")
+        await wait_until(lambda: "loading target other-target" in screen_text(app))
+        assert app.prompt.value == ""
+        assert app.session.why_not_ask() == "target other-target is loading; your question is kept"
+        block.set()
+        await wait_until(lambda: "target other-target ready (was tiny-target)" in screen_text(app))
+        await pilot.pause()
+        assert "target     other-target" in screen_text(app)  # the side panel
+        models.backend.block = None
+        app.prompt.value = "/model draft nowhere"
+        await pilot.press("enter")
+        said = "could not switch to draft nowhere: the draft is still tiny-draft"
+        await wait_until(lambda: said in screen_text(app))
+        assert app.session.models()[0] is models.draft  # nothing changed
