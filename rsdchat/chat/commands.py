@@ -68,7 +68,9 @@ COMMANDS: dict[str, CommandSpec] = {
     "retry": CommandSpec("/retry", "ask the last question again with the settings in force"),
     "keep": CommandSpec("/keep", "keep a stopped answer in the models' context"),
     "copy": CommandSpec("/copy", "copy the last answer to the clipboard", "app"),
-    "history": CommandSpec("/history", "the saved chats, newest first: Enter reopens one", "app"),
+    "history": CommandSpec(
+        "/history", "the saved chats: Enter reopens, / searches, r renames, d deletes", "app"
+    ),
     "new": CommandSpec("/new", "start a new chat"),
     "save": CommandSpec("/save [PATH]", "save the transcript as JSONL (steps, rewards, settings)"),
     "load": CommandSpec("/load PATH", "load a saved transcript and continue it"),
