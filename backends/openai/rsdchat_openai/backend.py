@@ -20,7 +20,7 @@ class OpenAIBackend:
         self._config = BackendConfig.of(config)
         self._params = {role: config.params(role) for role in Role}  # the <role>_params settings
         self._generators: dict[tuple[Role, str], HttpGenerator] = {}
-        self._states: PooledStates | None = None
+        self._states: dict[str, PooledStates] = {}  # by served model
 
     def generator(self, role: Role, model: str) -> HttpGenerator:
         """Blocking (asks the servers what they serve): call it off the event loop."""
@@ -49,20 +49,20 @@ class OpenAIBackend:
         endpoint = self._config.draft_states
         if endpoint is None:
             raise ConfigError(f"setting draft_states_url: where to read the draft's hidden states ({HOW})")
-        if self._states is None:
+        if model not in self._states:
             pool = Pool(endpoint)
             server, served = probe(pool, model)
             headers = Headers(make_renderer(server, pool, served, self._config.chat_template))
-            self._states = PooledStates(pool, served, headers)
-        return self._states
+            self._states[model] = PooledStates(pool, served, headers)
+        return self._states[model]
 
     async def aclose(self) -> None:
         for generator in self._generators.values():
             await generator.pool.aclose()
         self._generators.clear()
-        if self._states is not None:
-            await self._states.aclose()
-            self._states = None
+        for states in self._states.values():
+            await states.aclose()
+        self._states.clear()
 
     async def diagnose(self, role: Role, model: str) -> RoleCheck:
         """Reachable? Model served? One streamed step: streaming, capabilities, latency."""
