@@ -83,17 +83,19 @@ def cross_validated_auc(
     return auc(scores, y)
 
 
-async def reward_aucs(steps: list[tuple[str, Context, Generation, int]]) -> dict[str, float]:
+async def reward_scores(steps: list[tuple[str, Context, Generation, int]]) -> dict[str, list[float]]:
+    """Each free reward source's reward of every step."""
     out = {}
     for name in ("draft-confidence", "arithmetic", "arithmetic*draft-confidence"):
         source = make_reward(name, RewardContext(None, None, {}))
-        scores = [(await source.score(context, step)).reward for _, context, step, _ in steps]
-        out[name] = auc(scores, [bad for *_, bad in steps])
+        out[name] = [(await source.score(context, step)).reward for _, context, step, _ in steps]
     return out
 
 
-async def target_aucs(steps: list[tuple[str, Context, Generation, int]], model: str) -> dict[str, float]:
-    """How well the target's own view of each step tells the bad ones (costs one read per step)."""
+async def target_scores(
+    steps: list[tuple[str, Context, Generation, int]], model: str
+) -> dict[str, list[float]]:
+    """The target's own view of each step (costs one read per step); higher: the target agrees."""
     from rsdchat.core.types import Role
     from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig
 
@@ -113,9 +115,8 @@ async def target_aucs(steps: list[tuple[str, Context, Generation, int]], model: 
             math_low.append(min(mathy, default=0.0))
     finally:
         await backend.aclose()
-    bad = [b for *_, b in steps]
-    return {"target mean logprob": auc(mean, bad), "target min logprob": auc(low, bad),
-            "target min logprob on number tokens": auc(math_low, bad)}  # fmt: skip
+    return {"target mean logprob": mean, "target min logprob": low,
+            "target min logprob on number tokens": math_low}  # fmt: skip
 
 
 def main() -> None:
@@ -144,12 +145,12 @@ def main() -> None:
         value = auc([row[name] for row in rows], y)
         print(f"  {name:22s} {max(value, 1 - value):.3f} {'+' if value >= 0.5 else '-'}")
     print("\nfree reward sources (AUC)")
-    for name, value in asyncio.run(reward_aucs(steps)).items():
-        print(f"  {name:30s} {value:.3f}")
+    for name, scores in asyncio.run(reward_scores(steps)).items():
+        print(f"  {name:30s} {auc(scores, y):.3f}")
     if args.target:
         print("\nthe target reading each step (AUC)")
-        for name, value in asyncio.run(target_aucs(steps, args.target)).items():
-            print(f"  {name:38s} {value:.3f}")
+        for name, scores in asyncio.run(target_scores(steps, args.target)).items():
+            print(f"  {name:38s} {auc(scores, y):.3f}")
     cv = cross_validated_auc(ids, rows, y, names, args.l2)
     print(f"\ndraft-scorer, out of fold (5 folds by problem): AUC {cv:.3f}")
     model = train(rows, y, names, args.l2)
