@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -129,6 +130,16 @@ def test_a_separable_signal_is_learned_and_calibrated() -> None:
     assert 0 < trained.head.about["default_delta"] < 1 and trained.head.about["model"] == "m"
 
 
+def test_a_few_questions_labelled_by_their_answers_train_without_a_singular_matrix() -> None:
+    """Labels by the answer make whole questions good or bad: a fold may hold one kind only, and the
+    out-of-fold scores may separate perfectly (the calibration's fit then has no finite optimum)."""
+    states = RNG.normal(size=(9, 4))
+    good = np.array([1.0] * 4 + [0.0] * 3 + [1.0] * 2)
+    groups = ["a"] * 4 + ["b"] * 3 + ["c"] * 2
+    trained = train_head(states, good, groups, {})
+    assert np.isfinite(trained.head.logit(states)).all()
+
+
 def test_one_kind_of_label_is_refused() -> None:
     with pytest.raises(ValueError, match="all of one kind"):
         train_head(np.zeros((4, 2)), np.ones(4), ["a", "b", "c", "d"], {})
@@ -146,6 +157,60 @@ def test_a_record_cut_short_by_a_kill_is_asked_again(tmp_path: Path) -> None:
     labels.append(path, {"id": "b", "labels": ["bad", None]})
     assert [r["id"] for r in labels.read_labels(path)] == ["a", "b"]
     assert labels.counts(labels.read_labels(path)) == {"good": 1, "bad": 1, "none": 1}
+
+
+# -- labelling (scripted models; the real draft labels in backends/llamacpp/tests/test_draft_prm.py) ---------
+
+DRAFT_STEPS = ["Half of 48 is 24.\n\n", "48 + 24 = 72, so \\boxed{72}."]
+
+
+def label_with(reference: str, procedure: str, target_says: str | None = None) -> dict[str, Any]:
+    import asyncio
+
+    from rsdchat.core.engine import Engine
+    from rsdchat.core.policy import Mode, Policy
+    from rsdchat.evaluation.data import Problem
+    from rsdchat.testing import ScriptedModel
+
+    target = ScriptedModel(lambda context, request: target_says) if target_says is not None else None
+    engine = Engine(draft=ScriptedModel(DRAFT_STEPS), target=target)
+    by_target = Policy(mode=Mode.TARGET_ONLY) if target is not None else None
+    problem = Problem("q", "Clips in April and May?", reference)
+    return asyncio.run(
+        labels.label(problem, engine, Policy(mode=Mode.DRAFT_ONLY), by_target, "sys", procedure=procedure)
+    )
+
+
+def test_labels_by_the_answer_give_every_step_the_answers_verdict_without_the_target() -> None:
+    right = label_with("72", labels.ANSWER)
+    assert right["labels"] == ["good", "good"] and right["procedure"] == labels.ANSWER
+    wrong = label_with("71", labels.ANSWER)  # no target at all: it is never asked
+    assert wrong["labels"] == ["bad", "bad"] and wrong["continuations"] == {}
+
+
+def test_labels_by_the_target_find_the_first_step_it_cannot_recover_from() -> None:
+    # the target answers 71 after any prefix: it reaches the gold 71 from scratch and after step 1,
+    # and cannot after both steps (the draft's \boxed{72} ends the answer)
+    record = label_with("71", labels.TARGET, "So \\boxed{71}.")
+    assert record["labels"] == ["good", "bad"] and record["procedure"] == labels.TARGET
+    assert set(record["continuations"]) == {"0", "1"}
+
+
+def test_a_labels_file_keeps_one_procedure(tmp_path: Path) -> None:
+    from rsdchat.cli.train_prm import LabelBy, procedure_for
+
+    path = tmp_path / "labels.jsonl"
+    assert procedure_for(path, None) == labels.ANSWER  # a new file: by the answer
+    assert procedure_for(path, LabelBy.target) == labels.TARGET
+    labels.append(path, {"id": "a", "labels": ["good"]})  # made before procedures were recorded: the target's
+    assert procedure_for(path, None) == labels.TARGET
+    with pytest.raises(
+        ConfigError, match=r"labelled by the target \(math-shepherd-binary-v1\): give --label-by target"
+    ):
+        procedure_for(path, LabelBy.answer)
+    labels.append(path, {"id": "b", "labels": ["bad"], "procedure": labels.ANSWER})
+    with pytest.raises(ConfigError, match="the labels mix procedures"):
+        procedure_for(path, None)
 
 
 # -- the checkpoint ------------------------------------------------------------------------

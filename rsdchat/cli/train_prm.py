@@ -2,8 +2,9 @@
 
 Three stages, each resumable, all in one output folder:
 
-1. label: the draft answers each question; its steps are labelled by what the target can
-   still do after them (`rsdchat.prm.labels`), one JSON line per question in labels.jsonl;
+1. label: the draft answers each question; its steps are labelled (`rsdchat.prm.labels`) by
+   its final answer (`--label-by answer`) or by what the target can still do after them
+   (`--label-by target`), one JSON line per question in labels.jsonl;
 2. read: the draft reads each labelled step followed by the step tag; its hidden state there
    is the head's input (exactly what the `draft-prm` reward reads while RSD runs), in process
    (llama.cpp) or, for a draft on a server, where its backend reads states (`ServesStates`:
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,6 +43,11 @@ from rsdchat.settings import Settings
 from rsdchat.threads import in_thread
 
 
+class LabelBy(str, Enum):
+    answer = "answer"
+    target = "target"
+
+
 def _bar(console: Console) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
@@ -52,19 +59,29 @@ def _bar(console: Console) -> Progress:
     )
 
 
-async def label_all(runtime: Runtime, problems: list[Problem], path: Path, err: Console) -> None:
+async def label_all(
+    runtime: Runtime, problems: list[Problem], path: Path, procedure: str, err: Console
+) -> None:
     from rsdchat.prm import labels
 
     settings = runtime.settings
     draft = in_force(settings.replace(mode=Mode.DRAFT_ONLY), None).policy
-    target = in_force(settings.replace(mode=Mode.TARGET_ONLY), None).policy
+    target = None
+    if procedure == labels.TARGET:
+        target = in_force(settings.replace(mode=Mode.TARGET_ONLY), None).policy
     todo = labels.todo(problems, path)
     with _bar(err) as bar:
         tally = labels.counts(labels.read_labels(path))
         task = bar.add_task("label", total=len(problems), completed=len(problems) - len(todo), note="")
         for problem in todo:
             record = await labels.label(
-                problem, runtime.engine, draft, target, MATH_SYSTEM_PROMPT, seed=settings.seed
+                problem,
+                runtime.engine,
+                draft,
+                target,
+                MATH_SYSTEM_PROMPT,
+                seed=settings.seed,
+                procedure=procedure,
             )
             labels.append(path, record)
             for kind, n in labels.counts([record]).items():
@@ -121,6 +138,7 @@ async def train_prm(
     source: str,
     out: Path,
     labels_path: Path,
+    procedure: str,
     backbone: Path | None,
     err: Console,
 ) -> dict[str, Any]:
@@ -128,7 +146,8 @@ async def train_prm(
     from rsdchat.prm.head import STEP_TAG, STEP_TAG_ID
     from rsdchat.prm.train import train_head
 
-    runtime = await open_runtime(settings, Mode.RSD, with_reward=False)
+    mode = Mode.RSD if procedure == labels.TARGET else Mode.DRAFT_ONLY  # labels by the answer: no target
+    runtime = await open_runtime(settings, mode, with_reward=False)
     try:
         draft = runtime.engine.draft
         assert draft is not None
@@ -140,7 +159,7 @@ async def train_prm(
                 f"train-prm: the draft {draft.info.name} cannot read the step tag: {exc}"
             ) from None
         started = time.perf_counter()
-        await label_all(runtime, problems, labels_path, err)
+        await label_all(runtime, problems, labels_path, procedure, err)
         wanted = {p.id for p in problems}
         records = [r for r in labels.read_labels(labels_path) if r["id"] in wanted]
         states, good, groups = await read_all(reader, records, err)
@@ -151,7 +170,7 @@ async def train_prm(
             "step_tag": STEP_TAG,
             "reads": "the draft's own conversation, then the step tag (the last hidden state there)",
             "trained_on": source,
-            "labels": labels.PROCEDURE,
+            "labels": procedure,
             "command": " ".join(["rsdchat", "train-prm", *sys.argv[2:]]),
         }
         try:
@@ -181,6 +200,25 @@ async def train_prm(
 
 
 OURS = ("labels.jsonl", "head.safetensors", "report.json", "checkpoint")
+
+
+def procedure_for(labels_path: Path, label_by: LabelBy | None) -> str:
+    """How the steps are labelled: `--label-by`, else as the labels file already was, else by the
+    answer; a file labelled the other way (or both) is refused, never mixed."""
+    from rsdchat.prm import labels
+
+    try:
+        found = labels.procedure_of(labels.read_labels(labels_path))
+    except ValueError as exc:
+        raise ConfigError(f"--labels {labels_path}: {exc}") from None
+    wanted = labels.PROCEDURES[label_by.value] if label_by else found or labels.ANSWER
+    if found is not None and found != wanted:
+        named = {v: k for k, v in labels.PROCEDURES.items()}.get(found, found)
+        raise ConfigError(
+            f"--labels {labels_path} was labelled by the {named} ({found}): give --label-by {named} "
+            "or another --labels file"
+        )
+    return wanted
 
 
 def check_out(out: Path, labels_path: Path) -> None:
@@ -234,6 +272,15 @@ def train_prm_command(
         Path | None,
         typer.Option("--labels", help="The labels file to use and extend.", show_default="OUT/labels.jsonl"),
     ] = None,
+    label_by: Annotated[
+        LabelBy | None,
+        typer.Option(
+            "--label-by",
+            help="answer: each step takes the verdict of the draft's final answer (only the draft runs); "
+            "target: the target finishes from each step to find the first one it cannot recover from.",
+            show_default="the labels file's, else answer",
+        ),
+    ] = None,
     backbone: Annotated[
         Path | None,
         typer.Option(help="The draft's Hugging Face folder: also write a checkpoint vLLM serves."),
@@ -244,9 +291,10 @@ def train_prm_command(
 ) -> None:
     """Train a process reward model for your draft: label its steps, fit a head, write it.
 
-    The draft answers each question; the target finishes from its steps to find the first one
-    it cannot recover from (the labels). A head is fitted on the draft's hidden states at each
-    step and written to OUT/head.safetensors, which the draft-prm reward reads (--prm-head).
+    The draft answers each question; its steps are labelled by its final answer (right: good,
+    wrong: bad), or with --label-by target by what the target can still do after each. A head is
+    fitted on the draft's hidden states at each step and written to OUT/head.safetensors, which
+    the draft-prm reward reads (--prm-head).
 
     Stopped at any point, the same command resumes.
 
@@ -269,6 +317,7 @@ def train_prm_command(
     source, problems = _problems(name, file, offset, limit, None, False, (None, None), err)
     labels_path = labels_file or out / "labels.jsonl"
     check_out(out, labels_path)
+    procedure = procedure_for(labels_path, label_by)
     out.mkdir(parents=True, exist_ok=True)
     report = running.run(
         train_prm(
@@ -277,6 +326,7 @@ def train_prm_command(
             f"{source} {offset}–{offset + len(problems) - 1}",
             out,
             labels_path,
+            procedure,
             backbone,
             err,
         ),

@@ -1,7 +1,10 @@
-"""The draft's own steps on questions with gold answers, labelled by what the target can still do.
+"""The draft's own steps on questions with gold answers, labelled automatically, two ways.
 
-The draft answers each question alone, greedily. Its steps are then labelled automatically
-(Math-Shepherd-style hard estimation, with the target as the completer):
+The draft answers each question alone, greedily. Its steps are then labelled either by its
+final answer (`ANSWER`: outcome supervision, as in Yu et al.'s outcome-supervised value
+models: every step of a right answer is `good`, every step of a wrong one `bad`; only the
+draft runs) or by what the target can still do after them (`TARGET`: Math-Shepherd-style
+hard estimation, with the target as the completer):
 
 1. The draft's final answer is right: every step is `good`.
 2. Otherwise the target answers from scratch. If it is wrong too, the question gives no
@@ -32,7 +35,9 @@ from rsdchat.core.types import Message, Role
 from rsdchat.evaluation.data import Problem
 from rsdchat.evaluation.grading import extract_answer, is_correct
 
-PROCEDURE = "math-shepherd-binary-v1"
+TARGET = "math-shepherd-binary-v1"  # the target finishes from each prefix
+ANSWER = "outcome-v1"  # the draft's final answer labels every step
+PROCEDURES = {"target": TARGET, "answer": ANSWER}
 
 
 def _steps(trace: Trace) -> list[dict[str, Any]]:
@@ -50,9 +55,18 @@ def _steps(trace: Trace) -> list[dict[str, Any]]:
 
 
 async def label(
-    problem: Problem, engine: Engine, draft: Policy, target: Policy, system: str, *, seed: int = 0
+    problem: Problem,
+    engine: Engine,
+    draft: Policy,
+    target: Policy | None,
+    system: str,
+    *,
+    seed: int = 0,
+    procedure: str = TARGET,
 ) -> dict[str, Any]:
-    """One question's record: the draft's steps and a label per step (`good`, `bad` or None)."""
+    """One question's record: the draft's steps and a label per step (`good`, `bad` or None).
+
+    `procedure` is `TARGET` (needs `target`) or `ANSWER` (the target is not used)."""
     messages = [Message("system", system), Message("user", problem.question)]
     started = time.perf_counter()
     solved = await engine.solve(messages, draft, request_id=problem.id, seed=seed)
@@ -62,7 +76,7 @@ async def label(
         "question": problem.question,
         "reference": problem.reference,
         "system": system,
-        "procedure": PROCEDURE,
+        "procedure": procedure,
         "draft": {
             "answer": extract_answer(solved.text),
             "correct": is_correct(solved.text, problem.reference),
@@ -74,11 +88,15 @@ async def label(
     n = len(steps)
     if record["draft"]["correct"]:
         record["labels"] = ["good"] * n
+    elif procedure == ANSWER:
+        record["labels"] = ["bad"] * n
     else:
+        assert target is not None, "labelling by the target needs the target"
+        completer: Policy = target
 
         async def completes(k: int) -> bool:
             prefix = "".join(step["text"] for step in steps[:k])
-            trace = await engine.solve(messages, target, request_id=f"{problem.id}@{k}", prefix=prefix)
+            trace = await engine.solve(messages, completer, request_id=f"{problem.id}@{k}", prefix=prefix)
             ok = is_correct(prefix + trace.text, problem.reference)
             record["continuations"][str(k)] = {
                 "correct": ok,
@@ -139,3 +157,11 @@ def todo(problems: Iterable[Problem], path: Path) -> list[Problem]:
 def counts(records: Iterable[dict[str, Any]]) -> dict[str, int]:
     labels = [label for record in records for label in record["labels"]]
     return {"good": labels.count("good"), "bad": labels.count("bad"), "none": labels.count(None)}
+
+
+def procedure_of(records: Iterable[dict[str, Any]]) -> str | None:
+    """The one procedure that labelled `records` (None for none); ValueError for a mix."""
+    found = {record.get("procedure", TARGET) for record in records}
+    if len(found) > 1:
+        raise ValueError(f"the labels mix procedures ({', '.join(sorted(found))})")
+    return found.pop() if found else None

@@ -54,6 +54,7 @@ def fit_logistic(x: Array, y: Array, l2: float, *, balance: bool = True) -> tupl
         p = 1 / (1 + np.exp(-np.clip(design @ theta, -50, 50)))
         gradient = design.T @ (weight * (p - y)) + penalty @ theta
         hessian = design.T @ (design * (weight * p * (1 - p))[:, None]) + penalty
+        hessian += 1e-9 * np.eye(d + 1)  # separable labels (a few questions) stay solvable
         step = np.linalg.solve(hessian, gradient)
         theta -= step
         if np.abs(step).max() < 1e-8:

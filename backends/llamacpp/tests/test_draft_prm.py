@@ -106,6 +106,30 @@ def test_train_prm_from_labels_writes_a_head_the_reward_uses(tmp_path: Path) -> 
     assert 0 <= steps[0]["decision"]["reward"] <= 1
 
 
+def test_train_prm_labels_by_the_answer_with_the_draft_alone(tmp_path: Path) -> None:
+    """The default labelling: the real draft answers; each step takes its answer's verdict (one gold
+    answer is wrong on purpose, so some steps are bad); no target is loaded."""
+    questions = tmp_path / "q.jsonl"
+    rows = [("What is 2 + 3?", "5"), ("What is 4 + 4?", "9"), ("What is 10 - 3?", "7")]
+    questions.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in rows))
+    out = tmp_path / "p"
+    run = subprocess.run(
+        [*RSDCHAT, "train-prm", "-f", str(questions), "-o", str(out), "--max-tokens", "160", "--json",
+         "--target", "no-such-model"],  # never loaded: labelling by the answer needs no target
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    assert [r["procedure"] for r in records] == ["outcome-v1"] * 3
+    for record in records:
+        verdict = "good" if record["draft"]["correct"] else "bad"
+        assert record["labels"] == [verdict] * len(record["draft"]["steps"]) and not record["continuations"]
+    assert not records[1]["draft"]["correct"]  # 4 + 4 is not 9
+    report = json.loads(run.stdout)
+    assert report["steps"] == sum(len(r["labels"]) for r in records) and report["bad_steps"] > 0
+    assert PrmHead.load(Path(report["head"])).about["labels"] == "outcome-v1"
+
+
 def test_train_prm_on_labels_of_one_kind_says_so_in_one_line(tmp_path: Path) -> None:
     labels = tmp_path / "labels.jsonl"
     record = {"id": "gsm8k-train-0", "question": "What is 2 + 2?", "labels": ["good"],
