@@ -27,11 +27,13 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from train_step_scorer import labelled_steps, reward_scores, target_scores
 
+from rsdchat.prm.head import PrmHead
 from rsdchat.prm.train import auc
 from rsdchat.rewards.features import step_features
 
@@ -57,15 +59,12 @@ def audit(path: Path) -> dict[tuple[str, int], dict[str, object]]:
     return {(row["id"], row["step"]): row for row in rows}
 
 
-async def draft_prm_scores(steps: list) -> list[float]:  # type: ignore[type-arg]
-    """draft-prm out of fold: the head `rsdchat train-prm` fits, on the draft's state at the step
-    tag, each step scored by a head fitted without its question (the shipped head was trained on
-    these very steps, so its own scores would be in sample)."""
+async def tag_states(steps: list) -> Any:  # type: ignore[type-arg]
+    """The draft's hidden state at the step tag after each step (what draft-prm reads), in process."""
     import numpy as np
 
     from rsdchat.core.types import Role
     from rsdchat.prm.head import STEP_TAG_ID
-    from rsdchat.prm.train import train_head
     from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig
 
     backend = LlamaCppBackend(LlamaCppConfig())
@@ -76,9 +75,18 @@ async def draft_prm_scores(steps: list) -> list[float]:  # type: ignore[type-arg
         ]
     finally:
         await backend.aclose()
+    return np.vstack(states).astype(np.float64)
+
+
+def out_of_fold_head(states: Any, steps: list) -> list[float]:  # type: ignore[type-arg]
+    """draft-prm out of fold: the head `rsdchat train-prm` fits on these labels, each step scored by
+    a head fitted without its question (the shipped head was trained on these very steps)."""
+    import numpy as np
+
+    from rsdchat.prm.train import train_head
+
     good = np.array([1.0 - bad for *_, bad in steps])
-    trained = train_head(np.vstack(states).astype(np.float64), good, [pid for pid, *_ in steps], {})
-    return [float(p) for p in trained.oof]
+    return [float(p) for p in train_head(states, good, [pid for pid, *_ in steps], {}).oof]
 
 
 def main() -> None:
@@ -89,6 +97,9 @@ def main() -> None:
     parser.add_argument("--target", help="also the target's log-probabilities of each step (a model name)")
     parser.add_argument(
         "--draft-prm", action="store_true", help="also draft-prm out of fold (the draft in process)"
+    )
+    parser.add_argument(
+        "--prm-head", type=Path, action="append", help="also this head (trained on other questions)"
     )
     args = parser.parse_args()
     bad_audit = audit(DATA / "gsm8k-train-bad-audit.jsonl")
@@ -118,8 +129,13 @@ def main() -> None:
         "min token logprob (draft)": [step_features(c, s)["min_logprob"] for _, c, s, _ in steps]
     }
     scores.update(asyncio.run(reward_scores(steps)))
-    if args.draft_prm:
-        scores["draft-prm, out of fold"] = asyncio.run(draft_prm_scores(steps))
+    if args.draft_prm or args.prm_head:
+        states = asyncio.run(tag_states(steps))
+        if args.draft_prm:
+            scores["draft-prm, out of fold"] = out_of_fold_head(states, steps)
+        for path in args.prm_head or ():
+            head = PrmHead.load(path)
+            scores[f"{path.parent.name}/{path.name}"] = [head.p_good(row) for row in states]
     if args.target:
         scores.update(asyncio.run(target_scores(steps, args.target)))
     # the audited labels: a bad step with a mistake against every good step

@@ -110,7 +110,8 @@ def _describe() -> str:
     except ConfigError:
         return "a process reward head trained for the draft (its head file is missing)"
     auc = about.get("cv_auc")
-    shown = f", AUC {auc:.2f} on held-out real steps" if isinstance(auc, int | float) else ""
+    by = "its answers" if about.get("labels") == "outcome-v1" else "the target"
+    shown = f", AUC {auc:.2f} out of fold on labels by {by}" if isinstance(auc, int | float) else ""
     return f"a process reward head trained for the draft {about.get('model', '')}, on its hidden state{shown}"
 
 
