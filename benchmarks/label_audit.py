@@ -59,23 +59,23 @@ def audit(path: Path) -> dict[tuple[str, int], dict[str, object]]:
     return {(row["id"], row["step"]): row for row in rows}
 
 
-async def tag_states(steps: list) -> Any:  # type: ignore[type-arg]
-    """The draft's hidden state at the step tag after each step (what draft-prm reads), in process."""
-    import numpy as np
+async def tag_states(path: Path) -> Any:
+    """The draft's hidden state at the step tag after each labelled step, in `labelled_steps` order:
+    what draft-prm reads, read as `rsdchat train-prm` reads it (in process)."""
+    from rich.console import Console
 
+    from rsdchat.cli.train_prm import read_all
     from rsdchat.core.types import Role
-    from rsdchat.prm.head import STEP_TAG_ID
+    from rsdchat.prm.labels import read_labels
     from rsdchat_llamacpp import LlamaCppBackend, LlamaCppConfig
 
     backend = LlamaCppBackend(LlamaCppConfig())
     draft = backend.generator(Role.DRAFT, "qwen2.5-coder-0.5b")
     try:
-        states = [
-            np.asarray((await draft.tag_state(c.extend(s.text), STEP_TAG_ID))[0]) for _, c, s, _ in steps
-        ]
+        states, _, _ = await read_all(draft, read_labels(path), Console(stderr=True))
     finally:
         await backend.aclose()
-    return np.vstack(states).astype(np.float64)
+    return states.astype("float64")
 
 
 def out_of_fold_head(states: Any, steps: list) -> list[float]:  # type: ignore[type-arg]
@@ -130,7 +130,7 @@ def main() -> None:
     }
     scores.update(asyncio.run(reward_scores(steps)))
     if args.draft_prm or args.prm_head:
-        states = asyncio.run(tag_states(steps))
+        states = asyncio.run(tag_states(args.labels))
         if args.draft_prm:
             scores["draft-prm, out of fold"] = out_of_fold_head(states, steps)
         for path in args.prm_head or ():

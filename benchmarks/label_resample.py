@@ -21,6 +21,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from rsdchat.core.policy import Mode
 from rsdchat.core.types import Message
@@ -44,9 +45,10 @@ async def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     records = {r["id"]: r for r in labels.read_labels(DATA / "gsm8k-train-steps.jsonl")}
-    audit = [json.loads(line) for line in (DATA / "gsm8k-train-bad-audit.jsonl").read_text().splitlines()]
-    lines = args.out.read_text(encoding="utf-8").splitlines() if args.out.is_file() else []
-    done = {(r["id"], r["step"]) for r in map(json.loads, lines)}
+    audit = [
+        json.loads(line) for line in (DATA / "gsm8k-train-bad-audit.jsonl").read_text("utf-8").splitlines()
+    ]
+    done = {(r["id"], r["step"]) for r in resampled(args.out)}
     settings = Settings(max_tokens=args.max_tokens, temperature=args.temperature)
     runtime = await open_runtime(settings, Mode.TARGET_ONLY, with_reward=False)
     target = in_force(settings.replace(mode=Mode.TARGET_ONLY), None).policy
@@ -64,13 +66,13 @@ async def main() -> None:
                     messages, target, request_id=f"{row['id']}@{row['step']}#{seed}", prefix=prefix, seed=seed
                 )
                 reached.append(is_correct(prefix + trace.text, record["reference"]))
-            line = {"id": row["id"], "step": row["step"], "error": row["error"], "reached": reached}
-            with args.out.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(line) + "\n")
+            labels.append(
+                args.out, {"id": row["id"], "step": row["step"], "error": row["error"], "reached": reached}
+            )
             print(f"{row['id']} step {row['step']} mistake={row['error']} reached={reached}", flush=True)
     finally:
         await runtime.aclose()
-    rows = [json.loads(line) for line in args.out.read_text().splitlines()]
+    rows = resampled(args.out)
     for verdict, name in ((True, "with a mistake"), (False, "without a mistake")):
         group = [r for r in rows if r["error"] is verdict]
         rescued = sum(any(r["reached"]) for r in group)
@@ -79,6 +81,17 @@ async def main() -> None:
             f"bad steps {name}: {rescued}/{len(group)} rescued by a sample; "
             f"{sum(samples)}/{len(samples)} samples reach the answer"
         )
+
+
+def resampled(path: Path) -> list[dict[str, Any]]:
+    """The steps done so far (a line cut short by a kill is skipped: that step runs again)."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
 
 
 if __name__ == "__main__":
